@@ -1,0 +1,1 @@
+"""The buildah builder (not implemented yet)."""

@@ -1,0 +1,1 @@
+"""The native builder (not implemented yet)."""

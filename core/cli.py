@@ -1,0 +1,375 @@
+"""The ``sealpy`` command line (typer). It parses arguments, calls the pipeline, renders
+results and errors — no logic of its own.
+
+Errors: a :class:`~sealpy.core.errors.SealpyError` or a bad argument prints one line,
+``error: ...``, on stderr and exits non-zero; ``--debug`` (anywhere on the line) shows the
+traceback instead. Boolean flags take Sealos's and skopeo's spelling too:
+``--tls-verify=false``, ``--all=true``.
+
+Heavy modules are imported inside the commands so ``sealpy --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sealpy.core import __version__
+from sealpy.core.errors import SealpyError, UsageError
+
+app = typer.Typer(
+    name="sealpy",
+    help="Build Sealos cluster images: an application plus every container image it needs, "
+    "cached in a registry directory inside the image, for air-gapped installs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+registry_app = typer.Typer(
+    help="Cache images into a registry directory, and check one.", no_args_is_help=True
+)
+app.add_typer(registry_app, name="registry")
+
+# Flags users type as --flag=true/false (Sealos's cobra and skopeo's pflag spelling).
+BOOL_FLAGS = ("--all", "--save-image", "--tls-verify", "--strict", "--json", "--fix", "--quiet")
+_TRUE = {"true", "1", "yes", "t", "y", "on"}
+_FALSE = {"false", "0", "no", "f", "n", "off"}
+
+
+def normalize_bool_flags(argv: list[str]) -> list[str]:
+    """``--all=true`` → ``--all``; ``--tls-verify=false`` → ``--no-tls-verify``."""
+    out: list[str] = []
+    for arg in argv:
+        if arg == "--":
+            out.extend(argv[len(out):])
+            break
+        flag, sep, value = arg.partition("=")
+        if sep and flag in BOOL_FLAGS:
+            if value.lower() in _TRUE:
+                out.append(flag)
+            elif value.lower() in _FALSE:
+                out.append("--no-" + flag[2:])
+            else:
+                raise UsageError(f"invalid boolean value {value!r} for {flag}: use true or false")
+        else:
+            out.append(arg)
+    return out
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"sealpy {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """sealpy: Sealos's cluster-image build, in Python."""
+
+
+# --- shared options -----------------------------------------------------------------------
+
+ContextArg = Annotated[Path, typer.Argument(help="The build context directory.")]
+FileOpt = Annotated[
+    Path | None, typer.Option("-f", "--file", help="Build file (default: every Sealfile, Kubefile, Dockerfile, Containerfile in the context).")
+]
+ImagesOpt = Annotated[
+    list[str] | None, typer.Option("--images", help="Extra images to cache, comma-separated; repeatable.")
+]
+StrategyOpt = Annotated[
+    str | None, typer.Option("--strategy", help="Caching strategy (see `sealpy strategies`); default from SEALPY_CACHE_STRATEGY, SEALOS_REGISTRY_SYNC_EXPERIMENTAL=true (sync), else proxy.")
+]
+PlatformOpt = Annotated[
+    list[str] | None, typer.Option("--platform", help="os/arch[/variant], comma-separated; repeatable (default: this host's).")
+]
+AllOpt = Annotated[bool, typer.Option("--all/--no-all", help="Cache every platform of multi-platform images.")]
+ProcsOpt = Annotated[int | None, typer.Option("--max-pull-procs", min=1, max=256, help="Images and blobs fetched in parallel.")]
+AuthfileOpt = Annotated[Path | None, typer.Option("--authfile", help="Auth file (containers auth.json or Docker config.json); default REGISTRY_AUTH_FILE and the standard places.")]
+CredsOpt = Annotated[str | None, typer.Option("--creds", help="USER:PASSWORD for every registry that asks (prefer --authfile or SEALPY_CREDS).")]
+TLSOpt = Annotated[bool, typer.Option("--tls-verify/--no-tls-verify", help="Require HTTPS with verified certificates (loopback registries may use plain HTTP regardless).")]
+MirrorOpt = Annotated[list[str] | None, typer.Option("--registry-mirror", help="PREFIX=URL, e.g. docker.io=http://127.0.0.1:5000; repeatable; tried before registries.conf mirrors.")]
+RootOpt = Annotated[Path | None, typer.Option("--root", help="The local image store (default $XDG_DATA_HOME/sealpy).")]
+StrictOpt = Annotated[bool, typer.Option("--strict/--no-strict", help="Treat scan warnings (invalid references, unparsable lines) as errors.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet/--no-quiet", "-q", help="No progress output.")]
+
+
+def _split(values: list[str] | None) -> list[str]:
+    return [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
+
+
+def _cache_options(
+    *,
+    platform: list[str] | None,
+    all_platforms: bool,
+    max_pull_procs: int | None,
+    authfile: Path | None,
+    creds: str | None,
+    tls_verify: bool,
+    registry_mirror: list[str] | None,
+    quiet: bool,
+):
+    from sealpy.core.auth import CREDS_ENV, ConfiguredCredentials, Credential
+    from sealpy.core.model import DEFAULT_MAX_PARALLEL, CacheOptions
+    from sealpy.core.progress import progress_for
+    from sealpy.core.reference import Platform, parse_platforms
+    from sealpy.core.registries import RegistriesConfig
+
+    platforms = parse_platforms(platform) if platform else (Platform.host(),)
+    secret = creds if creds is not None else os.environ.get(CREDS_ENV)
+    credentials = ConfiguredCredentials(
+        creds=Credential.parse(secret) if secret else None, authfile=authfile
+    )
+    credentials.check()
+    return CacheOptions(
+        platforms=platforms,
+        all_platforms=all_platforms,
+        max_parallel=max_pull_procs or DEFAULT_MAX_PARALLEL,
+        credentials=credentials,
+        tls_verify=tls_verify,
+        registries=RegistriesConfig.load(mirrors=registry_mirror or ()),
+        progress=progress_for(sys.stderr, quiet=quiet),
+    )
+
+
+def _run_cache(scanned, registry_dir: Path, strategy, options) -> None:
+    from sealpy.core import pipeline
+
+    images = scanned.images
+    names = [str(i.reference) for i in images.images] + [
+        f"{a.transport}:{scanned.context.relative(a.path)}" for a in images.archives
+    ]
+    if not names:
+        typer.echo("info no images to cache", err=True)
+        return
+    typer.echo(f"info saving images {', '.join(names)}", err=True)
+    try:
+        report = pipeline.cache(images, registry_dir, strategy=strategy, options=options)
+    finally:
+        options.progress.close()
+    typer.echo(f"info {report.summary()}", err=True)
+
+
+def _print_warnings(images) -> None:
+    for warning in images.warnings:
+        typer.echo(f"warn {warning}", err=True)
+
+
+# --- commands -----------------------------------------------------------------------------
+
+
+@app.command()
+def scan(
+    context: ContextArg,
+    file: FileOpt = None,
+    images: ImagesOpt = None,
+    strict: StrictOpt = False,
+    as_json: Annotated[bool, typer.Option("--json/--no-json", help="Print one JSON object (a stable interface for scripts).")] = False,
+) -> None:
+    """List every image the context needs and where each was found."""
+    from sealpy.core import pipeline
+
+    scanned = pipeline.scan(context, build_file=file, extra_images=_split(images))
+    found = scanned.images
+    if as_json:
+        typer.echo(json.dumps(found.to_json(scanned.context), indent=2))
+    else:
+        width = max((len(str(i.reference)) for i in found.images), default=9)
+        typer.echo(f"{'REFERENCE':<{width}}  FOUND IN")
+        for image in found.images:
+            places = ", ".join(str(s) for s in image.sources)
+            typer.echo(f"{image.reference!s:<{width}}  {places}")
+        for archive in found.archives:
+            typer.echo(f"{archive.transport}:{scanned.context.relative(archive.path)} -> "
+                       f"{archive.destination}  {archive.location}")
+        for ignored in found.ignored:
+            typer.echo(f"ignored {ignored.reference} (.sealignore: {ignored.rule})")
+        _print_warnings(found)
+    if strict and found.warnings:
+        raise SealpyError(f"{len(found.warnings)} scan warning(s) with --strict")
+
+
+@app.command()
+def strategies() -> None:
+    """List caching strategies, with whether each can run here."""
+    from sealpy.core.plugins import strategy_name, strategy_registry
+
+    registry = strategy_registry()
+    default = strategy_name(None, os.environ)
+    width = max(len(n) for n in registry.names())
+    for strategy in registry:
+        availability = strategy.availability()
+        state = "available" if availability.available else f"unavailable: {availability.reason}"
+        mark = "*" if strategy.name == default else " "
+        typer.echo(f"{mark} {strategy.name:<{width}}  {strategy.description}  [{state}]")
+
+
+@registry_app.command("save")
+def registry_save(
+    context: ContextArg,
+    registry_dir: Annotated[Path | None, typer.Option("--registry-dir", help="Where to write (default <context>/registry).")] = None,
+    file: FileOpt = None,
+    images: ImagesOpt = None,
+    strategy: StrategyOpt = None,
+    platform: PlatformOpt = None,
+    all_platforms: AllOpt = False,
+    max_pull_procs: ProcsOpt = None,
+    authfile: AuthfileOpt = None,
+    creds: CredsOpt = None,
+    tls_verify: TLSOpt = True,
+    registry_mirror: MirrorOpt = None,
+    strict: StrictOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Cache every image the context needs into a registry directory (the cache stage alone)."""
+    from sealpy.core import pipeline
+
+    chosen = pipeline.select_strategy(strategy)
+    options = _cache_options(
+        platform=platform, all_platforms=all_platforms, max_pull_procs=max_pull_procs,
+        authfile=authfile, creds=creds, tls_verify=tls_verify, registry_mirror=registry_mirror,
+        quiet=quiet,
+    )
+    scanned = pipeline.scan(context, build_file=file, extra_images=_split(images), strict=strict)
+    _print_warnings(scanned.images)
+    _run_cache(scanned, registry_dir or Path(context) / "registry", chosen, options)
+
+
+@registry_app.command("verify")
+def registry_verify(
+    directory: Annotated[Path, typer.Argument(help="A registry storage root (the directory holding docker/).")],
+    fix: Annotated[bool, typer.Option("--fix/--no-fix", help="Remove what is corrupt so a re-run fetches it again.")] = False,
+) -> None:
+    """Check a registry directory: blobs match digests, links resolve, images complete."""
+    from sealpy.core.verify import verify_registry
+
+    result = verify_registry(directory, fix=fix)
+    for problem in result.problems:
+        typer.echo(str(problem))
+    typer.echo(result.summary(), err=True)
+    if result.problems and not fix:
+        raise typer.Exit(1)
+    if result.problems and fix and result.remaining:
+        raise typer.Exit(1)
+
+
+@app.command()
+def build(
+    context: ContextArg,
+    tag: Annotated[list[str] | None, typer.Option("-t", "--tag", help="Name for the image; repeatable.")] = None,
+    file: FileOpt = None,
+    images: ImagesOpt = None,
+    strategy: StrategyOpt = None,
+    platform: PlatformOpt = None,
+    all_platforms: AllOpt = False,
+    max_pull_procs: ProcsOpt = None,
+    save_image: Annotated[bool, typer.Option("--save-image/--no-save-image", help="Cache the images into <context>/registry first (Sealos's default).")] = True,
+    authfile: AuthfileOpt = None,
+    creds: CredsOpt = None,
+    tls_verify: TLSOpt = True,
+    registry_mirror: MirrorOpt = None,
+    build_arg: Annotated[list[str] | None, typer.Option("--build-arg", help="KEY=VALUE for ARG; repeatable.")] = None,
+    builder: Annotated[str, typer.Option("--builder", help="native (default) or buildah (for RUN).")] = "native",
+    root: RootOpt = None,
+    strict: StrictOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Scan the context, cache its images, and build the image (like `sealos build`)."""
+    from sealpy.core import pipeline
+
+    chosen = pipeline.select_strategy(strategy) if save_image else None
+    build_platforms = None
+    if platform:
+        from sealpy.core.reference import parse_platforms
+
+        build_platforms = parse_platforms(platform)
+    builder_class = pipeline.select_builder(builder)
+    build_args = _parse_build_args(build_arg)
+    options = _cache_options(
+        platform=platform, all_platforms=all_platforms, max_pull_procs=max_pull_procs,
+        authfile=authfile, creds=creds, tls_verify=tls_verify, registry_mirror=registry_mirror,
+        quiet=quiet,
+    ) if save_image else None
+    scanned = pipeline.scan(context, build_file=file, extra_images=_split(images), strict=strict)
+    _print_warnings(scanned.images)
+    if save_image:
+        _run_cache(scanned, Path(context) / "registry", chosen, options)
+    result = pipeline.build(
+        scanned,
+        tags=tag or [],
+        builder=builder_class,
+        platforms=build_platforms,
+        build_args=build_args,
+        store_root=root,
+        credentials=options.credentials if options else None,
+        tls_verify=tls_verify,
+        cached_images=bool(save_image and len(scanned.images)),
+        echo=lambda line: typer.echo(line),
+    )
+    for name in result.names:
+        typer.echo(f"Successfully tagged {name}")
+    typer.echo(result.digest)
+
+
+def _parse_build_args(values: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for value in values or []:
+        key, sep, val = value.partition("=")
+        if not key:
+            raise UsageError(f"invalid --build-arg {value!r}: expected KEY=VALUE")
+        out[key] = val if sep else os.environ.get(key, "")
+    return out
+
+
+# --- entry point --------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (also used by ``sealpy`` itself)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    try:
+        args = normalize_bool_flags(args)
+        command = typer.main.get_command(app)
+        result = command.main(args=args, prog_name="sealpy", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except SealpyError as exc:
+        if debug:
+            traceback.print_exc()
+        typer.echo(f"error: {exc}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        typer.echo("error: interrupted", err=True)
+        return 130
+    except Exception as exc:
+        # Click's own usage errors (unknown option, missing argument) carry format_message.
+        format_message = getattr(exc, "format_message", None)
+        if callable(format_message) and hasattr(exc, "exit_code"):
+            if debug:
+                traceback.print_exc()
+            typer.echo(f"error: {format_message()}", err=True)
+            return int(exc.exit_code) or 2
+        if debug:
+            raise
+        typer.echo(
+            f"error: internal error ({type(exc).__name__}: {exc}); run with --debug for the traceback",
+            err=True,
+        )
+        return 70
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Discovery source: archives (not implemented yet: registers nothing)."""

@@ -1,0 +1,1 @@
+"""Discovery source: charts (not implemented yet: registers nothing)."""

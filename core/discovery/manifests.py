@@ -1,0 +1,1 @@
+"""Discovery source: manifests (not implemented yet: registers nothing)."""

@@ -1,0 +1,1 @@
+"""Discovery source: shim (not implemented yet: registers nothing)."""

@@ -1,0 +1,287 @@
+"""The values that flow through the pipeline: context → image set → cache report.
+
+These types are a public interface: discovery plugins return :class:`DiscoveryResult`,
+strategies receive an :class:`ImageSet` and :class:`CacheOptions` and return a
+:class:`CacheReport`. All are frozen dataclasses: pass them along, never mutate them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from sealpy.core.reference import ImageReference, Platform
+
+if TYPE_CHECKING:
+    from sealpy.core.auth import CredentialProvider
+    from sealpy.core.progress import ProgressReporter
+    from sealpy.core.registries import RegistriesConfig
+
+BUILD_FILE_NAMES = ("Sealfile", "Kubefile", "Dockerfile", "Containerfile")
+COMMAND_LINE = "<command line>"
+
+
+@dataclass(frozen=True, order=True)
+class Location:
+    """Where something was found: a path relative to the context (posix), a line, a detail
+    such as the chart template that produced it."""
+
+    file: str
+    line: int | None = None
+    detail: str | None = None
+
+    def __str__(self) -> str:
+        text = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{text} ({self.detail})" if self.detail else text
+
+    def to_json(self) -> dict:
+        data: dict = {"file": self.file, "line": self.line}
+        if self.detail:
+            data["detail"] = self.detail
+        return data
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """A build context directory and the build files that belong to it."""
+
+    root: Path
+    build_files: tuple[Path, ...]
+
+    def relative(self, path: Path) -> str:
+        """``path`` relative to the context root, posix-style, for messages and JSON."""
+        try:
+            return Path(os.path.relpath(path, self.root)).as_posix()
+        except ValueError:
+            return str(path)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One image reference found at one place."""
+
+    reference: ImageReference
+    location: Location
+
+
+ArchiveTransport = Literal["docker-archive", "oci-archive"]
+
+
+@dataclass(frozen=True)
+class ArchiveEntry:
+    """An image archive listed in ``images/skopeo/tar.txt``, to be cached as ``destination``."""
+
+    transport: ArchiveTransport
+    path: Path
+    destination: ImageReference
+    location: Location
+
+    def to_json(self, context: BuildContext) -> dict:
+        return {
+            "transport": self.transport,
+            "path": context.relative(self.path),
+            "destination": str(self.destination),
+            "source": self.location.to_json(),
+        }
+
+
+@dataclass(frozen=True, order=True)
+class ScanWarning:
+    """Something the scan could not use; it does not fail the scan unless ``--strict``."""
+
+    file: str | None
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file or ""
+        if self.line is not None:
+            where += f":{self.line}"
+        return f"{where}: {self.message}" if where else self.message
+
+    def to_json(self) -> dict:
+        return {"file": self.file, "line": self.line, "message": self.message}
+
+
+@dataclass(frozen=True)
+class DiscoveryResult:
+    """What one discovery source found. The results of every source are merged."""
+
+    findings: tuple[Finding, ...] = ()
+    archives: tuple[ArchiveEntry, ...] = ()
+    warnings: tuple[ScanWarning, ...] = ()
+
+
+@dataclass(frozen=True)
+class RequiredImage:
+    """An image the context needs, with every place it was found."""
+
+    reference: ImageReference
+    sources: tuple[Location, ...]
+
+    def to_json(self) -> dict:
+        return {"reference": str(self.reference), "sources": [s.to_json() for s in self.sources]}
+
+
+@dataclass(frozen=True)
+class IgnoredImage:
+    """An image left out by a ``.sealignore`` rule."""
+
+    reference: ImageReference
+    rule: str
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Every image to cache: registry references and archive entries, normalised, sorted."""
+
+    images: tuple[RequiredImage, ...] = ()
+    archives: tuple[ArchiveEntry, ...] = ()
+    ignored: tuple[IgnoredImage, ...] = ()
+    warnings: tuple[ScanWarning, ...] = ()
+
+    @classmethod
+    def of(cls, references: Iterable[str | ImageReference]) -> ImageSet:
+        """An image set from plain references (for scripts and tests)."""
+        refs = {
+            r if isinstance(r, ImageReference) else ImageReference.parse(r) for r in references
+        }
+        where = (Location(COMMAND_LINE),)
+        return cls(images=tuple(RequiredImage(r, where) for r in sorted(refs, key=str)))
+
+    @property
+    def references(self) -> tuple[ImageReference, ...]:
+        return tuple(i.reference for i in self.images)
+
+    def __len__(self) -> int:
+        return len(self.images) + len(self.archives)
+
+    def to_json(self, context: BuildContext) -> dict:
+        return {
+            "images": [i.to_json() for i in self.images],
+            "archives": [a.to_json(context) for a in self.archives],
+            "ignored": [{"reference": str(i.reference), "rule": i.rule} for i in self.ignored],
+            "warnings": [w.to_json() for w in self.warnings],
+        }
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """The first stage's output: the context (with its build files) and its images."""
+
+    context: BuildContext
+    images: ImageSet
+
+
+# --- caching -----------------------------------------------------------------------------
+
+
+DEFAULT_MAX_PARALLEL = 8
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try each request: attempts, and a bound on the total time spent."""
+
+    attempts: int = 6
+    max_seconds: float = 120.0
+    initial_backoff: float = 0.2
+    max_backoff: float = 10.0
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+
+
+def _host_platforms() -> tuple[Platform, ...]:
+    return (Platform.host(),)
+
+
+def _default_credentials() -> CredentialProvider:
+    from sealpy.core.auth import AnonymousCredentials
+
+    return AnonymousCredentials()
+
+
+def _default_registries() -> RegistriesConfig:
+    from sealpy.core.registries import RegistriesConfig
+
+    return RegistriesConfig()
+
+
+def _default_progress() -> ProgressReporter:
+    from sealpy.core.progress import SilentProgress
+
+    return SilentProgress()
+
+
+@dataclass(frozen=True)
+class CacheOptions:
+    """Everything a strategy needs besides the images and the destination directory.
+
+    ``tls_verify=False`` allows plain HTTP and unverified TLS for every registry; loopback
+    registries may use plain HTTP regardless, and ``registries`` can mark others insecure.
+    """
+
+    platforms: tuple[Platform, ...] = field(default_factory=_host_platforms)
+    all_platforms: bool = False
+    max_parallel: int = DEFAULT_MAX_PARALLEL
+    credentials: CredentialProvider = field(default_factory=_default_credentials)
+    tls_verify: bool = True
+    registries: RegistriesConfig = field(default_factory=_default_registries)
+    progress: ProgressReporter = field(default_factory=_default_progress)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+@dataclass(frozen=True)
+class CachedImage:
+    """What a strategy stored for one source image."""
+
+    source: str
+    repository: str
+    tag: str | None
+    digest: str
+    platforms: tuple[str, ...] = ()
+    blobs_fetched: int = 0
+    blobs_reused: int = 0
+    bytes_fetched: int = 0
+    seconds: float = 0.0
+
+    @property
+    def stored_as(self) -> str:
+        return f"{self.repository}:{self.tag}" if self.tag else f"{self.repository}@{self.digest}"
+
+
+@dataclass(frozen=True)
+class CacheReport:
+    """A strategy's result. ``requests`` is the number of HTTP requests made, when known."""
+
+    strategy: str
+    images: tuple[CachedImage, ...] = ()
+    seconds: float = 0.0
+    requests: int | None = None
+
+    @property
+    def blobs_fetched(self) -> int:
+        return sum(i.blobs_fetched for i in self.images)
+
+    @property
+    def blobs_reused(self) -> int:
+        return sum(i.blobs_reused for i in self.images)
+
+    @property
+    def bytes_fetched(self) -> int:
+        return sum(i.bytes_fetched for i in self.images)
+
+    def summary(self) -> str:
+        mib = self.bytes_fetched / (1 << 20)
+        text = (
+            f"{len(self.images)} images cached by {self.strategy}: "
+            f"{self.blobs_fetched} blobs fetched ({mib:.1f} MiB), {self.blobs_reused} reused, "
+            f"{self.seconds:.2f} s"
+        )
+        if self.requests is not None:
+            text += f", {self.requests} requests"
+        return text
+

@@ -1,0 +1,53 @@
+"""Child processes that never outlive sealpy.
+
+Linux's parent-death signal (``prctl(PR_SET_PDEATHSIG)``) makes the kernel send SIGTERM to
+the child when the thread that started it dies — even if sealpy is killed with SIGKILL.
+Start long-lived children (the sync strategy's registry) from a thread that lives as long
+as they should, normally the main thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import signal
+import subprocess
+from collections.abc import Sequence
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_prctl = _libc.prctl  # resolved now: the child must not load anything between fork and exec
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def popen_tied(args: Sequence[str], **kwargs) -> subprocess.Popen:
+    """``subprocess.Popen`` whose child gets SIGTERM if the starting thread dies."""
+    return subprocess.Popen(list(args), preexec_fn=_die_with_parent, **kwargs)  # noqa: PLW1509
+
+
+def stop(process: subprocess.Popen, *, grace: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; always reaps the child."""
+    if process.poll() is not None:
+        return
+    try:
+        process.terminate()
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    except ProcessLookupError:
+        pass
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

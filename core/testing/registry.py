@@ -1,0 +1,371 @@
+"""Real registries for tests and benchmarks: Debian's ``docker-registry`` (distribution
+v2.8) on 127.0.0.1, without auth, with htpasswd, or with token auth served by a small
+token server signing JWTs with a self-made certificate.
+
+Nothing here is a mock: the registry is the stock binary, so what sealpy writes is
+checked against the real thing. Missing binaries raise :class:`MissingTool` naming the
+Debian package, so a test run that lacks them fails loudly instead of skipping.
+
+Token auth needs the ``testing`` extra (pyjwt, cryptography); htpasswd needs bcrypt.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import requests
+
+from sealpy.core.auth import Credential
+from sealpy.core.process import popen_tied, stop
+
+REGISTRY_BINARY = "docker-registry"
+PACKAGES = {"docker-registry": "docker-registry", "skopeo": "skopeo", "buildah": "buildah"}
+
+
+class MissingTool(RuntimeError):
+    """A binary the test kit needs is not installed."""
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise MissingTool(f"{name} not found: apt-get install -y {PACKAGES.get(name, name)}")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def registry_config(root: Path, port: int, *, auth: dict | None = None, delete: bool = True) -> dict:
+    """A docker-registry config that works here (see reference.md): filesystem storage at
+    ``root``, loopback only, no upload purging, quiet logs."""
+    config: dict = {
+        "version": 0.1,
+        "log": {"level": "error", "accesslog": {"disabled": True}},
+        "storage": {
+            "filesystem": {"rootdirectory": str(Path(root).absolute())},
+            "delete": {"enabled": delete},
+            "maintenance": {"uploadpurging": {"enabled": False}},
+        },
+        "http": {"addr": f"127.0.0.1:{port}", "secret": secrets.token_hex(16)},
+    }
+    if auth:
+        config["auth"] = auth
+    return config
+
+
+def wait_for_http(url: str, process: subprocess.Popen | None, *, timeout: float = 15.0) -> None:
+    """Wait until ``url`` gives any HTTP answer (a 401 counts)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"exited with status {process.returncode}")
+        try:
+            requests.get(url, timeout=1).close()
+            return
+        except requests.RequestException:
+            time.sleep(0.02)
+    raise RuntimeError(f"no answer from {url} after {timeout:.0f} s")
+
+
+class RegistryServer:
+    """A ``docker-registry serve`` process on 127.0.0.1 with its storage at ``root``.
+
+    ``auth`` is the registry's ``auth`` config section (see :meth:`htpasswd` and
+    :class:`TokenServer` for ready-made ones). Use as a context manager, or start/stop.
+    """
+
+    def __init__(self, root: Path, *, workdir: Path | None = None, auth: dict | None = None,
+                 credential: Credential | None = None) -> None:
+        self.root = Path(root).absolute()
+        self.workdir = Path(workdir) if workdir else self.root.parent / f".registry-{uuid.uuid4().hex[:8]}"
+        self.auth = auth
+        self.credential = credential
+        self.port = 0
+        self.process: subprocess.Popen | None = None
+        self.log_path = self.workdir / "registry.log"
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    def start(self) -> RegistryServer:
+        binary = require_tool(REGISTRY_BINARY)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        last_error = ""
+        for _ in range(5):
+            self.port = free_port()
+            config = self.workdir / "config.yml"
+            config.write_text(json.dumps(registry_config(self.root, self.port, auth=self.auth)))
+            log = open(self.log_path, "wb")  # noqa: SIM115 - closed after the process ends
+            self.process = popen_tied(
+                [binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+            log.close()
+            try:
+                wait_for_http(f"{self.url}/v2/", self.process)
+                return self
+            except RuntimeError as exc:
+                stop(self.process)
+                last_error = f"{exc}: {self.log_tail()}"
+                if "address already in use" not in last_error:
+                    break
+        raise RuntimeError(f"docker-registry did not start: {last_error}")
+
+    def log_tail(self, lines: int = 5) -> str:
+        try:
+            return " | ".join(self.log_path.read_text(errors="replace").strip().splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process)
+            self.process = None
+
+    def __enter__(self) -> RegistryServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @staticmethod
+    def htpasswd(workdir: Path, users: dict[str, str]) -> dict:
+        """An htpasswd ``auth`` section for ``users`` (bcrypt cost 4: fast requests)."""
+        import bcrypt
+
+        workdir.mkdir(parents=True, exist_ok=True)
+        path = workdir / "htpasswd"
+        path.write_text(
+            "".join(
+                f"{user}:{bcrypt.hashpw(password.encode(), bcrypt.gensalt(4)).decode()}\n"
+                for user, password in users.items()
+            )
+        )
+        return {"htpasswd": {"realm": "sealpy-test", "path": str(path)}}
+
+
+@dataclass
+class TokenRequest:
+    """What the token server saw (for tests: account and scope sent, credentials used)."""
+
+    user: str | None
+    query: dict[str, str]
+    method: str
+
+
+@dataclass
+class TokenServer:
+    """A token server for distribution's ``auth.token``: checks Basic credentials (or a
+    refresh token) and signs ES256 JWTs whose ``x5c`` header carries its certificate.
+
+    ``fail_next`` makes the next requests fail with a status (fault tests); ``ttl`` is
+    the token lifetime in seconds."""
+
+    workdir: Path
+    users: dict[str, str]
+    ttl: int = 300
+    service: str = "sealpy-test-registry"
+    issuer: str = "sealpy-test-issuer"
+    refresh_tokens: dict[str, str] = field(default_factory=dict)
+    requests: list[TokenRequest] = field(default_factory=list)
+    fail_next: list[int] = field(default_factory=list)
+    port: int = 0
+
+    def __post_init__(self) -> None:
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def realm(self) -> str:
+        return f"http://127.0.0.1:{self.port}/token"
+
+    def auth_config(self) -> dict:
+        return {
+            "token": {
+                "realm": self.realm,
+                "service": self.service,
+                "issuer": self.issuer,
+                "rootcertbundle": str(self.workdir / "token-cert.pem"),
+            }
+        }
+
+    def _make_key(self) -> None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sealpy test token signer")])
+        now = time.time()
+        import datetime as dt
+
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(dt.datetime.fromtimestamp(now - 3600, dt.UTC))
+            .not_valid_after(dt.datetime.fromtimestamp(now + 86400 * 30, dt.UTC))
+            .sign(key, hashes.SHA256())
+        )
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "token-cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        self._key = key
+        self._x5c = base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
+
+    def issue(self, user: str, scopes: list[str]) -> str:
+        import jwt
+
+        now = int(time.time())
+        access = []
+        for scope in scopes:
+            parts = scope.split(":")
+            if len(parts) >= 3:
+                access.append({"type": parts[0], "name": ":".join(parts[1:-1]), "actions": parts[-1].split(",")})
+        claims = {
+            "iss": self.issuer, "sub": user, "aud": self.service, "exp": now + self.ttl,
+            "nbf": now - 10, "iat": now, "jti": uuid.uuid4().hex, "access": access,
+        }
+        return jwt.encode(claims, self._key, algorithm="ES256", headers={"x5c": [self._x5c]})
+
+    def start(self) -> TokenServer:
+        self._make_key()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _answer(self, status: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _handle(self, form: dict[str, str]) -> None:
+                query = {k: v[-1] for k, v in parse_qs(urlsplit(self.path).query).items()}
+                query.update(form)
+                user = server._authenticate(self.headers.get("Authorization", ""), query)
+                with server._lock:
+                    server.requests.append(TokenRequest(user, query, self.command))
+                    failure = server.fail_next.pop(0) if server.fail_next else None
+                if failure:
+                    return self._answer(failure, {"error": "injected failure"})
+                if user is None:
+                    return self._answer(401, {"errors": [{"code": "UNAUTHORIZED"}]})
+                scopes = [s for s in query.get("scope", "").split(" ") if s]
+                token = server.issue(user, scopes)
+                body = {"token": token, "access_token": token, "expires_in": server.ttl,
+                        "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                if query.get("grant_type") == "password" or (user and query.get("offline_token") == "true"):
+                    body["refresh_token"] = server._refresh_for(user)
+                self._answer(200, body)
+
+            def do_GET(self) -> None:
+                self._handle({})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                form = {k: v[-1] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+                self._handle(form)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def _refresh_for(self, user: str) -> str:
+        token = secrets.token_hex(16)
+        self.refresh_tokens[token] = user
+        return token
+
+    def _authenticate(self, header: str, query: dict[str, str]) -> str | None:
+        if query.get("grant_type") == "refresh_token":
+            return self.refresh_tokens.get(query.get("refresh_token", ""))
+        if not header.startswith("Basic "):
+            return None
+        try:
+            user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+        except ValueError:
+            return None
+        return user if self.users.get(user) == password else None
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> TokenServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve_directory(root: Path, workdir: Path) -> RegistryServer:
+    """A stock registry serving an existing storage root (the oracle); started."""
+    return RegistryServer(root, workdir=workdir).start()
+
+
+def skopeo(*args: str, check: bool = True, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run skopeo (output as bytes); a failure raises with skopeo's stderr."""
+    command = [require_tool("skopeo"), *args]
+    result = subprocess.run(command, capture_output=True, timeout=timeout, env=env, check=False)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"skopeo {' '.join(args)} failed: {result.stderr.decode(errors='replace').strip()}")
+    return result
+
+
+def skopeo_manifest_digest(reference: str, *, authfile: Path | None = None) -> str:
+    """The digest of the manifest skopeo reads for ``reference`` (``docker://...``; plain
+    HTTP and unverified TLS allowed, as for the loopback registries of tests)."""
+    args = ["inspect", "--raw"]
+    if reference.startswith("docker://"):
+        args.append("--tls-verify=false")
+    if authfile is not None:
+        args += ["--authfile", str(authfile)]
+    return "sha256:" + hashlib.sha256(skopeo(*args, reference).stdout).hexdigest()
+
+
+def skopeo_pull(reference: str, destination: Path, *, authfile: Path | None = None,
+                override_arch: str | None = None) -> str:
+    """Pull ``reference`` with skopeo into a ``dir:`` directory (manifest kept byte for byte,
+    every blob verified by skopeo); one platform: the reference's own manifest, or the
+    host's (or ``override_arch``'s) child of an index. Returns the pulled manifest's digest."""
+    args = ["copy", "--quiet", "--src-tls-verify=false"]
+    if override_arch:
+        args = ["--override-arch", override_arch, *args]
+    if authfile is not None:
+        args += ["--authfile", str(authfile)]
+    skopeo(*args, reference, f"dir:{destination}")
+    return "sha256:" + hashlib.sha256((destination / "manifest.json").read_bytes()).hexdigest()

@@ -1,0 +1,157 @@
+"""Writing blobs safely: stream into a partial file, verify, then rename into place.
+
+A blob only ever appears at its final path whole and verified (length and sha256), so an
+interrupted run never leaves corrupt content where a registry would serve it. A partial
+file survives an interruption and is resumed: its bytes are hashed again and the download
+continues from its length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from sealpy.core.errors import DigestMismatchError
+from sealpy.core.transport.media import Descriptor
+
+CHUNK = 1 << 20  # 1 MiB: constant memory whatever the blob size
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class BlobWriter:
+    """Streams one blob into ``partial``; :meth:`commit` verifies and moves it to its place.
+
+    ``final_path`` maps the (verified) digest to the final path; it is called at commit,
+    so blobs whose digest is only known afterwards (compressed on the fly) work too.
+    """
+
+    def __init__(
+        self,
+        partial: Path,
+        final_path: Callable[[str], Path],
+        *,
+        digest: str | None = None,
+        size: int | None = None,
+        media_type: str = "",
+        durable: bool = True,
+        resume: bool = True,
+    ) -> None:
+        self.partial = partial
+        self._final_path = final_path
+        self.digest = digest
+        self.size = size
+        self.media_type = media_type
+        self._durable = durable
+        self._hash = hashlib.sha256()
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        mode = "r+b" if resume and partial.exists() else "w+b"
+        self._file = open(partial, mode)  # noqa: SIM115 - closed in commit/close
+        if mode == "r+b":
+            self._rehash()
+        self.offset = self._file.tell()
+
+    def _rehash(self) -> None:
+        """Hash what an earlier run left, so the download can resume after it."""
+        self._file.seek(0)
+        while chunk := self._file.read(CHUNK):
+            self._hash.update(chunk)
+        if self.size is not None and self._file.tell() > self.size:
+            self.reset()
+
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def write(self, chunk: bytes) -> None:
+        if self.size is not None and self.offset + len(chunk) > self.size:
+            raise DigestMismatchError(
+                f"blob {self.digest}: more than the {self.size} bytes announced"
+            )
+        self._file.write(chunk)
+        self._hash.update(chunk)
+        self.offset += len(chunk)
+
+    def reset(self) -> None:
+        """Start again from zero (the source ignored our Range, or the content was wrong)."""
+        self._file.seek(0)
+        self._file.truncate()
+        self._hash = hashlib.sha256()
+        self.offset = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.size is not None and self.offset == self.size
+
+    def verify(self) -> str:
+        """Check length and digest of what was written; a mismatch raises (bytes are kept,
+        the caller decides to reset). Returns the actual digest."""
+        actual = "sha256:" + self._hash.hexdigest()
+        if self.size is not None and self.offset != self.size:
+            raise DigestMismatchError(
+                f"blob {self.digest}: got {self.offset} bytes, expected {self.size}"
+            )
+        if self.digest is not None and actual != self.digest:
+            raise DigestMismatchError(f"blob {self.digest}: content has digest {actual}")
+        return actual
+
+    def commit(self) -> Descriptor:
+        """Verify length and digest, then rename into place. A mismatch discards the bytes."""
+        try:
+            actual = self.verify()
+        except DigestMismatchError:
+            self.reset()
+            raise
+        self._file.flush()
+        if self._durable:
+            os.fsync(self._file.fileno())
+        self._file.close()
+        final = self._final_path(actual)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.partial, final)
+        if self._durable:
+            _fsync_dir(final.parent)
+        self._remove_partial_dir()
+        return Descriptor(self.media_type, actual, self.offset)
+
+    def close(self) -> None:
+        """Stop writing; the partial file stays for a later run to resume."""
+        if not self._file.closed:
+            self._file.close()
+
+    def discard(self) -> None:
+        self.close()
+        self.partial.unlink(missing_ok=True)
+        self._remove_partial_dir()
+
+    def _remove_partial_dir(self) -> None:
+        # Partials live in a directory of their own (distribution's _uploads/<id>/data).
+        if self.partial.name == "data":
+            shutil.rmtree(self.partial.parent, ignore_errors=True)
+
+
+def write_bytes_atomically(path: Path, data: bytes, *, durable: bool = False) -> None:
+    """Write a small file (a link, a manifest) so readers see all of it or none of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
+    os.replace(tmp, path)

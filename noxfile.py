@@ -1,0 +1,35 @@
+"""nox sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s install_modes``, ``nox -s bench``."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["lint", "tests"]
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The whole suite (needs skopeo and docker-registry: apt-get install -y skopeo docker-registry)."""
+    session.install("-e", ".[dev]")
+    session.run("pytest", "-n", "2", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+
+
+@nox.session
+def install_modes(session: nox.Session) -> None:
+    """The package imports from a wheel and from an editable install (package-dir mapping)."""
+    session.install("pytest")
+    session.run("pytest", "tests/test_packaging.py", "-q", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The A/B benchmark of caching strategies; results in benchmarks/results/."""
+    session.install("-e", ".[dev]")
+    session.run("python", "benchmarks/bench_strategies.py", *session.posargs)
