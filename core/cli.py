@@ -373,3 +373,5 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+from sealpy.core import cli_store  # noqa: E402,F401  (registers the store commands on `app`)

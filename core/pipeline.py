@@ -85,13 +85,21 @@ def cache(
     return report
 
 
-def select_builder(name: str, *, manager: pluggy.PluginManager | None = None):
-    from sealpy.core.errors import NotImplementedYetError
+def select_builder(name: str = "native", *, manager: pluggy.PluginManager | None = None):
+    """The builder class registered as ``name``, checked to be available."""
+    from sealpy.core.builder import BuilderRegistry
 
-    raise NotImplementedYetError("building images is not implemented yet")
+    registry = BuilderRegistry()
+    (manager or plugin_manager()).hook.sealpy_register_builders(registry=registry)
+    builder = registry.get(name)
+    availability = builder.availability()
+    if not availability.available:
+        raise StrategyUnavailableError(f"builder {name} is unavailable: {availability.reason}")
+    return builder
 
 
 def build(scanned: ScanResult, **kwargs):
+    """Build the scanned context into the local store (not implemented yet)."""
     from sealpy.core.errors import NotImplementedYetError
 
     raise NotImplementedYetError("building images is not implemented yet")

@@ -1,0 +1,65 @@
+"""Image builders: turn a build context and its build file into an image in the local store.
+
+A builder is registered by name through the ``sealpy_register_builders`` hook, like a
+caching strategy; ``native`` (no container engine: FROM/COPY/ADD/ENV/LABEL/... without
+RUN) is the default, ``buildah`` an optional backend for build files that need RUN.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from sealpy.core.model import BuildContext
+from sealpy.core.reference import Platform
+from sealpy.core.strategy import Availability, NamedRegistry
+
+if TYPE_CHECKING:
+    from sealpy.core.auth import CredentialProvider
+    from sealpy.core.registries import RegistriesConfig
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """Everything a builder needs. ``store_root`` is the local OCI image store;
+    ``cached_images`` says images were cached into ``<context>/registry`` (the builder
+    warns when no instruction copies that directory); ``echo`` prints a progress line."""
+
+    context: BuildContext
+    store_root: Path
+    tags: tuple[str, ...] = ()
+    platforms: tuple[Platform, ...] | None = None
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    credentials: CredentialProvider | None = None
+    tls_verify: bool = True
+    registries: RegistriesConfig | None = None
+    cached_images: bool = False
+    echo: Callable[[str], None] = print
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """The built image: its manifest (or index) digest and the names it got in the store."""
+
+    digest: str
+    names: tuple[str, ...]
+
+
+class ImageBuilder(ABC):
+    name: ClassVar[str]
+    description: ClassVar[str]
+
+    @classmethod
+    def availability(cls) -> Availability:
+        return Availability.ok()
+
+    @abstractmethod
+    def build(self, request: BuildRequest) -> BuildResult:
+        """Build ``request.context`` into the store at ``request.store_root``."""
+
+
+class BuilderRegistry(NamedRegistry[ImageBuilder]):
+    kind = "builder"
