@@ -20,13 +20,13 @@ _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True
 _prctl = _libc.prctl  # resolved now: the child must not load anything between fork and exec
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def die_with_parent() -> None:  # runs in the child between fork and exec
     _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def popen_tied(args: Sequence[str], **kwargs) -> subprocess.Popen:
     """``subprocess.Popen`` whose child gets SIGTERM if the starting thread dies."""
-    return subprocess.Popen(list(args), preexec_fn=_die_with_parent, **kwargs)  # noqa: PLW1509
+    return subprocess.Popen(list(args), preexec_fn=die_with_parent, **kwargs)  # noqa: PLW1509
 
 
 def stop(process: subprocess.Popen, *, grace: float = 5.0) -> None:

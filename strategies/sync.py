@@ -1,21 +1,404 @@
-"""The ``sync`` strategy (not implemented yet)."""
+"""The ``sync`` strategy: Sealos's "Image Repository Sync" path, with skopeo.
+
+Start a stock distribution registry (``docker-registry serve``) whose storage root is
+``<context>/registry``, on 127.0.0.1 and a free port; ``skopeo copy`` every image into it,
+several processes at once; stop the registry. Same input and, where skopeo's semantics
+allow, the same result as the ``proxy`` strategy:
+
+* repository names drop the source registry (``docker.io/library/nginx:1`` →
+  ``library/nginx:1``);
+* a multi-platform source is copied for the selected platform (``--override-os/arch/
+  variant``), so the tag points at that platform's manifest — skopeo's and Sealos's
+  behaviour, and the documented difference from ``proxy``, which keeps a sparse index;
+  with ``--all``, several ``--platform`` or a reference pinning the index digest, every
+  platform is copied (the registry refuses an index whose children are missing);
+* ``name:tag@digest`` is copied by digest and then tagged (skopeo 1.9 refuses both).
+
+Credentials go to skopeo in a 0600 auth file, mirrors and insecure registries in a
+generated registries.conf — both in a private temporary directory outside the context,
+never on a command line. A warm re-run asks the source for each image's digest and skips
+images already stored with it. No process outlives the command: the registry and every
+skopeo carry a parent-death signal, and the registry is stopped on every exit path.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
-from sealpy.core.errors import NotImplementedYetError
+from sealpy.core.auth import Credential, write_authfile
+from sealpy.core.errors import CacheError, RegistryError, SealpyError
 from sealpy.core.hookspecs import hookimpl
-from sealpy.core.model import CacheOptions, CacheReport, ImageSet
-from sealpy.core.strategy import CacheStrategy
+from sealpy.core.model import ArchiveEntry, CacheOptions, CachedImage, CacheReport, ImageSet
+from sealpy.core.localregistry import REGISTRY_BINARY, RegistryProcess
+from sealpy.core.process import die_with_parent
+from sealpy.core.reference import ImageReference, Platform
+from sealpy.core.registries import Endpoint, RegistriesConfig, is_loopback
+from sealpy.core.strategy import Availability, CacheStrategy
+from sealpy.core.transport.copy import select_children
+from sealpy.core.transport.distribution import DistributionLayout
+from sealpy.core.transport.media import Manifest
+from sealpy.core.transport.remote import RegistryClient
+
+SKOPEO_BINARY = "skopeo"
+SKOPEO_RETRY_TIMES = 3
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How one image is copied: skopeo source, destination, flags; the digest it will have."""
+
+    label: str
+    source: str
+    repository: str
+    tag: str | None
+    copy_reference: str  # tag or digest at the destination
+    all_platforms: bool
+    platform: Platform | None
+    expected: str | None  # the digest the destination tag will point to, when known
+    skip: bool = False
+
+
+def _skopeo_bool(value: bool) -> str:
+    return "true" if value else "false"
 
 
 class SyncStrategy(CacheStrategy):
     name = "sync"
-    description = "a local docker-registry on <context>/registry plus skopeo copy (Sealos >= 4.3)"
+    description = (
+        "a local docker-registry on <context>/registry plus parallel skopeo copy "
+        "(Sealos >= 4.3's image repository sync)"
+    )
+
+    @classmethod
+    def availability(cls) -> Availability:
+        missing = [
+            f"{tool} not found; apt-get install -y {tool}"
+            for tool in (SKOPEO_BINARY, REGISTRY_BINARY)
+            if shutil.which(tool) is None
+        ]
+        return Availability.missing("; ".join(missing)) if missing else Availability.ok()
 
     def cache(self, images: ImageSet, registry_dir: Path, options: CacheOptions) -> CacheReport:
-        raise NotImplementedYetError("the sync strategy is not implemented yet")
+        availability = self.availability()
+        if not availability.available:
+            raise SealpyError(f"strategy sync is unavailable: {availability.reason}")
+        started = time.monotonic()
+        layout = DistributionLayout(registry_dir)
+        # Private files (config, log, auth, registries.conf) never go inside the context.
+        with tempfile.TemporaryDirectory(prefix="sealpy-sync-") as private_dir:
+            private = Path(private_dir)
+            os.chmod(private, 0o700)
+            with RegistryClient(
+                credentials=options.credentials, tls_verify=options.tls_verify,
+                registries=options.registries, retry=options.retry,
+                max_connections=max(4, options.max_parallel),
+            ) as client:
+                plans, failures = self._plan(images, layout, client, options)
+                env = self._environment(images, options, client, private)
+                registry = RegistryProcess(layout.root, private)
+                registry.start()
+                try:
+                    copier = _Copier(registry.host, env, options, layout, client)
+                    outcome = copier.run(plans, images.archives)
+                finally:
+                    registry.stop()
+                requests = client.requests_sent
+        results = [*outcome.results]
+        failures.extend(outcome.failures)
+        report = CacheReport(self.name, tuple(results), time.monotonic() - started, requests)
+        if failures:
+            if len(failures) == 1:
+                raise CacheError(failures[0], report)
+            total = len(images.images) + len(images.archives)
+            raise CacheError(f"{len(failures)} of {total} images could not be cached: " + "; ".join(failures), report)
+        return report
+
+    # --- planning ------------------------------------------------------------------------
+
+    def _plan(
+        self, images: ImageSet, layout: DistributionLayout, client: RegistryClient, options: CacheOptions
+    ) -> tuple[list[_Plan], list[str]]:
+        """Look at each source once (in parallel): index or not, and is it already here?"""
+        def plan(ref: ImageReference) -> _Plan:
+            return self._plan_one(ref, layout, client, options)
+
+        plans: list[_Plan] = []
+        failures: list[str] = []
+        with ThreadPoolExecutor(max(1, options.max_parallel)) as pool:
+            futures = [(ref, pool.submit(plan, ref)) for ref in images.references]
+            for ref, future in futures:
+                try:
+                    plans.append(future.result())
+                except SealpyError as exc:
+                    failures.append(f"{ref}: {exc}")
+                    options.progress.image_failed(str(ref), str(exc))
+        return plans, failures
+
+    def _plan_one(
+        self, ref: ImageReference, layout: DistributionLayout, client: RegistryClient, options: CacheOptions
+    ) -> _Plan:
+        repository = ref.cache_repository
+        top = client.repository(ref).get_manifest(ref.reference)
+        source = f"docker://{ref.name}@{ref.digest}" if ref.digest else f"docker://{ref}"
+        copy_reference = ref.digest or ref.tag or "latest"
+        all_platforms = bool(
+            top.is_index and (options.all_platforms or len(options.platforms) > 1 or ref.digest)
+        )
+        platform: Platform | None = None
+        expected = top.digest
+        if top.is_index and not all_platforms:
+            platform = options.platforms[0]
+            child = select_children(top, [platform], False)[0]
+            expected = child.digest
+        elif top.is_index:
+            options.progress.info(
+                f"copying every platform of {ref} (keeps the index digest; moves more bytes)"
+            )
+        skip = self._already_stored(layout, repository, ref.tag or copy_reference, expected, top, all_platforms)
+        return _Plan(str(ref), source, repository, ref.tag, copy_reference, all_platforms, platform, expected, skip)
+
+    @staticmethod
+    def _already_stored(
+        layout: DistributionLayout, repository: str, reference: str, expected: str,
+        top: Manifest, all_platforms: bool,
+    ) -> bool:
+        if layout.resolve(repository, reference) != expected:
+            return False
+        stored = layout.stored_manifest(repository, expected)
+        if stored is None:
+            return False
+        manifests = [stored]
+        if stored.is_index:
+            manifests = [layout.stored_manifest(repository, c.digest) for c in stored.children]  # type: ignore[misc]
+        return all(
+            m is not None and all(layout.has_blob(b.digest) for b in m.blobs) for m in manifests
+        )
+
+    # --- skopeo's environment --------------------------------------------------------------
+
+    def _environment(
+        self, images: ImageSet, options: CacheOptions, client: RegistryClient, private: Path
+    ) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("REGISTRY_AUTH_FILE",)}
+        endpoints: dict[str, Endpoint] = {}
+        for ref in images.references:
+            for endpoint in options.registries.endpoints(ref):
+                endpoints.setdefault(endpoint.host, endpoint)
+        credentials: dict[str, Credential] = {}
+        for host, endpoint in endpoints.items():
+            credential = options.credentials.credentials_for(host, endpoint.repository)
+            if credential is not None:
+                credentials[host] = credential
+        authfile = private / "auth.json"
+        write_authfile(authfile, credentials)
+        env["REGISTRY_AUTH_FILE"] = str(authfile)
+        conf = private / "registries.conf"
+        conf.write_text(_registries_conf(options.registries, endpoints, options.tls_verify))
+        # skopeo 1.9.3 ignores CONTAINERS_REGISTRIES_CONF (checked): it also gets the
+        # hidden --registries-conf flag, which it honours. Paths only: no secret on argv.
+        env["CONTAINERS_REGISTRIES_CONF"] = str(conf)
+        return env
+
+
+def _toml_string(value: str) -> str:
+    return json.dumps(value)
+
+
+def _registries_conf(
+    registries: RegistriesConfig, endpoints: dict[str, Endpoint], tls_verify: bool
+) -> str:
+    """registries.conf for skopeo: the user's mirrors, and ``insecure`` for every host we
+    would talk to over plain HTTP or unverified TLS (containers/image has no loopback rule)."""
+    lines: list[str] = []
+    seen: set[str] = set()
+    for entry in registries.entries:
+        lines += ["[[registry]]", f"prefix = {_toml_string(entry.prefix)}",
+                  f"location = {_toml_string(entry.location)}",
+                  f"insecure = {_skopeo_bool(entry.insecure or not tls_verify or is_loopback(entry.location.split('/')[0]))}",
+                  f"blocked = {_skopeo_bool(entry.blocked)}"]
+        for mirror in entry.mirrors:
+            insecure = mirror.insecure or not tls_verify or is_loopback(mirror.location.split("/")[0])
+            lines += ["[[registry.mirror]]", f"location = {_toml_string(mirror.location)}",
+                      f"insecure = {_skopeo_bool(insecure)}",
+                      f"pull-from-mirror = {_toml_string(mirror.pull_from_mirror)}"]
+        seen.add(entry.prefix)
+        lines.append("")
+    for host in endpoints:
+        if host in seen:
+            continue
+        if not tls_verify or is_loopback(host) or registries.is_insecure(host):
+            lines += ["[[registry]]", f"location = {_toml_string(host)}", "insecure = true", ""]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class _Outcome:
+    results: list[CachedImage]
+    failures: list[str]
+
+
+class _Copier:
+    """Runs the skopeo copies, several at once, and retries a failed copy as a whole
+    (skopeo 1.9 does not retry a truncated manifest body itself)."""
+
+    def __init__(
+        self, host: str, env: dict[str, str], options: CacheOptions, layout: DistributionLayout,
+        client: RegistryClient,
+    ) -> None:
+        self.host = host
+        self.env = env
+        self.options = options
+        self.layout = layout
+        self.client = client
+        self.lock = threading.Lock()
+        self.skopeo = shutil.which(SKOPEO_BINARY) or SKOPEO_BINARY
+        # skopeo does not say what it moved: compare with what the directory held before.
+        self.present_before = set(layout.blob_digests())
+        self.counted: set[str] = set()
+
+    def _blob_counts(self, repository: str, digest: str) -> tuple[int, int, int]:
+        """(fetched, reused, bytes) for the image stored as ``digest``, each blob counted
+        as fetched by the first image that needed it."""
+        manifest = self.layout.stored_manifest(repository, digest)
+        manifests = [manifest] if manifest is not None else []
+        if manifest is not None and manifest.is_index:
+            manifests = [self.layout.stored_manifest(repository, c.digest) for c in manifest.children]
+        fetched = reused = size = 0
+        with self.lock:
+            for m in manifests:
+                for blob in m.blobs if m is not None else ():
+                    if blob.digest in self.present_before or blob.digest in self.counted:
+                        reused += 1
+                    else:
+                        self.counted.add(blob.digest)
+                        fetched += 1
+                        size += blob.size
+        return fetched, reused, size
+
+    def run(self, plans: list[_Plan], archives: tuple[ArchiveEntry, ...]) -> _Outcome:
+        outcome = _Outcome([], [])
+        tasks: list[tuple[str, Callable[[], CachedImage]]] = []
+        for plan in plans:
+            tasks.append((plan.label, lambda plan=plan: self._image(plan)))
+        for entry in archives:
+            label = f"{entry.transport}:{entry.path}"
+            tasks.append((label, lambda entry=entry, label=label: self._archive(entry, label)))
+        with ThreadPoolExecutor(max(1, self.options.max_parallel), thread_name_prefix="sealpy-skopeo") as pool:
+            futures = [(label, pool.submit(task)) for label, task in tasks]
+            for label, future in futures:
+                try:
+                    outcome.results.append(future.result())
+                except SealpyError as exc:
+                    message = str(exc) if str(exc).startswith(label) else f"{label}: {exc}"
+                    outcome.failures.append(message)
+                    self.options.progress.image_failed(label, str(exc))
+        return outcome
+
+    def _image(self, plan: _Plan) -> CachedImage:
+        started = time.monotonic()
+        progress = self.options.progress
+        if plan.skip:
+            progress.image_done(plan.label, "already cached")
+            return CachedImage(plan.label, plan.repository, plan.tag, plan.expected or "",
+                               seconds=time.monotonic() - started)
+        progress.image_started(plan.label)
+        destination = f"docker://{self.host}/{plan.repository}:{plan.copy_reference}" if not plan.copy_reference.startswith("sha256:") \
+            else f"docker://{self.host}/{plan.repository}@{plan.copy_reference}"
+        global_flags: list[str] = []
+        if plan.platform is not None:
+            global_flags += ["--override-os", plan.platform.os, "--override-arch", plan.platform.architecture]
+            if plan.platform.variant:
+                global_flags += ["--override-variant", plan.platform.variant]
+        flags = ["--all"] if plan.all_platforms else []
+        if plan.copy_reference.startswith("sha256:"):
+            flags.append("--preserve-digests")
+        self._copy(plan.label, global_flags, flags, plan.source, destination)
+        digest = self.layout.resolve(plan.repository, plan.copy_reference)
+        if plan.tag and plan.copy_reference.startswith("sha256:"):
+            self._tag(plan)
+            digest = self.layout.resolve(plan.repository, plan.tag)
+        if digest is None:
+            raise RegistryError("skopeo finished but the image is not in the registry directory")
+        fetched, reused, size = self._blob_counts(plan.repository, digest)
+        progress.image_done(plan.label, f"{fetched} blobs fetched, {reused} reused")
+        return CachedImage(plan.label, plan.repository, plan.tag, digest,
+                           platforms=(str(plan.platform),) if plan.platform else (),
+                           blobs_fetched=fetched, blobs_reused=reused, bytes_fetched=size,
+                           seconds=time.monotonic() - started)
+
+    def _tag(self, plan: _Plan) -> None:
+        """Tag a digest-copied image: put the same manifest under the tag (skopeo 1.9
+        refuses name:tag@digest), through the local registry so it stays consistent."""
+        manifest = self.layout.get_manifest(plan.repository, plan.copy_reference)
+        local = self.client.repository(ImageReference(self.host, plan.repository, plan.tag))
+        local.put_manifest(plan.tag or "latest", manifest)
+
+    def _archive(self, entry: ArchiveEntry, label: str) -> CachedImage:
+        started = time.monotonic()
+        repository = entry.destination.cache_repository
+        tag = entry.destination.tag or "latest"
+        self.options.progress.image_started(label)
+        self._copy(label, [], [], f"{entry.transport}:{entry.path}", f"docker://{self.host}/{repository}:{tag}")
+        digest = self.layout.resolve(repository, tag)
+        if digest is None:
+            raise RegistryError("skopeo finished but the image is not in the registry directory")
+        fetched, reused, size = self._blob_counts(repository, digest)
+        self.options.progress.image_done(label, f"{fetched} blobs fetched, {reused} reused")
+        return CachedImage(label, repository, tag, digest, blobs_fetched=fetched, blobs_reused=reused,
+                           bytes_fetched=size, seconds=time.monotonic() - started)
+
+    def _copy(self, label: str, global_flags: list[str], flags: list[str], source: str, destination: str) -> None:
+        command = [
+            self.skopeo, "--registries-conf", self.env["CONTAINERS_REGISTRIES_CONF"],
+            *global_flags, "copy", "--quiet",
+            "--authfile", self.env["REGISTRY_AUTH_FILE"],
+            "--retry-times", str(SKOPEO_RETRY_TIMES),
+            "--dest-tls-verify=false",
+            *flags, source, destination,
+        ]
+        attempts = max(1, self.options.retry.attempts)
+        last = ""
+        for attempt in range(attempts):
+            result = subprocess.run(
+                command, env=self.env, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                timeout=max(60.0, self.options.retry.max_seconds * 5), check=False,
+                preexec_fn=die_with_parent,
+            )
+            if result.returncode == 0:
+                return
+            last = _skopeo_error(result.stderr)
+            if _permanent(last) or attempt == attempts - 1:
+                break
+            time.sleep(min(self.options.retry.max_backoff, self.options.retry.initial_backoff * 2**attempt))
+        raise RegistryError(f"skopeo copy failed: {last}")
+
+
+def _skopeo_error(stderr: str) -> str:
+    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+    text = lines[-1] if lines else "no error message"
+    for prefix in ('time="', "level=fatal msg="):
+        if prefix in text and 'msg="' in text:
+            text = text.split('msg="', 1)[1].rsplit('"', 1)[0]
+    return text[:400]
+
+
+_PERMANENT = ("manifest unknown", "unauthorized", "authentication required", "denied",
+              "no image found in manifest list", "not found", "invalid reference", "no such file")
+
+
+def _permanent(message: str) -> bool:
+    lowered = message.lower()
+    return any(marker in lowered for marker in _PERMANENT)
 
 
 @hookimpl

@@ -16,7 +16,6 @@ import hashlib
 import json
 import secrets
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -26,12 +25,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import requests
-
 from sealpy.core.auth import Credential
-from sealpy.core.process import popen_tied, stop
+from sealpy.core.localregistry import RegistryProcess
 
-REGISTRY_BINARY = "docker-registry"
 PACKAGES = {"docker-registry": "docker-registry", "skopeo": "skopeo", "buildah": "buildah"}
 
 
@@ -46,110 +42,23 @@ def require_tool(name: str) -> str:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def registry_config(root: Path, port: int, *, auth: dict | None = None, delete: bool = True) -> dict:
-    """A docker-registry config that works here (see reference.md): filesystem storage at
-    ``root``, loopback only, no upload purging, quiet logs."""
-    config: dict = {
-        "version": 0.1,
-        "log": {"level": "error", "accesslog": {"disabled": True}},
-        "storage": {
-            "filesystem": {"rootdirectory": str(Path(root).absolute())},
-            "delete": {"enabled": delete},
-            "maintenance": {"uploadpurging": {"enabled": False}},
-        },
-        "http": {"addr": f"127.0.0.1:{port}", "secret": secrets.token_hex(16)},
-    }
-    if auth:
-        config["auth"] = auth
-    return config
-
-
-def wait_for_http(url: str, process: subprocess.Popen | None, *, timeout: float = 15.0) -> None:
-    """Wait until ``url`` gives any HTTP answer (a 401 counts)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"exited with status {process.returncode}")
-        try:
-            requests.get(url, timeout=1).close()
-            return
-        except requests.RequestException:
-            time.sleep(0.02)
-    raise RuntimeError(f"no answer from {url} after {timeout:.0f} s")
-
-
-class RegistryServer:
-    """A ``docker-registry serve`` process on 127.0.0.1 with its storage at ``root``.
-
-    ``auth`` is the registry's ``auth`` config section (see :meth:`htpasswd` and
-    :class:`TokenServer` for ready-made ones). Use as a context manager, or start/stop.
-    """
+class RegistryServer(RegistryProcess):
+    """A registry for tests: ``auth`` is the registry's ``auth`` config section (see
+    :meth:`htpasswd` and :class:`TokenServer`); ``credential`` logs in to it."""
 
     def __init__(self, root: Path, *, workdir: Path | None = None, auth: dict | None = None,
                  credential: Credential | None = None) -> None:
-        self.root = Path(root).absolute()
-        self.workdir = Path(workdir) if workdir else self.root.parent / f".registry-{uuid.uuid4().hex[:8]}"
-        self.auth = auth
+        root = Path(root).absolute()
+        super().__init__(root, workdir or root.parent / f".registry-{uuid.uuid4().hex[:8]}", auth=auth)
         self.credential = credential
-        self.port = 0
-        self.process: subprocess.Popen | None = None
-        self.log_path = self.workdir / "registry.log"
 
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}"
-
-    def start(self) -> RegistryServer:
-        binary = require_tool(REGISTRY_BINARY)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.root.mkdir(parents=True, exist_ok=True)
-        last_error = ""
-        for _ in range(5):
-            self.port = free_port()
-            config = self.workdir / "config.yml"
-            config.write_text(json.dumps(registry_config(self.root, self.port, auth=self.auth)))
-            log = open(self.log_path, "wb")  # noqa: SIM115 - closed after the process ends
-            self.process = popen_tied(
-                [binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-            log.close()
-            try:
-                wait_for_http(f"{self.url}/v2/", self.process)
-                return self
-            except RuntimeError as exc:
-                stop(self.process)
-                last_error = f"{exc}: {self.log_tail()}"
-                if "address already in use" not in last_error:
-                    break
-        raise RuntimeError(f"docker-registry did not start: {last_error}")
-
-    def log_tail(self, lines: int = 5) -> str:
-        try:
-            return " | ".join(self.log_path.read_text(errors="replace").strip().splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop(self.process)
-            self.process = None
+    def start(self, *, timeout: float = 15.0) -> RegistryServer:
+        require_tool("docker-registry")
+        super().start(timeout=timeout)
+        return self
 
     def __enter__(self) -> RegistryServer:
         return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     @staticmethod
     def htpasswd(workdir: Path, users: dict[str, str]) -> dict:

@@ -1,0 +1,126 @@
+"""A stock distribution registry process (``docker-registry serve``) on 127.0.0.1.
+
+Used by the ``sync`` strategy (storage root = ``<context>/registry``) and by the test
+kit's fixtures. The config follows what works on Debian's distribution v2.8: filesystem
+storage, loopback only, upload purging off (it would delete in-progress uploads of
+other tools), access log off. The process gets a parent-death signal, so it never
+outlives sealpy — start it from the thread that will stop it (normally the main thread).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import requests
+
+from sealpy.core.errors import SealpyError
+from sealpy.core.process import popen_tied, stop
+
+REGISTRY_BINARY = "docker-registry"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def registry_config(root: Path, port: int, *, auth: dict | None = None) -> dict:
+    config: dict = {
+        "version": 0.1,
+        "log": {"level": "error", "accesslog": {"disabled": True}},
+        "storage": {
+            "filesystem": {"rootdirectory": str(Path(root).absolute())},
+            "delete": {"enabled": True},
+            "maintenance": {"uploadpurging": {"enabled": False}},
+        },
+        "http": {"addr": f"127.0.0.1:{port}", "secret": secrets.token_hex(16)},
+    }
+    if auth:
+        config["auth"] = auth
+    return config
+
+
+def wait_for_http(url: str, process: subprocess.Popen | None, *, timeout: float = 15.0) -> None:
+    """Wait until ``url`` gives any HTTP answer (a 401 counts: auth is configured)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"exited with status {process.returncode}")
+        try:
+            requests.get(url, timeout=1).close()
+            return
+        except requests.RequestException:
+            time.sleep(0.02)
+    raise RuntimeError(f"no answer from {url} after {timeout:.0f} s")
+
+
+class RegistryProcess:
+    """``docker-registry serve`` with its storage at ``root``; its config and log live in
+    ``workdir`` (keep that outside a build context)."""
+
+    def __init__(self, root: Path, workdir: Path, *, auth: dict | None = None) -> None:
+        self.root = Path(root).absolute()
+        self.workdir = Path(workdir)
+        self.auth = auth
+        self.port = 0
+        self.process: subprocess.Popen | None = None
+        self.log_path = self.workdir / "registry.log"
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    def start(self, *, timeout: float = 15.0) -> RegistryProcess:
+        binary = shutil.which(REGISTRY_BINARY)
+        if binary is None:
+            raise SealpyError("docker-registry not found; apt-get install -y docker-registry")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        tail = ""
+        for _ in range(5):  # the chosen port may be taken before the registry binds it
+            self.port = free_port()
+            config = self.workdir / "config.yml"
+            config.write_text(json.dumps(registry_config(self.root, self.port, auth=self.auth)))
+            with open(self.log_path, "wb") as log:
+                self.process = popen_tied(
+                    [binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                )
+            try:
+                wait_for_http(f"{self.url}/v2/", self.process, timeout=timeout)
+                return self
+            except RuntimeError as exc:
+                self.stop()
+                tail = f"{exc}; log: {self.log_tail()}"
+                if "address already in use" not in tail:
+                    break
+        raise SealpyError(f"the local registry did not start: {tail}")
+
+    def log_tail(self, lines: int = 5) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "(no log)"
+        return " | ".join(text[-lines:]) or "(empty log)"
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process, grace=5.0)
+            self.process = None
+
+    def __enter__(self) -> RegistryProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
