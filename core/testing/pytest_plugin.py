@@ -86,3 +86,18 @@ def start_registry(tmp_path: Path) -> Iterator[Callable[..., RegistryServer]]:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def conformance_catalog(
+    image_factory: ImageFactory,
+    plain_registry: RegistryServer,
+    htpasswd_registry: RegistryServer,
+    token_registry: RegistryServer,
+    tmp_path_factory: pytest.TempPathFactory,
+):
+    """The conformance suite's images, pushed once per session (see conformance.py)."""
+    from sealpy.core.testing.conformance import build_catalog
+
+    return build_catalog(image_factory, plain_registry, htpasswd_registry, token_registry,
+                         tmp_path_factory.mktemp("archives"))

@@ -1,0 +1,92 @@
+"""An example third-party caching strategy for sealpy: ``serial``.
+
+It caches one image at a time, each image's blobs one after the other — the way Sealos's
+sync saver behaves behind its mutex — using sealpy's public building blocks: the registry
+client, the distribution layout and the copy engine. It is a baseline for benchmarks and
+a template for plugin authors: register a :class:`CacheStrategy` subclass through the
+``sealpy_register_strategies`` hook, and declare the module in the ``sealpy`` entry-point
+group (see this package's pyproject.toml).
+
+Check it with the conformance suite (see ``sealpy.core.testing.conformance``)::
+
+    from sealpy.core.testing.conformance import StrategyConformance
+
+    class TestSerial(StrategyConformance):
+        strategy = "serial"
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from sealpy.core.errors import CacheError
+from sealpy.core.hookspecs import hookimpl
+from sealpy.core.model import CacheOptions, CachedImage, CacheReport, ImageSet
+from sealpy.core.strategy import CacheStrategy
+from sealpy.core.transport.archive import archive_job
+from sealpy.core.transport.copy import CopyJob, copy_images
+from sealpy.core.transport.distribution import DistributionLayout
+from sealpy.core.transport.remote import RegistryClient
+
+
+class SerialStrategy(CacheStrategy):
+    name = "serial"
+    description = "example plugin: one image at a time, one blob at a time (a Sealos-like baseline)"
+
+    def cache(self, images: ImageSet, registry_dir: Path, options: CacheOptions) -> CacheReport:
+        started = time.monotonic()
+        layout = DistributionLayout(registry_dir)
+        cached: list[CachedImage] = []
+        errors: list[str] = []
+        with RegistryClient(
+            credentials=options.credentials,
+            tls_verify=options.tls_verify,
+            registries=options.registries,
+            retry=options.retry,
+        ) as client:
+            jobs = [
+                (
+                    CopyJob(
+                        label=str(ref),
+                        source=client.repository(ref),
+                        reference=ref.reference,
+                        destination=layout.repository(ref.cache_repository),
+                        tag=ref.tag,
+                    ),
+                    ref.cache_repository,
+                    ref.tag,
+                )
+                for ref in images.references
+            ]
+            for entry in images.archives:
+                job = archive_job(entry, layout, options.progress)
+                jobs.append((job, entry.destination.cache_repository, entry.destination.tag))
+            for job, repository, tag in jobs:
+                outcome = copy_images(
+                    [job],
+                    platforms=options.platforms,
+                    all_platforms=options.all_platforms,
+                    max_parallel=1,
+                    progress=options.progress,
+                )
+                errors.extend(str(f.error) for f in outcome.failures)
+                cached.extend(
+                    CachedImage(
+                        source=r.label, repository=repository, tag=tag, digest=r.digest,
+                        platforms=r.platforms, blobs_fetched=r.blobs_fetched,
+                        blobs_reused=r.blobs_reused, bytes_fetched=r.bytes_fetched,
+                        seconds=r.seconds,
+                    )
+                    for r in outcome.results
+                )
+            requests = client.requests_sent
+        report = CacheReport(self.name, tuple(cached), time.monotonic() - started, requests)
+        if errors:
+            raise CacheError("; ".join(errors), report)
+        return report
+
+
+@hookimpl
+def sealpy_register_strategies(registry) -> None:
+    registry.register(SerialStrategy)
