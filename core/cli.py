@@ -371,7 +371,9 @@ def main(argv: list[str] | None = None) -> int:
         return 70
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
 
 from sealpy.core import cli_store  # noqa: E402,F401  (registers the store commands on `app`)
+
+
+if __name__ == "__main__":  # `python -m sealpy.core.cli`
+    sys.exit(main())

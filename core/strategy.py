@@ -79,6 +79,7 @@ class NamedRegistry(Generic[T]):
     """Named classes registered by plugins (strategies, builders); names are unique."""
 
     kind: ClassVar[str] = "item"
+    plural: ClassVar[str] = "items"
 
     def __init__(self) -> None:
         self._items: dict[str, type[T]] = {}
@@ -91,7 +92,7 @@ class NamedRegistry(Generic[T]):
             raise ValueError(f"{self.kind} {name!r} needs a one-line `description`")
         existing = self._items.get(name)
         if existing is not None and existing is not cls:
-            raise ValueError(f"two {self.kind}s are named {name!r}: {existing!r} and {cls!r}")
+            raise ValueError(f"two {self.plural} are named {name!r}: {existing!r} and {cls!r}")
         self._items[name] = cls
 
     def names(self) -> list[str]:
@@ -109,9 +110,10 @@ class NamedRegistry(Generic[T]):
         except KeyError:
             known = ", ".join(self.names()) or "none"
             raise UnknownStrategyError(
-                f"unknown {self.kind} {name!r}; known {self.kind}s: {known}"
+                f"unknown {self.kind} {name!r}; known {self.plural}: {known}"
             ) from None
 
 
 class StrategyRegistry(NamedRegistry[CacheStrategy]):
     kind = "strategy"
+    plural = "strategies"

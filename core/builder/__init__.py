@@ -63,3 +63,4 @@ class ImageBuilder(ABC):
 
 class BuilderRegistry(NamedRegistry[ImageBuilder]):
     kind = "builder"
+    plural = "builders"

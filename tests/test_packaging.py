@@ -1,0 +1,67 @@
+"""The package installs both ways: as a wheel and editable (setuptools package-dir mapping
+``sealpy.core`` → ``core/``, ``sealpy.strategies`` → ``strategies/``)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import sealpy.core
+import sealpy.strategies
+
+ROOT = Path(__file__).parents[1]
+PACKAGES = {p.parent for p in (ROOT / "core").rglob("__init__.py")} | {ROOT / "strategies"}
+
+
+def test_editable_install_maps_the_source_directories():
+    assert Path(sealpy.core.__file__).parent == ROOT / "core"
+    assert Path(sealpy.strategies.__file__).parent == ROOT / "strategies"
+    assert not (ROOT / "sealpy").exists(), "no generic top-level package directory"
+
+
+def test_every_package_directory_is_declared():
+    import tomllib
+
+    declared = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {
+        "sealpy." + ("core" if p.is_relative_to(ROOT / "core") else "strategies")
+        + "".join("." + part for part in p.relative_to(ROOT / ("core" if p.is_relative_to(ROOT / "core") else "strategies")).parts)
+        for p in PACKAGES
+    }
+    assert on_disk == declared
+
+
+def test_wheel_holds_the_mapped_packages_and_entry_points(tmp_path):
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+         "--wheel-dir", str(tmp_path), str(ROOT)],
+        check=True, capture_output=True, timeout=300,
+    )
+    wheel = next(tmp_path.glob("sealpy-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for module in ("sealpy/core/__init__.py", "sealpy/core/cli.py", "sealpy/core/transport/copy.py",
+                   "sealpy/core/testing/conformance.py", "sealpy/strategies/proxy.py",
+                   "sealpy/strategies/sync.py", "sealpy/core/py.typed"):
+        assert module in names, module
+    assert not any(n.startswith(("core/", "strategies/", "tests/")) for n in names)
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    text = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "[sealpy]" in text and "proxy = sealpy.strategies.proxy" in text
+    assert "sealpy = sealpy.core.cli:main" in text
+
+    # Installed from the wheel (into a directory of its own), the modules import from there.
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True, timeout=300)
+    probe = ("import sys; sys.path.insert(0, sys.argv[1]); import sealpy.core.reference as r, "
+             "sealpy.strategies; print(r.__file__); print(r.ImageReference.parse('nginx'))")
+    out = subprocess.run([sys.executable, "-S", "-c", probe, str(target)], capture_output=True, text=True, check=True)
+    file, ref = out.stdout.split()
+    assert file.startswith(str(target)) and ref == "docker.io/library/nginx:latest"
+
+
+def test_distribution_metadata():
+    assert importlib.metadata.version("sealpy") == sealpy.core.__version__

@@ -1,0 +1,91 @@
+"""The test kit itself: the deterministic image factory and the real registry fixtures,
+checked with skopeo (push from an OCI layout, pull back, same digests)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import tarfile
+
+import pytest
+
+from sealpy.core.auth import write_authfile
+from sealpy.core.testing.images import ImageFactory
+from sealpy.core.testing.registry import skopeo, skopeo_manifest_digest, skopeo_pull
+from sealpy.core.transport import media
+
+
+def test_the_factory_is_deterministic(tmp_path):
+    def make(directory):
+        f = ImageFactory(directory)
+        base = f.layer(5000, "base")
+        return f.image("a", [base, 123]), f.multi_platform("m", ["linux/amd64", "linux/arm64"], [base, 77])
+
+    (a1, m1), (a2, m2) = make(tmp_path / "one"), make(tmp_path / "two")
+    assert (a1.digest, m1.digest) == (a2.digest, m2.digest)
+    assert a1.layers[0].digest == m1.for_platform("linux/arm64").layers[0].digest  # shared base
+    assert a1.digest != ImageFactory(tmp_path / "three").image("b", [123]).digest
+
+
+def test_layers_hold_what_was_asked(image_factory, tmp_path):
+    layer = image_factory.layer(4321, "kit/sized")
+    with image_factory.layout.open_blob(layer.digest) as raw, tarfile.open(fileobj=gzip.GzipFile(fileobj=raw)) as tar:
+        members = tar.getmembers()
+    assert [(m.name, m.size, m.mtime, m.uid) for m in members] == [("data/kit/sized.bin", 4321, 0, 0)]
+    assert layer.descriptor.media_type == media.OCI_LAYER_GZIP
+    plain = image_factory.layer(1000, "kit/plain", compression="none", docker=True)
+    assert plain.digest == plain.diff_id and plain.tar_size == plain.descriptor.size
+
+
+def test_docker_and_oci_media_types(image_factory):
+    docker = image_factory.image("kit/docker", [10], docker=True)
+    oci = image_factory.image("kit/oci", [10])
+    assert docker.manifest.media_type == media.DOCKER_MANIFEST
+    assert docker.layers[0].descriptor.media_type == media.DOCKER_LAYER_GZIP
+    assert oci.manifest.media_type == media.OCI_MANIFEST
+    index = image_factory.multi_platform("kit/list", ["linux/amd64", "linux/arm/v7"], [10], docker=True)
+    assert index.manifest.media_type == media.DOCKER_LIST
+    platforms = [c.platform for c in index.manifest.children]
+    assert platforms == [{"architecture": "amd64", "os": "linux"},
+                         {"architecture": "arm", "os": "linux", "variant": "v7"}]
+    config = json.loads(image_factory.layout.read_blob(index.for_platform("linux/arm/v7").config.digest))
+    assert (config["os"], config["architecture"], config["variant"]) == ("linux", "arm", "v7")
+
+
+@pytest.mark.parametrize("registry", ["plain_registry", "htpasswd_registry", "token_registry"])
+def test_registry_fixtures_push_and_pull_with_skopeo(image_factory, request, tmp_path, registry):
+    server = request.getfixturevalue(registry)
+    image = image_factory.image(f"kit/skopeo-{registry}", [2048, 1024])
+    source = image_factory.name(image, f"kit-{registry}")
+    args = []
+    if server.credential is not None:
+        authfile = tmp_path / "auth.json"
+        write_authfile(authfile, {server.host: server.credential})
+        args = ["--authfile", str(authfile)]
+    skopeo("copy", "--quiet", "--dest-tls-verify=false", *args, source, f"docker://{server.host}/kit/app:1")
+    pulled = skopeo_pull(f"docker://{server.host}/kit/app:1", tmp_path / "pulled",
+                         authfile=tmp_path / "auth.json" if args else None)
+    assert pulled == image.digest
+    if server.credential is not None:
+        # Without credentials the registry refuses: the auth is real.
+        result = skopeo("inspect", "--tls-verify=false", f"docker://{server.host}/kit/app:1", check=False,
+                        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "nohome")})
+        assert result.returncode != 0
+
+
+def test_factory_push_keeps_the_index(image_factory, plain_registry):
+    index = image_factory.multi_platform("kit/pushed-index", ["linux/amd64", "linux/arm64"], [100])
+    image_factory.push(index, plain_registry.host, "kit/index", "1")
+    assert skopeo_manifest_digest(f"docker://{plain_registry.host}/kit/index:1") == index.digest
+
+
+def test_token_server_signs_tokens_the_registry_accepts(token_registry):
+    import jwt
+
+    tokens = token_registry.token_server
+    token = tokens.issue("alice", ["repository:kit/app:pull"])
+    header = jwt.get_unverified_header(token)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert header["alg"] == "ES256" and header["x5c"]
+    assert claims["aud"] == tokens.service and claims["iss"] == tokens.issuer
+    assert claims["access"] == [{"type": "repository", "name": "kit/app", "actions": ["pull"]}]
