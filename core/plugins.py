@@ -26,7 +26,8 @@ def new_plugin_manager(plugins: Iterable[object] = (), *, entry_points: bool = T
     if entry_points:
         manager.load_setuptools_entrypoints(hookspecs.PROJECT)
     for plugin in plugins:
-        manager.register(plugin)
+        if not manager.is_registered(plugin):  # also found through its entry point
+            manager.register(plugin)
     manager.check_pending()
     return manager
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -35,9 +36,13 @@ def test_every_package_directory_is_declared():
 
 
 def test_wheel_holds_the_mapped_packages_and_entry_points(tmp_path):
+    # Build from a copy: building writes build/ and egg-info next to the sources.
+    source = tmp_path / "src"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".venv", ".git", ".nox", "__pycache__", "build", "*.egg-info", "registry", "results"))
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "--wheel-dir", str(tmp_path), str(ROOT)],
+         "--wheel-dir", str(tmp_path), str(source)],
         check=True, capture_output=True, timeout=300,
     )
     wheel = next(tmp_path.glob("sealpy-*.whl"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -138,9 +139,11 @@ def _sealpy(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
 def example_plugin_dir(tmp_path_factory) -> Path:
     """The example plugin installed (as a real distribution) into a directory of its own."""
     target = tmp_path_factory.mktemp("example-plugin")
+    source = tmp_path_factory.mktemp("example-source") / "plugin"
+    shutil.copytree(EXAMPLE, source)  # building writes metadata next to the sources
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(EXAMPLE)],
+         "--target", str(target), str(source)],
         check=True, capture_output=True, timeout=300,
     )
     return target
