@@ -21,7 +21,7 @@ from typing import Annotated
 import typer
 
 from sealpy.core import __version__
-from sealpy.core.errors import SealpyError, UsageError
+from sealpy.core.errors import Interrupted, SealpyError, UsageError
 
 app = typer.Typer(
     name="sealpy",
@@ -334,9 +334,55 @@ def _parse_build_args(values: list[str] | None) -> dict[str, str]:
 # --- entry point --------------------------------------------------------------------------
 
 
+def _error(message: str) -> None:
+    """One line on stderr, flushed (the process may end with os._exit right after)."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def _interrupt_on_signals() -> dict:
+    """SIGINT and SIGTERM raise :class:`Interrupted`, so every ``finally`` runs (the sync
+    strategy stops its registry and skopeo processes). typer would turn a
+    KeyboardInterrupt into a silent exit code. Only possible from the main thread."""
+    import signal
+    import threading
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore_signals(previous: dict) -> None:
+    import signal
+
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
+def _exit_now_if_workers_linger(code: int) -> None:
+    """After an interrupt, worker threads may sit in a network read until it times out;
+    everything they wrote is resumable, so do not wait for them."""
+    import threading
+
+    if any(t is not threading.main_thread() and t.is_alive() and not t.daemon for t in threading.enumerate()):
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (also used by ``sealpy`` itself)."""
     args = list(sys.argv[1:] if argv is None else argv)
+    previous = _interrupt_on_signals()
+    try:
+        return _run(args)
+    finally:
+        _restore_signals(previous)
+
+
+def _run(args: list[str]) -> int:
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
     try:
@@ -347,33 +393,28 @@ def main(argv: list[str] | None = None) -> int:
     except SealpyError as exc:
         if debug:
             traceback.print_exc()
-        typer.echo(f"error: {exc}", err=True)
+        _error(str(exc))
         return exc.exit_code
-    except KeyboardInterrupt:
+    except (Interrupted, KeyboardInterrupt) as exc:
         if debug:
             traceback.print_exc()
-        typer.echo("error: interrupted", err=True)
-        return 130
+        _error("interrupted")
+        code = exc.exit_code if isinstance(exc, Interrupted) else 130
+        _exit_now_if_workers_linger(code)
+        return code
     except Exception as exc:
         # Click's own usage errors (unknown option, missing argument) carry format_message.
         format_message = getattr(exc, "format_message", None)
         if callable(format_message) and hasattr(exc, "exit_code"):
             if debug:
                 traceback.print_exc()
-            typer.echo(f"error: {format_message()}", err=True)
+            _error(format_message())
             return int(exc.exit_code) or 2
         if debug:
             raise
-        typer.echo(
-            f"error: internal error ({type(exc).__name__}: {exc}); run with --debug for the traceback",
-            err=True,
-        )
+        _error(f"internal error ({type(exc).__name__}: {exc}); run with --debug for the traceback")
         return 70
 
 
 
 from sealpy.core import cli_store  # noqa: E402,F401  (registers the store commands on `app`)
-
-
-if __name__ == "__main__":  # `python -m sealpy.core.cli`
-    sys.exit(main())

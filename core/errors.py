@@ -99,3 +99,16 @@ class BuildError(SealpyError):
 
 class StoreError(SealpyError):
     """The local image store: unknown image, corrupt index."""
+
+
+class Interrupted(BaseException):  # noqa: N818 - like KeyboardInterrupt, not an Exception
+    """SIGINT or SIGTERM: unwinds every ``finally`` (so child processes are stopped), and is
+    not caught by ``except Exception``."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

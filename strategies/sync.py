@@ -40,7 +40,7 @@ from sealpy.core.errors import CacheError, RegistryError, SealpyError
 from sealpy.core.hookspecs import hookimpl
 from sealpy.core.model import ArchiveEntry, CacheOptions, CachedImage, CacheReport, ImageSet
 from sealpy.core.localregistry import REGISTRY_BINARY, RegistryProcess
-from sealpy.core.process import die_with_parent
+from sealpy.core.process import popen_tied, stop
 from sealpy.core.reference import ImageReference, Platform
 from sealpy.core.registries import Endpoint, RegistriesConfig, is_loopback
 from sealpy.core.strategy import Availability, CacheStrategy
@@ -261,6 +261,8 @@ class _Copier:
         self.layout = layout
         self.client = client
         self.lock = threading.Lock()
+        self.running: set[subprocess.Popen] = set()
+        self.cancelled = threading.Event()
         self.skopeo = shutil.which(SKOPEO_BINARY) or SKOPEO_BINARY
         # skopeo does not say what it moved: compare with what the directory held before.
         self.present_before = set(layout.blob_digests())
@@ -293,7 +295,8 @@ class _Copier:
         for entry in archives:
             label = f"{entry.transport}:{entry.path}"
             tasks.append((label, lambda entry=entry, label=label: self._archive(entry, label)))
-        with ThreadPoolExecutor(max(1, self.options.max_parallel), thread_name_prefix="sealpy-skopeo") as pool:
+        pool = ThreadPoolExecutor(max(1, self.options.max_parallel), thread_name_prefix="sealpy-skopeo")
+        try:
             futures = [(label, pool.submit(task)) for label, task in tasks]
             for label, future in futures:
                 try:
@@ -302,6 +305,16 @@ class _Copier:
                     message = str(exc) if str(exc).startswith(label) else f"{label}: {exc}"
                     outcome.failures.append(message)
                     self.options.progress.image_failed(label, str(exc))
+        except BaseException:
+            # Interrupted: stop every skopeo now instead of waiting for it to finish.
+            self.cancelled.set()
+            with self.lock:
+                running = list(self.running)
+            for process in running:
+                stop(process, grace=2.0)
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
         return outcome
 
     def _image(self, plan: _Plan) -> CachedImage:
@@ -369,15 +382,27 @@ class _Copier:
         attempts = max(1, self.options.retry.attempts)
         last = ""
         for attempt in range(attempts):
-            result = subprocess.run(
-                command, env=self.env, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                timeout=max(60.0, self.options.retry.max_seconds * 5), check=False,
-                preexec_fn=die_with_parent,
+            if self.cancelled.is_set():
+                raise SealpyError("interrupted")
+            process = popen_tied(
+                command, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True,
             )
-            if result.returncode == 0:
+            with self.lock:
+                self.running.add(process)
+            try:
+                _, stderr = process.communicate(timeout=max(60.0, self.options.retry.max_seconds * 5))
+            except subprocess.TimeoutExpired:
+                stop(process)
+                _, stderr = process.communicate()
+                stderr = f"skopeo timed out; {stderr}"
+            finally:
+                with self.lock:
+                    self.running.discard(process)
+            if process.returncode == 0:
                 return
-            last = _skopeo_error(result.stderr)
-            if _permanent(last) or attempt == attempts - 1:
+            last = _skopeo_error(stderr)
+            if self.cancelled.is_set() or _permanent(last) or attempt == attempts - 1:
                 break
             time.sleep(min(self.options.retry.max_backoff, self.options.retry.initial_backoff * 2**attempt))
         raise RegistryError(f"skopeo copy failed: {last}")

@@ -131,7 +131,7 @@ def test_registry_refuses_duplicates_and_nameless_classes():
 
 
 def _sealpy(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sealpy.core.cli", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "sealpy.core", *args], env=env,
                           capture_output=True, text=True, timeout=120)
 
 

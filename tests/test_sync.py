@@ -1,0 +1,170 @@
+"""The sync strategy beyond the conformance suite: what its child processes see, and that
+none of them outlives sealpy — on success, on error, on SIGINT/SIGTERM and on SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sealpy.core import pipeline
+from sealpy.core.auth import ConfiguredCredentials
+from sealpy.core.errors import CacheError, SealpyError
+from sealpy.core.model import CacheOptions, ImageSet
+from sealpy.core.process import pid_alive
+from sealpy.core.testing.conformance import AMD64, Catalog
+from sealpy.core.testing.pytest_plugin import TEST_PASSWORD
+from sealpy.core.transport.distribution import DistributionLayout
+
+REAL_SKOPEO = shutil.which("skopeo")
+REAL_REGISTRY = shutil.which("docker-registry")
+
+
+def shims(tmp_path: Path, *, skopeo_sleep: float = 0, registry_fails: bool = False) -> tuple[Path, Path]:
+    """Wrappers for skopeo and docker-registry that record their pid, arguments, the mode
+    of any --authfile and the registry's config, then exec the real binary (same pid)."""
+    bindir = tmp_path / "shim-bin"
+    record = tmp_path / "record"
+    bindir.mkdir()
+    record.mkdir()
+    (bindir / "skopeo").write_text(f"""#!/bin/bash
+echo "$$" >> {record}/skopeo.pids
+printf '%s\\n' "$*" >> {record}/skopeo.args
+prev=""
+for a in "$@"; do
+  if [ "$prev" = "--authfile" ]; then stat -c '%a' "$a" >> {record}/authfile.modes; echo "$a" >> {record}/authfile.paths; fi
+  prev="$a"
+done
+env >> {record}/skopeo.env
+{"exec sleep " + str(skopeo_sleep) if skopeo_sleep else "exec " + str(REAL_SKOPEO) + ' "$@"'}
+""")
+    (bindir / "docker-registry").write_text(f"""#!/bin/bash
+echo "$$" >> {record}/registry.pids
+printf '%s\\n' "$*" >> {record}/registry.args
+cp "$2" {record}/registry-config.json
+{"echo 'configuration error: the shim says no' >&2; exit 1" if registry_fails else "exec " + str(REAL_REGISTRY) + ' "$@"'}
+""")
+    for tool in bindir.iterdir():
+        tool.chmod(0o755)
+    return bindir, record
+
+
+def read_pids(record: Path, name: str) -> list[int]:
+    path = record / f"{name}.pids"
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def wait_gone(pids: list[int], timeout: float = 10) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = [p for p in pids if pid_alive(p) and not _zombie(p)]
+        if not alive:
+            return []
+        time.sleep(0.05)
+    return alive
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return False
+
+
+def sync(images: ImageSet, out: Path, **options) -> object:
+    options.setdefault("platforms", (AMD64,))
+    return pipeline.cache(images, out, strategy="sync", options=CacheOptions(**options))
+
+
+def test_credentials_reach_skopeo_only_through_a_private_authfile(conformance_catalog: Catalog, tmp_path, monkeypatch):
+    c = conformance_catalog
+    bindir, record = shims(tmp_path)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    context = tmp_path / "ctx"
+    out = context / "registry"
+    sync(ImageSet.of([c.ref(c.htpasswd, "private/app")]), out,
+         credentials=ConfiguredCredentials(creds=c.htpasswd.credential))
+    assert DistributionLayout(out).resolve("private/app", "1") == c.private.digest
+    args = (record / "skopeo.args").read_text() + (record / "registry.args").read_text()
+    assert TEST_PASSWORD not in args
+    assert (record / "authfile.modes").read_text().split() == ["600"]
+    authfile = Path((record / "authfile.paths").read_text().split()[0])
+    assert not authfile.exists(), "the temporary authfile is removed"
+    assert not authfile.is_relative_to(context), "private files live outside the context"
+    assert TEST_PASSWORD not in (record / "skopeo.env").read_text()
+    config = json.loads((record / "registry-config.json").read_text())
+    assert config["http"]["addr"].startswith("127.0.0.1:")
+    assert config["storage"]["filesystem"]["rootdirectory"] == str(out.absolute())
+    assert config["storage"]["maintenance"]["uploadpurging"]["enabled"] is False
+    assert sorted(p.name for p in context.iterdir()) == ["registry"]
+    assert sorted(p.name for p in out.iterdir()) == ["docker"]
+    assert wait_gone(read_pids(record, "registry") + read_pids(record, "skopeo")) == []
+
+
+def test_no_process_survives_an_error(conformance_catalog: Catalog, tmp_path, monkeypatch):
+    c = conformance_catalog
+    bindir, record = shims(tmp_path)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    # The manifest exists (planning succeeds) but skopeo is given a blob-less repository.
+    bad = c.ref(c.plain, "library/absent")
+    with pytest.raises(CacheError, match="library/absent"):
+        sync(ImageSet.of([c.ref(c.plain, "library/single"), bad]), tmp_path / "registry")
+    assert wait_gone(read_pids(record, "registry") + read_pids(record, "skopeo")) == []
+
+
+def test_a_registry_that_does_not_start_shows_its_log(conformance_catalog: Catalog, tmp_path, monkeypatch):
+    c = conformance_catalog
+    bindir, _ = shims(tmp_path, registry_fails=True)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    with pytest.raises(SealpyError) as failure:
+        sync(ImageSet.of([c.ref(c.plain, "library/single")]), tmp_path / "registry")
+    assert "did not start" in str(failure.value) and "the shim says no" in str(failure.value)
+
+
+def _start_sealpy(tmp_path: Path, catalog: Catalog, bindir: Path) -> tuple[subprocess.Popen, Path]:
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Kubefile").write_text("FROM scratch\nCOPY registry ./registry\n")
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sealpy.core", "registry", "save", "--strategy", "sync",
+         "--platform", "linux/amd64", "--images", str(catalog.ref(catalog.plain, "library/single")),
+         str(context)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    return process, context
+
+
+def _wait_for_pids(record: Path, timeout: float = 20) -> tuple[list[int], list[int]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        registry, skopeo = read_pids(record, "registry"), read_pids(record, "skopeo")
+        if registry and skopeo:
+            return registry, skopeo
+        time.sleep(0.05)
+    raise AssertionError("sealpy did not start the registry and skopeo")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_no_process_outlives_an_interrupted_or_killed_sealpy(conformance_catalog: Catalog, tmp_path, sig):
+    bindir, record = shims(tmp_path, skopeo_sleep=60)
+    process, _context = _start_sealpy(tmp_path, conformance_catalog, bindir)
+    try:
+        registry, skopeo = _wait_for_pids(record)
+        process.send_signal(sig)
+        process.wait(timeout=20)
+        if sig != signal.SIGKILL:
+            assert process.returncode == 128 + sig
+            assert process.stderr.read().strip().splitlines()[-1] == "error: interrupted"
+        assert wait_gone(registry + skopeo) == [], "a child process outlived sealpy"
+    finally:
+        if process.poll() is None:
+            process.kill()
