@@ -364,3 +364,11 @@ def test_template_that_happens_to_parse_as_yaml_is_still_reported() -> None:
     assert scanned.yaml_error is None
     assert scanned.found == []
     assert list(scanned.problems) == [2]
+
+
+def test_line_numbers_count_line_breaks_as_yaml_does() -> None:
+    # A form feed inside a string is no line break for YAML (nor for an editor).
+    text = 'a: "page\x0cbreak"\nb:\r\n  image: nginx:1.25\r\nc: {image: redis:7}\n'
+    assert refs(text) == {"docker.io/library/nginx:1.25": [3], "docker.io/library/redis:7": [4]}
+    templated = "x: {{ bad\x0c }}\nimage: nginx:1.25 # c\n"
+    assert refs(templated) == {"docker.io/library/nginx:1.25": [2]}

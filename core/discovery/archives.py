@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import cast
 
+from sealpy.core.discovery.yamlimages import text_lines
 from sealpy.core.errors import ContextError, InvalidReferenceError
 from sealpy.core.hookspecs import hookimpl
 from sealpy.core.model import (
@@ -73,7 +74,7 @@ def sealpy_discover_images(context: BuildContext) -> DiscoveryResult | None:
         raise ContextError(f"{relative}: cannot read: {exc.strerror or exc}") from None
     entries = [
         parse_line(line.strip(), tar_txt.parent, Location(relative, number))
-        for number, line in enumerate(text.splitlines(), 1)
+        for number, line in enumerate(text_lines(text), 1)
         if line.strip() and not line.strip().startswith("#")
     ]
     return DiscoveryResult(archives=tuple(entries))

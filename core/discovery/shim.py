@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-from sealpy.core.discovery.yamlimages import trim_quotes
+from sealpy.core.discovery.yamlimages import text_lines, trim_quotes
 from sealpy.core.errors import ContextError, InvalidReferenceError
 from sealpy.core.hookspecs import hookimpl
 from sealpy.core.model import BuildContext, DiscoveryResult, Finding, Location, ScanWarning
@@ -54,7 +54,7 @@ def sealpy_discover_images(context: BuildContext) -> DiscoveryResult | None:
             text = path.read_bytes().decode("utf-8-sig", errors="replace")
         except OSError as exc:
             raise ContextError(f"{relative}: cannot read: {exc.strerror or exc}") from None
-        for number, line in enumerate(text.splitlines(), 1):
+        for number, line in enumerate(text_lines(text), 1):
             value = shim_line_value(line)
             if value is None:
                 continue

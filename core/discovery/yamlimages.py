@@ -38,6 +38,9 @@ _NULL = "tag:yaml.org,2002:null"
 # 1234``); null and booleans (``image: null``, ``image: ~``) never name an image.
 _REFERENCE_TAGS = frozenset({_STR, "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"})
 _TRAILING_COMMENT = re.compile(r"\s+#.*$")
+# YAML's line breaks (libyaml's and PyYAML's), so line numbers agree with node marks;
+# str.splitlines() would also split at form feeds and other separators.
+_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
 
 
 @dataclass
@@ -51,6 +54,12 @@ class TextImages:
 
     def problem(self, line: int, message: str) -> None:
         self.problems.setdefault(line, message)
+
+
+def text_lines(text: str) -> list[str]:
+    """``text`` split at line breaks as YAML (and an editor) counts them."""
+    lines = _LINE_BREAK.split(text)
+    return lines[:-1] if lines and lines[-1] == "" else lines
 
 
 def is_image_key(key: str) -> bool:
@@ -164,7 +173,7 @@ def images_in_text(text: str) -> TextImages:
     all), with the line each was found on, and the lines that named an image unusably."""
     out = TextImages()
     explained = _walk_yaml(text, out)
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(text_lines(text), 1):
         if explained is not None and number in explained:
             continue
         value = sealos_line_value(line)
