@@ -207,3 +207,14 @@ def test_helm_is_imported_only_when_charts_are_scanned(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
+
+
+def test_multi_line_helm_message_is_quoted_on_one_line(tmp_path: Path) -> None:
+    ctx = make_context(tmp_path / "ctx")
+    make_chart(ctx / "charts" / "bad", "bad", templates={"a.yaml": "{{ .Values.x.y.z }}\n"})
+    with pytest.raises(ContextError) as caught:
+        scan(ctx)
+    message = str(caught.value)
+    assert message.startswith("chart charts/bad does not render: bad/templates/a.yaml:1:10: ")
+    assert 'at <.Values.x.y.z>: nil pointer evaluating' in message
+    assert "\n" not in message

@@ -15,7 +15,6 @@ does not load or render fails the scan with Helm's message: its images are unkno
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +48,12 @@ def chart_children(charts_dir: Path) -> tuple[list[Path], list[str]]:
 
 
 def _one_line(text: object) -> str:
-    return re.sub(r"\s*\n\s*", "; ", str(text).strip())
+    """Helm's message on one line: Helm 4 indents each cause on a line of its own."""
+    parts = [part.strip() for part in str(text).splitlines() if part.strip()]
+    joined = parts[0] if parts else ""
+    for part in parts[1:]:
+        joined += (" " if joined.endswith(":") else ": ") + part
+    return joined
 
 
 def _read_values(path: Path, relative: str) -> dict[str, Any]:
