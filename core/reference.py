@@ -29,18 +29,20 @@ _PATH_COMPONENT = rf"{_ALNUM}(?:{_SEPARATOR}{_ALNUM})*"
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _HOST = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])"
 _DOMAIN = rf"{_HOST}(?::[0-9]+)?"
-_TAG = r"[\w][\w.-]{0,127}"
+# ASCII only: Python's \w would also accept letters such as "é".
+_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
 
-_DOMAIN_RE = re.compile(rf"^{_DOMAIN}$")
-_PATH_RE = re.compile(rf"^{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*$")
+# Anchored with \Z, not $: "$" also matches before a trailing newline ("v1\n").
+_DOMAIN_RE = re.compile(rf"^{_DOMAIN}\Z")
+_PATH_RE = re.compile(rf"^{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*\Z")
 # name = [host[:port]/]path; only a component followed by "/" may carry a port.
 _REFERENCE_RE = re.compile(
     rf"^(?P<name>(?:(?:\[[0-9a-fA-F:]+\]|[^/:@]+)(?::[0-9]+)?/)?[^:@]+)"
-    rf"(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?$"
+    rf"(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?\Z"
 )
-_TAG_RE = re.compile(rf"^{_TAG}$")
-SHA256_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+_TAG_RE = re.compile(rf"^{_TAG}\Z")
+SHA256_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 _NAME_MAX = 255
 
 

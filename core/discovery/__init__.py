@@ -10,11 +10,12 @@ by ``.sealignore`` and sorted.
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pluggy
-
 from sealpy.core.errors import ContextError, InvalidReferenceError
 from sealpy.core.model import (
     BUILD_FILE_NAMES,
@@ -31,6 +32,7 @@ from sealpy.core.model import (
 from sealpy.core.reference import ImageReference
 
 SEALIGNORE = ".sealignore"
+_COMMENT = re.compile(r"\s#.*$")
 
 
 def find_build_files(root: Path, build_file: Path | None = None) -> tuple[Path, ...]:
@@ -44,7 +46,8 @@ def find_build_files(root: Path, build_file: Path | None = None) -> tuple[Path, 
     found = tuple(root / name for name in BUILD_FILE_NAMES if (root / name).is_file())
     if not found:
         raise ContextError(
-            f"no build file in {root}: expected one of {', '.join(BUILD_FILE_NAMES)} (or use -f FILE)"
+            f"no build file in {root}: expected one of {', '.join(BUILD_FILE_NAMES)}"
+            " (or use -f FILE)"
         )
     return found
 
@@ -59,40 +62,64 @@ def open_context(context_dir: Path, build_file: Path | None = None) -> BuildCont
     return BuildContext(root=root, build_files=find_build_files(root, build_file))
 
 
-def read_sealignore(context: BuildContext) -> tuple[list[tuple[str, str]], list[ScanWarning]]:
-    """``.sealignore`` rules as (pattern on the normalised reference, the line as written).
+@dataclass(frozen=True)
+class IgnoreRule:
+    """One ``.sealignore`` line: a shell glob over normalised references, or a reference.
 
-    A plain reference is normalised like any other (``nginx`` leaves out
+    A reference rule matches the same repository with the same tag and digest, where the
+    rule names them: ``nginx`` (``docker.io/library/nginx:latest``) leaves out exactly that,
+    ``nginx:1.25`` also leaves out ``nginx:1.25@sha256:…`` (the same tag, pinned), and
+    ``nginx@sha256:…`` leaves out that content under any tag."""
+
+    line: str
+    glob: str | None = None
+    reference: ImageReference | None = None
+
+    def matches(self, reference: ImageReference) -> bool:
+        if self.glob is not None:
+            # A glob without a tag or digest also covers the tagged references.
+            return fnmatch.fnmatchcase(str(reference), self.glob) or fnmatch.fnmatchcase(
+                reference.name, self.glob
+            )
+        rule = self.reference
+        if rule is None or rule.name != reference.name:
+            return False
+        if rule.digest is not None:
+            return rule.digest == reference.digest and rule.tag in (None, reference.tag)
+        return rule.tag == reference.tag
+
+
+def read_sealignore(context: BuildContext) -> tuple[list[IgnoreRule], list[ScanWarning]]:
+    """The ``.sealignore`` rules, and warnings for lines that are neither a reference nor a
+    glob. A plain reference is normalised like any other (``nginx`` leaves out
     ``docker.io/library/nginx:latest``); a line with ``*``, ``?`` or ``[`` is a shell glob
     matched against normalised references (``quay.io/prometheus/*``)."""
     path = context.root / SEALIGNORE
-    rules: list[tuple[str, str]] = []
+    rules: list[IgnoreRule] = []
     warnings: list[ScanWarning] = []
     if not path.is_file():
         return rules, warnings
-    for number, raw in enumerate(path.read_text(errors="replace").splitlines(), 1):
-        line = raw.split(" #", 1)[0].strip()
+    try:
+        text = path.read_bytes().decode("utf-8-sig", errors="replace")
+    except OSError as exc:
+        raise ContextError(f"{SEALIGNORE}: cannot read: {exc.strerror or exc}") from None
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = _COMMENT.sub("", raw).strip()
         if not line or line.startswith("#"):
             continue
         if any(ch in line for ch in "*?["):
-            rules.append((line, line))
+            rules.append(IgnoreRule(line, glob=line))
             continue
         try:
-            rules.append((str(ImageReference.parse(line)), line))
+            rules.append(IgnoreRule(line, reference=ImageReference.parse(line)))
         except InvalidReferenceError as exc:
             warnings.append(ScanWarning(SEALIGNORE, number, str(exc)))
     return rules, warnings
 
 
-def _ignored_by(reference: ImageReference, rules: list[tuple[str, str]]) -> str | None:
-    text = str(reference)
-    for pattern, line in rules:
-        if text == pattern or fnmatch.fnmatchcase(text, pattern):
-            return line
-        # A glob without a tag or digest also covers the tagged references.
-        if fnmatch.fnmatchcase(reference.name, pattern):
-            return line
-    return None
+def _ignored_by(reference: ImageReference, rules: list[IgnoreRule]) -> str | None:
+    """The first rule (as written) that leaves ``reference`` out, or None."""
+    return next((rule.line for rule in rules if rule.matches(reference)), None)
 
 
 def scan_context(
