@@ -1,0 +1,94 @@
+"""`sealpy registry verify`: finds every kind of damage, names repository and digest, and
+--fix leaves a tree that a re-run completes."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from sealpy.core import pipeline
+from sealpy.core.cli import main
+from sealpy.core.model import CacheOptions, ImageSet
+from sealpy.core.testing.conformance import AMD64, Catalog
+from sealpy.core.testing.registry import skopeo_pull
+from sealpy.core.transport.distribution import DistributionLayout
+
+
+@pytest.fixture
+def cached(conformance_catalog: Catalog, tmp_path) -> tuple[Path, Catalog, ImageSet]:
+    c = conformance_catalog
+    images = ImageSet.of([c.ref(c.plain, "library/single"), c.ref(c.plain, "library/multi"),
+                          c.ref(c.plain, "library/shared")])
+    out = tmp_path / "registry"
+    pipeline.cache(images, out, strategy="proxy", options=CacheOptions(platforms=(AMD64,)))
+    return out, c, images
+
+
+def verify(capsys, *args: str) -> tuple[int, list[str]]:
+    code = main(["registry", "verify", *args])
+    return code, capsys.readouterr().out.strip().splitlines()
+
+
+def test_a_clean_tree_passes(cached, capsys):
+    out, _, _ = cached
+    assert verify(capsys, str(out)) == (0, [])
+
+
+def test_not_a_registry_tree_exits_2(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["registry", "verify", str(tmp_path / "empty")]) == 2
+    assert "is not a registry storage root" in capsys.readouterr().err
+
+
+def corrupt_layer(out: Path, c: Catalog) -> str:
+    layer = c.single.layers[2].digest
+    blob = DistributionLayout(out).blob_path(layer)
+    blob.write_bytes(b"garbage" + blob.read_bytes()[7:])
+    return layer
+
+
+def test_damage_is_reported_with_repository_and_digest(cached, capsys):
+    out, c, _ = cached
+    layout = DistributionLayout(out)
+    layer = corrupt_layer(out, c)
+    layout.layer_link("library/shared", c.shared.layers[1].digest).write_text("sha256:" + "0" * 64)
+    (layout.tag_dir("library/multi", "1") / "current" / "link").write_text("nonsense")
+    code, lines = verify(capsys, str(out))
+    assert code == 1
+    text = "\n".join(lines)
+    assert f"blobs@{layer}: content has digest" in text
+    assert f"library/single@{layer}: layer link points to a missing or corrupt blob" in text
+    assert f"library/single@{c.single.digest}: image is incomplete" in text
+    assert f"library/single@{c.single.digest}: tag 1 points to a missing or broken manifest" in text
+    assert f"library/shared@{c.shared.layers[1].digest}: layer link holds" in text
+    assert "library/multi: tag 1 has no valid current link" in text
+
+
+def test_fix_then_rerun_restores_everything(cached, capsys, tmp_path, start_registry):
+    out, c, images = cached
+    layout = DistributionLayout(out)
+    corrupt_layer(out, c)
+    shutil.rmtree(layout.blob_path(c.shared.config.digest).parent)  # a missing blob
+    code, _ = verify(capsys, "--fix", str(out))
+    assert code == 0
+    assert verify(capsys, str(out)) == (0, [])
+    assert layout.resolve("library/single", "1") is None  # the broken image is gone ...
+    report = pipeline.cache(images, out, strategy="proxy", options=CacheOptions(platforms=(AMD64,)))
+    assert report.blobs_fetched == 2  # ... and only what was removed is fetched again
+    assert verify(capsys, str(out)) == (0, [])
+    server = start_registry(out)
+    assert skopeo_pull(f"docker://{server.host}/library/single:1", tmp_path / "p") == c.single.digest
+
+
+def test_an_incomplete_sparse_index_child_is_reported(cached, capsys):
+    out, c, _ = cached
+    layout = DistributionLayout(out)
+    amd = c.multi.for_platform("linux/amd64")
+    only_in_multi = amd.layers[1].digest
+    shutil.rmtree(layout.layer_link("library/multi", only_in_multi).parent)
+    code, lines = verify(capsys, str(out))
+    assert code == 1
+    assert any(line.startswith(f"library/multi@{amd.digest}: image is incomplete") for line in lines)
+    assert any(line.startswith(f"library/multi@{c.multi.digest}: index child") for line in lines)
