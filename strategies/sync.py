@@ -402,7 +402,9 @@ class _Copier:
             if process.returncode == 0:
                 return
             last = _skopeo_error(stderr)
-            if self.cancelled.is_set() or _permanent(last) or attempt == attempts - 1:
+            # A refused token may just have expired: one fresh skopeo gets a new one.
+            give_up = _permanent(last) and not (attempt == 0 and _auth_failure(last))
+            if self.cancelled.is_set() or give_up or attempt == attempts - 1:
                 break
             time.sleep(min(self.options.retry.max_backoff, self.options.retry.initial_backoff * 2**attempt))
         raise RegistryError(f"skopeo copy failed: {last}")
@@ -419,6 +421,11 @@ def _skopeo_error(stderr: str) -> str:
 
 _PERMANENT = ("manifest unknown", "unauthorized", "authentication required", "denied",
               "no image found in manifest list", "not found", "invalid reference", "no such file")
+
+
+def _auth_failure(message: str) -> bool:
+    lowered = message.lower()
+    return "unauthorized" in lowered or "authentication required" in lowered
 
 
 def _permanent(message: str) -> bool:
