@@ -58,6 +58,7 @@ class FaultPlan:
     seed: int = 0
     max_faults: int | None = None
     stall_seconds: float = 5.0
+    latency: float = 0.0  # seconds added to every request (slow links, crash tests)
 
     def __post_init__(self) -> None:
         for kind in [*self.at.values(), *self.kinds]:
@@ -135,6 +136,8 @@ class FaultProxy:
                     self.close_connection = True
 
             def _forward(self) -> None:
+                if proxy.plan.latency:
+                    time.sleep(proxy.plan.latency)
                 fault = proxy.plan.next(self.command, self.path)
                 auth = "Authorization" in self.headers
                 length = int(self.headers.get("Content-Length") or 0)
