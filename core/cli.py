@@ -101,6 +101,7 @@ TLSOpt = Annotated[bool, typer.Option("--tls-verify/--no-tls-verify", help="Requ
 MirrorOpt = Annotated[list[str] | None, typer.Option("--registry-mirror", help="PREFIX=URL, e.g. docker.io=http://127.0.0.1:5000; repeatable; tried before registries.conf mirrors.")]
 RootOpt = Annotated[Path | None, typer.Option("--root", help="The local image store (default $XDG_DATA_HOME/sealpy).")]
 StrictOpt = Annotated[bool, typer.Option("--strict/--no-strict", help="Treat scan warnings (invalid references, unparsable lines) as errors.")]
+RetryOpt = Annotated[int | None, typer.Option("--retry-times", min=0, max=100, help="Retries of each failing request (skopeo's spelling; default 5).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet/--no-quiet", "-q", help="No progress output.")]
 
 
@@ -118,9 +119,10 @@ def _cache_options(
     tls_verify: bool,
     registry_mirror: list[str] | None,
     quiet: bool,
+    retry_times: int | None = None,
 ):
     from sealpy.core.auth import CREDS_ENV, ConfiguredCredentials, Credential
-    from sealpy.core.model import DEFAULT_MAX_PARALLEL, CacheOptions
+    from sealpy.core.model import DEFAULT_MAX_PARALLEL, CacheOptions, RetryPolicy
     from sealpy.core.progress import progress_for
     from sealpy.core.reference import Platform, parse_platforms
     from sealpy.core.registries import RegistriesConfig
@@ -139,6 +141,7 @@ def _cache_options(
         tls_verify=tls_verify,
         registries=RegistriesConfig.load(mirrors=registry_mirror or ()),
         progress=progress_for(sys.stderr, quiet=quiet),
+        retry=RetryPolicy() if retry_times is None else RetryPolicy(attempts=retry_times + 1),
     )
 
 
@@ -228,6 +231,7 @@ def registry_save(
     creds: CredsOpt = None,
     tls_verify: TLSOpt = True,
     registry_mirror: MirrorOpt = None,
+    retry_times: RetryOpt = None,
     strict: StrictOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -238,7 +242,7 @@ def registry_save(
     options = _cache_options(
         platform=platform, all_platforms=all_platforms, max_pull_procs=max_pull_procs,
         authfile=authfile, creds=creds, tls_verify=tls_verify, registry_mirror=registry_mirror,
-        quiet=quiet,
+        quiet=quiet, retry_times=retry_times,
     )
     scanned = pipeline.scan(context, build_file=file, extra_images=_split(images), strict=strict)
     _print_warnings(scanned.images)
@@ -383,6 +387,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: list[str]) -> int:
+    import warnings
+
+    # urllib3 warns on every unverified HTTPS request; the user turned verification off
+    # on purpose (--tls-verify=false or an insecure registry), once is enough: the help says so.
+    warnings.filterwarnings("ignore", message="Unverified HTTPS request")
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
     try:

@@ -31,7 +31,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def registry_config(root: Path, port: int, *, auth: dict | None = None) -> dict:
+def registry_config(root: Path, port: int, *, auth: dict | None = None,
+                    tls: tuple[Path, Path] | None = None) -> dict:
     config: dict = {
         "version": 0.1,
         "log": {"level": "error", "accesslog": {"disabled": True}},
@@ -44,6 +45,8 @@ def registry_config(root: Path, port: int, *, auth: dict | None = None) -> dict:
     }
     if auth:
         config["auth"] = auth
+    if tls:
+        config["http"]["tls"] = {"certificate": str(tls[0]), "key": str(tls[1])}
     return config
 
 
@@ -65,10 +68,12 @@ class RegistryProcess:
     """``docker-registry serve`` with its storage at ``root``; its config and log live in
     ``workdir`` (keep that outside a build context)."""
 
-    def __init__(self, root: Path, workdir: Path, *, auth: dict | None = None) -> None:
+    def __init__(self, root: Path, workdir: Path, *, auth: dict | None = None,
+                 tls: tuple[Path, Path] | None = None) -> None:
         self.root = Path(root).absolute()
         self.workdir = Path(workdir)
         self.auth = auth
+        self.tls = tls
         self.port = 0
         self.process: subprocess.Popen | None = None
         self.log_path = self.workdir / "registry.log"
@@ -91,7 +96,7 @@ class RegistryProcess:
         for _ in range(5):  # the chosen port may be taken before the registry binds it
             self.port = free_port()
             config = self.workdir / "config.yml"
-            config.write_text(json.dumps(registry_config(self.root, self.port, auth=self.auth)))
+            config.write_text(json.dumps(registry_config(self.root, self.port, auth=self.auth, tls=self.tls)))
             with open(self.log_path, "wb") as log:
                 self.process = popen_tied(
                     [binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT,

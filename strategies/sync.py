@@ -375,7 +375,7 @@ class _Copier:
             self.skopeo, "--registries-conf", self.env["CONTAINERS_REGISTRIES_CONF"],
             *global_flags, "copy", "--quiet",
             "--authfile", self.env["REGISTRY_AUTH_FILE"],
-            "--retry-times", str(SKOPEO_RETRY_TIMES),
+            "--retry-times", str(min(SKOPEO_RETRY_TIMES, max(0, self.options.retry.attempts - 1))),
             "--dest-tls-verify=false",
             *flags, source, destination,
         ]

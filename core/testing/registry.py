@@ -47,9 +47,10 @@ class RegistryServer(RegistryProcess):
     :meth:`htpasswd` and :class:`TokenServer`); ``credential`` logs in to it."""
 
     def __init__(self, root: Path, *, workdir: Path | None = None, auth: dict | None = None,
-                 credential: Credential | None = None) -> None:
+                 credential: Credential | None = None, tls: tuple[Path, Path] | None = None) -> None:
         root = Path(root).absolute()
-        super().__init__(root, workdir or root.parent / f".registry-{uuid.uuid4().hex[:8]}", auth=auth)
+        super().__init__(root, workdir or root.parent / f".registry-{uuid.uuid4().hex[:8]}",
+                         auth=auth, tls=tls)
         self.credential = credential
 
     def start(self, *, timeout: float = 15.0) -> RegistryServer:
@@ -74,6 +75,34 @@ class RegistryServer(RegistryProcess):
             )
         )
         return {"htpasswd": {"realm": "sealpy-test", "path": str(path)}}
+
+
+def self_signed_certificate(workdir: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
+    """A self-signed certificate and key for ``host`` (for TLS-failure tests)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]), False)
+        .sign(key, hashes.SHA256())
+    )
+    workdir.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = workdir / "tls.crt", workdir / "tls.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return cert_path, key_path
 
 
 @dataclass

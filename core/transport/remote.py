@@ -463,11 +463,27 @@ class RegistryClient:
             raise RegistryError(f"{what}: {exc.cause} (gave up after {attempts} attempts)") from None
 
 
+_CAUSES = (
+    ("Name or service not known", "the host name does not resolve"),
+    ("Temporary failure in name resolution", "the host name does not resolve"),
+    ("NameResolutionError", "the host name does not resolve"),
+    ("Connection refused", "connection refused"),
+    ("Connection reset", "connection reset"),
+    ("RemoteDisconnected", "the connection was closed without an answer"),
+    ("IncompleteRead", "the body was cut short"),
+    ("Read timed out", "read timed out"),
+    ("timed out", "timed out"),
+    ("No route to host", "no route to host"),
+    ("Network is unreachable", "network is unreachable"),
+)
+
+
 def _short(exc: BaseException) -> str:
+    """A transport failure in a few words (urllib3's messages run to several lines)."""
     text = str(exc)
-    for marker in ("Caused by ", "Failed to establish a new connection: "):
+    for marker, words in _CAUSES:
         if marker in text:
-            text = text.split(marker, 1)[1]
+            return words
     text = re.sub(r"<[^>]+>", "", text).strip(" ()'\"")
     return text[:160] or type(exc).__name__
 
