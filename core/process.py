@@ -9,14 +9,14 @@ as they should, normally the main thread.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import signal
 import subprocess
 from collections.abc import Sequence
 
 _PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# The running program's own symbols include libc's (find_library would spawn ldconfig).
+_libc = ctypes.CDLL(None, use_errno=True)
 _prctl = _libc.prctl  # resolved now: the child must not load anything between fork and exec
 
 

@@ -1,0 +1,199 @@
+"""One timed benchmark run, in a process of its own (so peak RSS and CPU time are its own).
+
+Usage: ``python benchmarks/runner.py SPEC.json`` — prints one JSON object on stdout.
+The spec names the contender (a registered strategy, or a baseline: ``skopeo-serial``,
+``limit``, ``limit-verified``), the images, where to write, and the options. The wall
+time measured is the cache stage only, in-process (no interpreter start-up).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+
+def directory_size(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+            except OSError:
+                pass
+    return total
+
+
+class DiskSampler:
+    """Peak size of a directory (the run's TMPDIR: disk used outside the registry dir)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, directory_size(self.path))
+            self._stop.wait(0.05)
+
+    def __enter__(self) -> DiskSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, directory_size(self.path))
+
+
+def run_strategy(spec: dict) -> dict:
+    from sealpy.core import pipeline
+    from sealpy.core.auth import ConfiguredCredentials
+    from sealpy.core.model import CacheOptions, ImageSet
+    from sealpy.core.plugins import new_plugin_manager
+    from sealpy.core.reference import Platform
+
+    plugins = []
+    for module_dir, module in spec.get("plugins", []):
+        sys.path.insert(0, module_dir)
+        plugins.append(__import__(module))
+    manager = new_plugin_manager(plugins) if plugins else None
+    credentials = ConfiguredCredentials(authfile=Path(spec["authfile"])) if spec.get("authfile") \
+        else ConfiguredCredentials(environ={})
+    options = CacheOptions(
+        platforms=(Platform.parse(spec.get("platform", "linux/amd64")),),
+        all_platforms=spec.get("all", False),
+        max_parallel=spec.get("max_parallel", 8),
+        credentials=credentials,
+    )
+    images = ImageSet.of(spec["images"])
+    started = time.perf_counter()
+    report = pipeline.cache(images, Path(spec["out"]), strategy=spec["contender"], options=options, manager=manager)
+    return {"seconds": time.perf_counter() - started, "requests_self": report.requests,
+            "blobs_fetched": report.blobs_fetched, "bytes_fetched": report.bytes_fetched}
+
+
+def run_skopeo_serial(spec: dict) -> dict:
+    """Sealos >= 4.3's saver: a local registry, then one ``skopeo copy`` at a time."""
+    from sealpy.core.localregistry import RegistryProcess
+    from sealpy.core.reference import ImageReference
+
+    out = Path(spec["out"])
+    work = Path(os.environ["TMPDIR"]) / "registry-work"
+    registry = RegistryProcess(out, work)
+    started = time.perf_counter()
+    registry.start()
+    try:
+        for text in spec["images"]:
+            ref = ImageReference.parse(text)
+            command = ["skopeo", "copy", "--quiet", "--src-tls-verify=false", "--dest-tls-verify=false"]
+            if spec.get("authfile"):
+                command += ["--authfile", spec["authfile"]]
+            if spec.get("all"):
+                command.append("--all")
+            command += [f"docker://{ref}", f"docker://{registry.host}/{ref.repository}:{ref.tag}"]
+            subprocess.run(command, check=True, capture_output=True)
+    finally:
+        registry.stop()
+    return {"seconds": time.perf_counter() - started}
+
+
+def _token_for(session: requests.Session, registry: str, repository: str, authfile: str | None) -> dict:
+    """A bearer token for the limit baseline (fetched outside the timed part)."""
+    if not authfile:
+        return {}
+    from sealpy.core.auth import ConfiguredCredentials
+    from sealpy.core.transport.remote import Challenge
+
+    credential = ConfiguredCredentials(authfile=Path(authfile)).credentials_for(registry, repository)
+    challenge = Challenge.parse(session.get(f"http://{registry}/v2/").headers.get("WWW-Authenticate", ""))
+    if challenge is None or challenge.scheme != "bearer":
+        return {}
+    answer = session.get(challenge.params["realm"], params={
+        "service": challenge.params.get("service", ""), "scope": f"repository:{repository}:pull",
+        "account": credential.username}, auth=(credential.username, credential.password)).json()
+    return {"Authorization": f"Bearer {answer['token']}"}
+
+
+def run_limit(spec: dict, *, verified: bool) -> dict:
+    """Nothing moves the bytes faster: parallel plain GETs of every manifest and blob into
+    files on the same disk. ``verified`` adds sha256 and fsync before a rename."""
+    out = Path(spec["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_maxsize=spec.get("max_parallel", 8) * 2)
+    session.mount("http://", adapter)
+    registry = spec["registry"]
+    headers = {repo: _token_for(session, registry, repo, spec.get("authfile"))
+               for repo in {b["repository"] for b in spec["transfers"]}}
+
+    def fetch(item: dict) -> int:
+        kind = "manifests" if item.get("manifest") else "blobs"
+        url = f"http://{registry}/v2/{item['repository']}/{kind}/{item['digest']}"
+        target = out / item["digest"].split(":")[1]
+        digest = hashlib.sha256() if verified else None
+        accept = {"Accept": item.get("media_type", "*/*")} if item.get("manifest") else {}
+        with session.get(url, headers={**headers[item["repository"]], **accept}, stream=True) as response:
+            response.raise_for_status()
+            partial = target.with_suffix(".partial")
+            with open(partial, "wb") as f:
+                for chunk in response.iter_content(1 << 20):
+                    f.write(chunk)
+                    if digest is not None:
+                        digest.update(chunk)
+                if verified:
+                    f.flush()
+                    os.fsync(f.fileno())
+            if verified and "sha256:" + digest.hexdigest() != item["digest"]:
+                raise RuntimeError(f"digest mismatch for {item['digest']}")
+            os.replace(partial, target)
+        return item["size"]
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(spec.get("max_parallel", 8)) as pool:
+        moved = sum(pool.map(fetch, spec["transfers"]))
+    return {"seconds": time.perf_counter() - started, "bytes_fetched": moved}
+
+
+def main() -> None:
+    spec = json.loads(Path(sys.argv[1]).read_text())
+    tmp = Path(spec["tmpdir"])
+    tmp.mkdir(parents=True, exist_ok=True)
+    os.environ["TMPDIR"] = str(tmp)
+    import tempfile
+
+    tempfile.tempdir = str(tmp)
+    contender = spec["contender"]
+    with DiskSampler(tmp) as disk:
+        if contender == "skopeo-serial":
+            result = run_skopeo_serial(spec)
+        elif contender in ("limit", "limit-verified"):
+            result = run_limit(spec, verified=contender == "limit-verified")
+        else:
+            result = run_strategy(spec)
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result.update({
+        "cpu_seconds": me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime,
+        "peak_rss_mib": me.ru_maxrss / 1024,
+        "children_peak_rss_mib": children.ru_maxrss / 1024,
+        "peak_extra_disk_mib": disk.peak / (1 << 20),
+    })
+    shutil.rmtree(tmp, ignore_errors=True)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
