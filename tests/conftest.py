@@ -1,0 +1,1 @@
+pytest_plugins = ["sealpy.core.testing.pytest_plugin"]
