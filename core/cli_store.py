@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
 from sealpy.core.cli import (
     AllOpt,
     AuthfileOpt,
@@ -49,10 +48,13 @@ def _client(authfile: Path | None, creds: str | None, tls_verify: bool, mirrors:
     from sealpy.core.transport.remote import RegistryClient
 
     secret = creds if creds is not None else os.environ.get(CREDS_ENV)
-    credentials = ConfiguredCredentials(creds=Credential.parse(secret) if secret else None, authfile=authfile)
+    credentials = ConfiguredCredentials(
+        creds=Credential.parse(secret) if secret else None, authfile=authfile
+    )
     credentials.check()
     client = RegistryClient(
-        credentials=credentials, tls_verify=tls_verify,
+        credentials=credentials,
+        tls_verify=tls_verify,
         registries=RegistriesConfig.load(mirrors=mirrors or ()),
     )
     try:
@@ -85,7 +87,9 @@ def _split_name(name: str | None) -> tuple[str, str]:
         return "<none>", "<none>"
     if "@" in name:
         repository, _, digest = name.partition("@")
-        return repository.rsplit(":", 1)[0] if ":" in repository.rsplit("/", 1)[-1] else repository, digest[:19]
+        return repository.rsplit(":", 1)[0] if ":" in repository.rsplit("/", 1)[
+            -1
+        ] else repository, digest[:19]
     head, _, last = name.rpartition("/")
     if ":" in last:
         repo, _, tag = last.partition(":")
@@ -97,7 +101,9 @@ def _split_name(name: str | None) -> tuple[str, str]:
 def images(
     root: RootOpt = None,
     as_json: JsonOpt = False,
-    quiet: Annotated[bool, typer.Option("--quiet/--no-quiet", "-q", help="Only image IDs.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet/--no-quiet", "-q", help="Only image IDs.")
+    ] = False,
 ) -> None:
     """List the images in the local store."""
     store = _store(root)
@@ -107,10 +113,16 @@ def images(
         created = ""
         if not manifest.is_index:
             created = str(store.config(manifest).get("created", ""))
-        rows.append({
-            "name": image.name, "digest": image.digest, "id": store.image_id(image),
-            "created": created, "size": store.size(manifest), "index": manifest.is_index,
-        })
+        rows.append(
+            {
+                "name": image.name,
+                "digest": image.digest,
+                "id": store.image_id(image),
+                "created": created,
+                "size": store.size(manifest),
+                "index": manifest.is_index,
+            }
+        )
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -151,12 +163,22 @@ def inspect(
         children = []
         for child in manifest.children:
             present = store.layout.has_blob(child.digest)
-            children.append({
-                "Platform": child.platform, "Digest": child.digest,
-                "Image": _details(store, store.manifest(child)) if present and store.is_complete(store.manifest(child)) else None,
-            })
-        doc = {"Name": stored.name, "Digest": manifest.digest, "MediaType": manifest.media_type,
-               "Size": store.size(manifest), "Manifests": children}
+            children.append(
+                {
+                    "Platform": child.platform,
+                    "Digest": child.digest,
+                    "Image": _details(store, store.manifest(child))
+                    if present and store.is_complete(store.manifest(child))
+                    else None,
+                }
+            )
+        doc = {
+            "Name": stored.name,
+            "Digest": manifest.digest,
+            "MediaType": manifest.media_type,
+            "Size": store.size(manifest),
+            "Manifests": children,
+        }
     else:
         chosen = store.require_platform(stored, wanted) if manifest.is_index or wanted else manifest
         doc = {"Name": stored.name, "Digest": manifest.digest, **_details(store, chosen)}
@@ -176,7 +198,9 @@ def _details(store, manifest) -> dict:
         **({"Variant": config["variant"]} if config.get("variant") else {}),
         "Labels": body.get("Labels") or {},
         "Config": body,
-        "Layers": [{"Digest": d.digest, "Size": d.size, "MediaType": d.media_type} for d in manifest.layers],
+        "Layers": [
+            {"Digest": d.digest, "Size": d.size, "MediaType": d.media_type} for d in manifest.layers
+        ],
         "DiffIds": (config.get("rootfs") or {}).get("diff_ids") or [],
         "History": config.get("history") or [],
         "Size": store.size(manifest),
@@ -186,7 +210,9 @@ def _details(store, manifest) -> dict:
 @app.command()
 def tag(
     source: ImageArg,
-    names: Annotated[list[str], typer.Argument(help="New names (without a registry: localhost/NAME).")],
+    names: Annotated[
+        list[str], typer.Argument(help="New names (without a registry: localhost/NAME).")
+    ],
     root: RootOpt = None,
 ) -> None:
     """Give an image more names."""
@@ -218,14 +244,18 @@ def rmi(
         typer.echo(f"Untagged: {stored.display}")
     removed = store.gc()
     if removed is None:
-        typer.echo("info the store is in use by another command: unused blobs are kept for now", err=True)
+        typer.echo(
+            "info the store is in use by another command: unused blobs are kept for now", err=True
+        )
     else:
         typer.echo(f"Deleted {removed} unused blobs")
 
 
 @app.command()
 def pull(
-    image: Annotated[str, typer.Argument(help="An image reference, e.g. docker.io/library/nginx:1.25.")],
+    image: Annotated[
+        str, typer.Argument(help="An image reference, e.g. docker.io/library/nginx:1.25.")
+    ],
     root: RootOpt = None,
     platform: PlatformOpt = None,
     all_platforms: AllOpt = False,
@@ -246,8 +276,14 @@ def pull(
     progress = _progress(quiet)
     try:
         with _client(authfile, creds, tls_verify, registry_mirror) as client:
-            stored = storeio.pull(store, ref, client, platforms=platforms, all_platforms=all_platforms,
-                                  progress=progress)
+            stored = storeio.pull(
+                store,
+                ref,
+                client,
+                platforms=platforms,
+                all_platforms=all_platforms,
+                progress=progress,
+            )
     finally:
         progress.close()
     typer.echo(stored.digest)
@@ -256,7 +292,12 @@ def pull(
 @app.command()
 def push(
     image: ImageArg,
-    destination: Annotated[str | None, typer.Argument(help="Where to: [docker://]REGISTRY/REPO[:TAG] (default: the image's name).")] = None,
+    destination: Annotated[
+        str | None,
+        typer.Argument(
+            help="Where to: [docker://]REGISTRY/REPO[:TAG] (default: the image's name)."
+        ),
+    ] = None,
     root: RootOpt = None,
     authfile: AuthfileOpt = None,
     creds: CredsOpt = None,
@@ -274,7 +315,9 @@ def push(
     if not target:
         raise UsageError(f"{image} has no name: say where to push it")
     if "://" in target and not target.startswith("docker://"):
-        raise UsageError(f"push writes to registries (docker://...); use `sealpy save` for {target}")
+        raise UsageError(
+            f"push writes to registries (docker://...); use `sealpy save` for {target}"
+        )
     ref = ImageReference.parse(target.removeprefix("docker://"))
     progress = _progress(quiet)
     try:
@@ -282,8 +325,11 @@ def push(
             result = storeio.push(store, stored, ref, client, progress=progress)
     finally:
         progress.close()
-    typer.echo(f"Pushed {result.destination}@{result.digest}: {result.uploaded} blobs uploaded, "
-               f"{result.mounted} mounted, {result.present} already there", err=True)
+    typer.echo(
+        f"Pushed {result.destination}@{result.digest}: {result.uploaded} blobs uploaded, "
+        f"{result.mounted} mounted, {result.present} already there",
+        err=True,
+    )
     typer.echo(result.digest)
 
 
@@ -291,7 +337,9 @@ def push(
 def save(
     images_: Annotated[list[str], typer.Argument(metavar="IMAGE...", help="Images to save.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="The archive to write.")],
-    archive_format: Annotated[str, typer.Option("--format", help="oci-archive (default) or docker-archive.")] = "oci-archive",
+    archive_format: Annotated[
+        str, typer.Option("--format", help="oci-archive (default) or docker-archive.")
+    ] = "oci-archive",
     root: RootOpt = None,
     platform: PlatformOpt = None,
 ) -> None:
@@ -308,7 +356,9 @@ def save(
 
 @app.command()
 def load(
-    input_: Annotated[Path, typer.Option("-i", "--input", help="An oci-archive or docker-archive file.")],
+    input_: Annotated[
+        Path, typer.Option("-i", "--input", help="An oci-archive or docker-archive file.")
+    ],
     root: RootOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -330,12 +380,30 @@ def load(
 
 @app.command()
 def merge(
-    images_: Annotated[list[str], typer.Argument(metavar="IMAGE...", help="Images to merge, in order (at least two).")],
-    tag_: Annotated[list[str] | None, typer.Option("-t", "--tag", help="Name for the result; repeatable.")] = None,
+    images_: Annotated[
+        list[str],
+        typer.Argument(metavar="IMAGE...", help="Images to merge, in order (at least two)."),
+    ],
+    tag_: Annotated[
+        list[str] | None, typer.Option("-t", "--tag", help="Name for the result; repeatable.")
+    ] = None,
     root: RootOpt = None,
     platform: PlatformOpt = None,
-    print_sealfile: Annotated[bool, typer.Option("--print-sealfile/--no-print-sealfile", help="Print the Sealfile Sealos would build for this merge.")] = False,
-    save_image: Annotated[bool, typer.Option("--save-image/--no-save-image", help="Accepted as by Sealos: the merge context holds only the generated Sealfile, so there are no images to cache.")] = False,
+    print_sealfile: Annotated[
+        bool,
+        typer.Option(
+            "--print-sealfile/--no-print-sealfile",
+            help="Print the Sealfile Sealos would build for this merge.",
+        ),
+    ] = False,
+    save_image: Annotated[
+        bool,
+        typer.Option(
+            "--save-image/--no-save-image",
+            help="Accepted as by Sealos: the merge context holds only the generated Sealfile, "
+            "so there are no images to cache.",
+        ),
+    ] = False,
     strategy: StrategyOpt = None,
     authfile: AuthfileOpt = None,
     creds: CredsOpt = None,
@@ -355,17 +423,26 @@ def merge(
         raise UsageError("merge needs at least two images")
     if save_image:
         pipeline.select_strategy(strategy)  # validated and selected as for build
-        typer.echo("info no images to cache (the merge context holds only the generated Sealfile)", err=True)
+        typer.echo(
+            "info no images to cache (the merge context holds only the generated Sealfile)",
+            err=True,
+        )
     platforms = parse_platforms(platform) if platform else None
     store = _store(root)
     with _client(authfile, creds, tls_verify, registry_mirror) as client:
+
         def resolve(text, wanted):
-            return storeio.ensure_image(store, text, wanted, lambda: client,
-                                        echo=lambda line: typer.echo(line, err=True))
+            return storeio.ensure_image(
+                store, text, wanted, lambda: client, echo=lambda line: typer.echo(line, err=True)
+            )
 
         result = merge_images(
-            store, images_, [store_name(t) for t in tag_], platforms=platforms,
-            epoch=pipeline.source_date_epoch() or 0, resolve=resolve,
+            store,
+            images_,
+            [store_name(t) for t in tag_],
+            platforms=platforms,
+            epoch=pipeline.source_date_epoch() or 0,
+            resolve=resolve,
             warn=lambda message: typer.echo(f"warn {message}", err=True),
         )
     if print_sealfile:

@@ -111,7 +111,9 @@ def merge(
         results: list[Manifest] = []
         text = ""
         for platform in platforms or (None,):
-            chosen = [(name, store.require_platform(find(name, platform), platform)) for name in inputs]
+            chosen = [
+                (name, store.require_platform(find(name, platform), platform)) for name in inputs
+            ]
             manifest, text = _merge_one(store, chosen, epoch, platform, warn)
             results.append(manifest)
         top = results[0] if len(results) == 1 else _index(store, results)
@@ -121,7 +123,10 @@ def merge(
 
 
 def _merge_one(
-    store: Store, inputs: list[tuple[str, Manifest]], epoch: int, platform: Platform | None,
+    store: Store,
+    inputs: list[tuple[str, Manifest]],
+    epoch: int,
+    platform: Platform | None,
     warn: Callable[[str], None],
 ) -> tuple[Manifest, str]:
     configs = [store.config(manifest) for _, manifest in inputs]
@@ -129,8 +134,10 @@ def _merge_one(
     created = timestamp(epoch)
     platforms = {str(Platform.from_oci(c)) for c in configs}
     if len(platforms) > 1 and platform is None:
-        warn(f"the inputs are for different platforms ({', '.join(sorted(platforms))}); "
-             "the result says it is for the first one's")
+        warn(
+            f"the inputs are for different platforms ({', '.join(sorted(platforms))}); "
+            "the result says it is for the first one's"
+        )
     first = configs[0]
     body: dict = {"Env": [DEFAULT_PATH, *(f"{k}={v}" for k, v in merged.env.items())]}
     if merged.labels:
@@ -142,21 +149,35 @@ def _merge_one(
     layers: list[Descriptor] = []
     diff_ids: list[str] = []
     history: list[dict] = []
-    for key, present in (("LABEL", merged.labels), ("ENV", merged.env),
-                         ("ENTRYPOINT", merged.entrypoint), ("CMD", merged.cmd)):
+    for key, present in (
+        ("LABEL", merged.labels),
+        ("ENV", merged.env),
+        ("ENTRYPOINT", merged.entrypoint),
+        ("CMD", merged.cmd),
+    ):
         if present:
-            history.append({"created": created, "created_by": f"/bin/sh -c #(nop) {key} (merged)",
-                            "empty_layer": True})
+            history.append(
+                {
+                    "created": created,
+                    "created_by": f"/bin/sh -c #(nop) {key} (merged)",
+                    "empty_layer": True,
+                }
+            )
     for (name, manifest), config in zip(inputs, configs, strict=True):
         ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
         if len(ids) != len(manifest.layers):
-            raise StoreError(f"{name}: its config lists {len(ids)} layers, its manifest {len(manifest.layers)}")
+            raise StoreError(
+                f"{name}: its config lists {len(ids)} layers, its manifest {len(manifest.layers)}"
+            )
         for number, layer in enumerate(manifest.layers, 1):
             layers.append(Descriptor(oci_media_type(layer.media_type), layer.digest, layer.size))
-            history.append({
-                "created": created,
-                "created_by": f"/bin/sh -c #(nop) COPY --from={name} . . (layer {number}/{len(manifest.layers)})",
-            })
+            history.append(
+                {
+                    "created": created,
+                    "created_by": f"/bin/sh -c #(nop) COPY --from={name} . . "
+                    f"(layer {number}/{len(manifest.layers)})",
+                }
+            )
         diff_ids.extend(ids)
     config = {
         "created": created,
@@ -169,12 +190,14 @@ def _merge_one(
     if first.get("variant"):
         config["variant"] = first["variant"]
     config_descriptor = store.put_json(config, media.OCI_CONFIG)
-    manifest = store.put_manifest({
-        "schemaVersion": 2,
-        "mediaType": media.OCI_MANIFEST,
-        "config": config_descriptor.to_json(),
-        "layers": [d.to_json() for d in layers],
-    })
+    manifest = store.put_manifest(
+        {
+            "schemaVersion": 2,
+            "mediaType": media.OCI_MANIFEST,
+            "config": config_descriptor.to_json(),
+            "layers": [d.to_json() for d in layers],
+        }
+    )
     return manifest, sealfile([name for name, _ in inputs], merged)
 
 
@@ -186,4 +209,6 @@ def _index(store: Store, manifests: list[Manifest]) -> Manifest:
         if config.get("variant"):
             platform["variant"] = config["variant"]
         entries.append(manifest.descriptor(platform).to_json())
-    return store.put_manifest({"schemaVersion": 2, "mediaType": media.OCI_INDEX, "manifests": entries})
+    return store.put_manifest(
+        {"schemaVersion": 2, "mediaType": media.OCI_INDEX, "manifests": entries}
+    )

@@ -14,6 +14,7 @@ so blobs a running build has written but not yet named are never collected.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -109,7 +110,8 @@ class StoreLayout(OCILayout):
         with self.locked():
             data = self._read_index()
             present = any(
-                m.get("digest") == descriptor.digest and not (m.get("annotations") or {}).get(REF_NAME)
+                m.get("digest") == descriptor.digest
+                and not (m.get("annotations") or {}).get(REF_NAME)
                 for m in data["manifests"]
             )
             if not present:
@@ -120,7 +122,8 @@ class StoreLayout(OCILayout):
         with self.locked():
             data = self._read_index()
             kept = [
-                m for m in data["manifests"]
+                m
+                for m in data["manifests"]
                 if m.get("digest") != digest or (m.get("annotations") or {}).get(REF_NAME)
             ]
             if len(kept) == len(data["manifests"]):
@@ -177,10 +180,8 @@ class Store:
         by_name = {i.name: i for i in self.images() if i.name}
         candidates = [text.strip()]
         for normalise in (store_name, lambda t: str(ImageReference.parse(t))):
-            try:
+            with contextlib.suppress(InvalidReferenceError):
                 candidates.append(normalise(text))
-            except InvalidReferenceError:
-                pass
         for candidate in candidates:
             if candidate in by_name:
                 return by_name[candidate]
@@ -214,8 +215,12 @@ class Store:
             data = self.layout.read_blob(descriptor.digest)
         except NotFoundError:
             raise StoreError(f"the store is missing manifest {descriptor.digest}") from None
-        return Manifest.parse(data, descriptor.media_type or None,
-                              expected_digest=descriptor.digest, what=descriptor.digest)
+        return Manifest.parse(
+            data,
+            descriptor.media_type or None,
+            expected_digest=descriptor.digest,
+            what=descriptor.digest,
+        )
 
     def config(self, manifest: Manifest) -> dict:
         try:

@@ -68,8 +68,10 @@ def pull(
     )
     with store.writing():
         outcome = copy_images(
-            [job], platforms=tuple(platforms) or (Platform.host(),),
-            all_platforms=all_platforms, progress=progress,
+            [job],
+            platforms=tuple(platforms) or (Platform.host(),),
+            all_platforms=all_platforms,
+            progress=progress,
         )
     _raise_first(outcome)
     return store.get(name)
@@ -115,13 +117,16 @@ class _MountingPushDestination(RemotePushDestination):
         self.mounts = mounts
         self.mounted = 0
 
-    def receive_blob(self, descriptor: Descriptor, source: object,
-                     on_bytes: Callable[[int], None] | None = None) -> None:
+    def receive_blob(
+        self, descriptor: Descriptor, source: object, on_bytes: Callable[[int], None] | None = None
+    ) -> None:
         mount_from = self.mounts.get(descriptor.digest)
         open_blob = getattr(source, "open_blob", None)
         if open_blob is None:  # pragma: no cover - the store is always the source
             raise StoreError(f"cannot push from {source}")
-        sent = self.repository.push_blob(descriptor, lambda: open_blob(descriptor), mount_from=mount_from)
+        sent = self.repository.push_blob(
+            descriptor, lambda: open_blob(descriptor), mount_from=mount_from
+        )
         if sent:
             self.blobs_sent += 1
             if on_bytes:
@@ -150,7 +155,9 @@ def mount_sources(store: Store, destination: ImageReference) -> dict[str, str]:
         while stack:
             manifest = stack.pop()
             if manifest.is_index:
-                stack.extend(store.manifest(c) for c in manifest.children if store.layout.has_blob(c.digest))
+                stack.extend(
+                    store.manifest(c) for c in manifest.children if store.layout.has_blob(c.digest)
+                )
             else:
                 for blob in manifest.blobs:
                     out.setdefault(blob.digest, ref.repository)
@@ -172,7 +179,9 @@ def push(
             f"{image.display} is not complete in the store (an index pulled for some platforms "
             "only); pull it with --all first"
         )
-    target = _MountingPushDestination(client.repository(destination), mount_sources(store, destination))
+    target = _MountingPushDestination(
+        client.repository(destination), mount_sources(store, destination)
+    )
     job = CopyJob(
         label=str(destination),
         source=store.layout.image(image.name or ""),
@@ -183,7 +192,9 @@ def push(
     outcome = copy_images([job], platforms=(), all_platforms=True, progress=progress)
     _raise_first(outcome)
     result = outcome.results[0]
-    return PushResult(str(destination), manifest.digest, target.blobs_sent, target.mounted, result.blobs_reused)
+    return PushResult(
+        str(destination), manifest.digest, target.blobs_sent, target.mounted, result.blobs_reused
+    )
 
 
 # --- save ----------------------------------------------------------------------------------
@@ -234,13 +245,17 @@ def _save_oci(store: Store, images: Sequence[StoredImage], out: BinaryIO) -> Non
     for image in images:
         manifest = store.manifest(image)
         if not store.is_complete(manifest):
-            raise StoreError(f"{image.display} is not complete in the store; pull it with --all first")
+            raise StoreError(
+                f"{image.display} is not complete in the store; pull it with --all first"
+            )
         entry = image.descriptor.to_json()
         if image.name:
             entry["annotations"] = {REF_NAME: image.name}
         entries.append(entry)
         _collect(store, manifest, blobs)
-    index = json.dumps({"schemaVersion": 2, "mediaType": media.OCI_INDEX, "manifests": entries}).encode()
+    index = json.dumps(
+        {"schemaVersion": 2, "mediaType": media.OCI_INDEX, "manifests": entries}
+    ).encode()
     layout = json.dumps({"imageLayoutVersion": "1.0.0"}).encode()
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
         tar.addfile(_tarinfo("oci-layout", len(layout)), io.BytesIO(layout))
@@ -268,11 +283,13 @@ def docker_name(name: str | None) -> str | None:
         return None
     for prefix in ("docker.io/library/", "docker.io/"):
         if name.startswith(prefix):
-            return name[len(prefix):]
+            return name[len(prefix) :]
     return name
 
 
-def _save_docker(store: Store, images: Sequence[StoredImage], out: BinaryIO, platform: Platform | None) -> None:
+def _save_docker(
+    store: Store, images: Sequence[StoredImage], out: BinaryIO, platform: Platform | None
+) -> None:
     """``docker save``'s format: config ``<hex>.json``, uncompressed layers ``<hex>.tar``,
     ``manifest.json``; one platform per image (the host's unless ``platform``)."""
     entries: list[dict] = []
@@ -284,7 +301,10 @@ def _save_docker(store: Store, images: Sequence[StoredImage], out: BinaryIO, pla
             config = json.loads(config_bytes)
             diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
             if len(diff_ids) != len(manifest.layers):
-                raise StoreError(f"{image.display}: the config lists {len(diff_ids)} layers, the manifest {len(manifest.layers)}")
+                raise StoreError(
+                    f"{image.display}: the config lists {len(diff_ids)} layers, "
+                    f"the manifest {len(manifest.layers)}"
+                )
             config_name = f"{media.digest_hex(manifest.config.digest)}.json"
             if config_name not in written:
                 tar.addfile(_tarinfo(config_name, len(config_bytes)), io.BytesIO(config_bytes))
@@ -297,7 +317,9 @@ def _save_docker(store: Store, images: Sequence[StoredImage], out: BinaryIO, pla
                     written.add(name)
                 layer_names.append(name)
             tag = docker_name(image.name)
-            entries.append({"Config": config_name, "RepoTags": [tag] if tag else [], "Layers": layer_names})
+            entries.append(
+                {"Config": config_name, "RepoTags": [tag] if tag else [], "Layers": layer_names}
+            )
         data = json.dumps(entries).encode()
         tar.addfile(_tarinfo("manifest.json", len(data)), io.BytesIO(data))
 
@@ -309,7 +331,9 @@ def _uncompressed(store: Store, layer: Descriptor) -> BinaryIO:
     return gzip.GzipFile(fileobj=raw) if head == b"\x1f\x8b" else raw  # type: ignore[return-value]
 
 
-def _add_uncompressed(store: Store, tar: tarfile.TarFile, layer: Descriptor, diff_id: str, name: str) -> None:
+def _add_uncompressed(
+    store: Store, tar: tarfile.TarFile, layer: Descriptor, diff_id: str, name: str
+) -> None:
     # A tar header needs the size first: one pass to measure (and check the diff_id), one
     # to write; both stream, nothing is held in memory or spooled to disk.
     digest = hashlib.sha256()
@@ -371,7 +395,7 @@ def load(store: Store, path: Path, *, progress: ProgressReporter | None = None) 
 def _loaded_name(text: str) -> str:
     """Names in archives are Docker-style (``nginx:1``): normalised as Docker does."""
     first = text.partition("/")[0]
-    if first == "localhost" or "/" in text and ("." in first or ":" in first):
+    if first == "localhost" or ("/" in text and ("." in first or ":" in first)):
         return store_name(text)
     return str(ImageReference.parse(text))
 

@@ -28,7 +28,9 @@ def build(context: Path, store: Path, **kwargs) -> Built:
     warnings: list[str] = []
     kwargs.setdefault("tags", ["test"])
     scanned = pipeline.scan(context)
-    result = pipeline.build(scanned, store_root=store, echo=lines.append, warn=warnings.append, **kwargs)
+    result = pipeline.build(
+        scanned, store_root=store, echo=lines.append, warn=warnings.append, **kwargs
+    )
     return Built(result, lines, warnings)
 
 
@@ -80,8 +82,15 @@ def store_snapshot(store: Path) -> dict[str, bytes]:
     }
 
 
-def cached_context(tmp: Path, factory: ImageFactory, registry: RegistryServer, *, seed: str = "app",
-                   repository: str = "library/app", tag: str = "1.0") -> tuple[Path, str, str]:
+def cached_context(
+    tmp: Path,
+    factory: ImageFactory,
+    registry: RegistryServer,
+    *,
+    seed: str = "app",
+    repository: str = "library/app",
+    tag: str = "1.0",
+) -> tuple[Path, str, str]:
     """A build context whose registry/ holds one factory image, cached by the proxy
     strategy from ``registry``; returns (context, image reference, manifest digest)."""
     image = factory.image(seed, [4096, 2048])

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from sealpy.core.builder.parser import (
     expand_words,
     key_values,
@@ -42,7 +41,9 @@ def test_escape_directive_changes_the_continuation_character():
 
 
 def test_exec_form_is_a_json_array_and_anything_else_is_shell_form():
-    cmd, entry, bad = parse_text('CMD ["kubectl apply -f manifests/", "b"]\nENTRYPOINT run --it\nCMD [oops\n')
+    cmd, entry, bad = parse_text(
+        'CMD ["kubectl apply -f manifests/", "b"]\nENTRYPOINT run --it\nCMD [oops\n'
+    )
     assert cmd.exec_form == ("kubectl apply -f manifests/", "b")
     assert entry.exec_form is None and entry.args == "run --it"
     assert bad.exec_form is None and bad.args == "[oops"
@@ -62,10 +63,10 @@ def test_flags_are_parsed_and_unknown_flags_are_errors():
         ("FROM scratch\nCOPY onlyone\n", r"^Kubefile:2: COPY: needs a source and a destination$"),
         ("FROM scratch\nLABEL novalue\n", r"^Kubefile:2: LABEL: expected KEY=VALUE"),
         ("FROM scratch\nENV A\n", r"^Kubefile:2: ENV: A needs a value$"),
-        ("FROM scratch\nENV A=\"x\n", r"^Kubefile:2: ENV: unterminated \" quote$"),
+        ('FROM scratch\nENV A="x\n', r"^Kubefile:2: ENV: unterminated \" quote$"),
         ("FROM\n", r"^Kubefile:1: FROM: needs at least one argument$"),
         ("FROM a b c d\n", r"^Kubefile:1: FROM: expected FROM IMAGE \[AS NAME\]$"),
-        ("FROM scratch\n\"COPY\" a b\n", r"^Kubefile:2: malformed line"),
+        ('FROM scratch\n"COPY" a b\n', r"^Kubefile:2: malformed line"),
     ],
 )
 def test_unknown_and_malformed_instructions_name_file_and_line(text, message):
@@ -116,7 +117,7 @@ def test_bad_substitutions_are_errors(word):
 
 
 def test_env_values_see_the_environment_before_the_instruction():
-    (env,) = parse_text("ENV A=2 B=$A C=\"with space\"\n")
+    (env,) = parse_text('ENV A=2 B=$A C="with space"\n')
     assert key_values(env, {"A": "1"}) == [("A", "2"), ("B", "1"), ("C", "with space")]
 
 

@@ -144,7 +144,7 @@ def _pattern_regex(pattern: str) -> str:
             if end < 0:
                 out.append(re.escape(ch))
             else:
-                body = pattern[i + 1:end]
+                body = pattern[i + 1 : end]
                 if body.startswith("!") or body.startswith("^"):
                     body = "^" + body[1:]
                 out.append(f"[{body}]")
@@ -197,7 +197,9 @@ class Tree:
             except FileNotFoundError:
                 raise BuildError(f"{relpath}: no such file or directory in {self.what}") from None
             except NotADirectoryError:
-                raise BuildError(f"{relpath}: a path component is not a directory in {self.what}") from None
+                raise BuildError(
+                    f"{relpath}: a path component is not a directory in {self.what}"
+                ) from None
             except OSError as exc:
                 raise BuildError(f"{relpath}: {exc.strerror} in {self.what}") from None
             if stat.S_ISLNK(st.st_mode) and (parts or follow_last):
@@ -310,7 +312,9 @@ def plan_sources(
     return finish(entries.values()), resolved
 
 
-def _add_dir(entries: dict[str, Entry], name: str, st: os.stat_result | None, own: Ownership) -> None:
+def _add_dir(
+    entries: dict[str, Entry], name: str, st: os.stat_result | None, own: Ownership
+) -> None:
     if not name:
         return  # the image root itself is never an entry
     mode = stat.S_IMODE(st.st_mode) if st is not None else 0o755
@@ -320,7 +324,9 @@ def _add_dir(entries: dict[str, Entry], name: str, st: os.stat_result | None, ow
         entries[name] = Entry(name, "dir", mode, uid=own.uid, gid=own.gid)
 
 
-def _walk(tree: Tree, directory: Path, target: str, entries: dict[str, Entry], own: Ownership) -> None:
+def _walk(
+    tree: Tree, directory: Path, target: str, entries: dict[str, Entry], own: Ownership
+) -> None:
     """Every path under ``directory`` (not following symlinks), honouring the ignore file."""
     ignore = tree.ignore
     for current, dirnames, filenames in os.walk(directory, onerror=_raise_walk_error):
@@ -354,7 +360,9 @@ def _ensure_parents(entries: dict[str, Entry], member: str, own: Ownership) -> N
     """A file re-included by a "!" rule inside an ignored directory still needs its parents."""
     parent = posixpath.dirname(member)
     while parent and parent not in entries:
-        entries[parent] = Entry(parent, "dir", 0o755 if own.mode is None else own.mode, uid=own.uid, gid=own.gid)
+        entries[parent] = Entry(
+            parent, "dir", 0o755 if own.mode is None else own.mode, uid=own.uid, gid=own.gid
+        )
         parent = posixpath.dirname(parent)
 
 
@@ -404,8 +412,16 @@ def finish(entries: Iterable[Entry]) -> list[Entry]:
     for entry in sorted(entries, key=lambda e: sort_key(e.name)):
         if entry.kind == "file" and entry.inode is not None:
             if entry.inode in first_name:
-                entry = Entry(entry.name, "hardlink", entry.mode, entry.source, 0,
-                              first_name[entry.inode], entry.uid, entry.gid)
+                entry = Entry(
+                    entry.name,
+                    "hardlink",
+                    entry.mode,
+                    entry.source,
+                    0,
+                    first_name[entry.inode],
+                    entry.uid,
+                    entry.gid,
+                )
             else:
                 first_name[entry.inode] = entry.name
         out.append(entry)
@@ -419,4 +435,3 @@ def merge_entries(groups: Iterable[Iterable[Entry]]) -> list[Entry]:
         for entry in group:
             merged[entry.name] = entry
     return finish(merged.values())
-

@@ -107,11 +107,20 @@ def write_layer(
     writer: BlobWriter = new_writer(OCI_LAYER_GZIP)
     try:
         # filename="" and mtime=0 keep the gzip header the same on every run.
-        with gzip.GzipFile(filename="", fileobj=_WriterFile(writer), mode="wb",  # type: ignore[arg-type]
-                           mtime=0, compresslevel=level) as gz:
+        with gzip.GzipFile(
+            filename="",
+            fileobj=_WriterFile(writer),
+            mode="wb",  # type: ignore[arg-type]
+            mtime=0,
+            compresslevel=level,
+        ) as gz:
             sink = _HashingSink(gz)
-            with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT,  # type: ignore[call-overload]
-                              bufsize=CHUNK) as tar:
+            with tarfile.open(
+                fileobj=sink,
+                mode="w|",
+                format=tarfile.PAX_FORMAT,  # type: ignore[call-overload]
+                bufsize=CHUNK,
+            ) as tar:
                 for entry in entries:
                     _add(tar, entry, epoch)
         descriptor = writer.commit()
@@ -185,7 +194,7 @@ def unpack(tar: tarfile.TarFile, root: Path, *, whiteouts: bool, what: str) -> N
                         if rel not in written:
                             _remove(child)
                 else:
-                    _remove(parent / base[len(WHITEOUT):])
+                    _remove(parent / base[len(WHITEOUT) :])
                 continue
             parent = _inside(root, parent_rel, what, create=True)
             assert parent is not None
@@ -201,9 +210,13 @@ def unpack(tar: tarfile.TarFile, root: Path, *, whiteouts: bool, what: str) -> N
             elif member.islnk():
                 target_name = _safe_name(member.linkname, what)
                 target = _inside(root, posixpath.dirname(target_name or ""), what, create=False)
-                source = target / posixpath.basename(target_name) if target and target_name else None
+                source = (
+                    target / posixpath.basename(target_name) if target and target_name else None
+                )
                 if source is None or not source.is_file() or source.is_symlink():
-                    raise BuildError(f"{what}: hard link {name} -> {member.linkname}: target missing")
+                    raise BuildError(
+                        f"{what}: hard link {name} -> {member.linkname}: target missing"
+                    )
                 _remove(path)
                 os.link(source, path)
             elif member.isreg():

@@ -144,7 +144,9 @@ class StageResult:
 # --- checks before anything runs ------------------------------------------------------------
 
 
-def split_stages(instructions: list[Instruction]) -> tuple[list[Instruction], list[list[Instruction]]]:
+def split_stages(
+    instructions: list[Instruction],
+) -> tuple[list[Instruction], list[list[Instruction]]]:
     """Global ARGs (before the first FROM), and the stages; every instruction is checked
     to be one the native builder can run."""
     if not instructions:
@@ -187,7 +189,9 @@ def platform_args(platform: Platform, build: Platform) -> dict[str, str]:
 
 class NativeBuilder(ImageBuilder):
     name = "native"
-    description = "pure Python: FROM/COPY/ADD/ENV/LABEL/... into OCI layers, no container engine (no RUN)"
+    description = (
+        "pure Python: FROM/COPY/ADD/ENV/LABEL/... into OCI layers, no container engine (no RUN)"
+    )
 
     def build(self, request: BuildRequest) -> BuildResult:
         return _Build(request).run()
@@ -219,8 +223,10 @@ class _Build:
         files = self.context.build_files
         if len(files) > 1:
             listed = ", ".join(p.name for p in files)
-            self.warn(f"several build files ({listed}) are read as one, in the order "
-                      f"{', '.join(BUILD_FILE_NAMES)}; use -f to choose one")
+            self.warn(
+                f"several build files ({listed}) are read as one, in the order "
+                f"{', '.join(BUILD_FILE_NAMES)}; use -f to choose one"
+            )
         instructions = parse_files(files, root=self.context.root)
         head, stage_instructions = split_stages(instructions)
         try:
@@ -244,8 +250,10 @@ class _Build:
         if unused:
             self.warn(f"build args not consumed by any ARG: {', '.join(unused)}")
         if self.request.cached_images and not self._copies_registry(plans):
-            self.warn("images were cached into registry/ but no COPY or ADD puts registry into "
-                      "the image; add `COPY registry ./registry` to the build file")
+            self.warn(
+                "images were cached into registry/ but no COPY or ADD puts registry into "
+                "the image; add `COPY registry ./registry` to the build file"
+            )
 
     def _copies_registry(self, plans: Mapping[Platform, list[Stage]]) -> bool:
         registry = self.context.root / "registry"
@@ -262,7 +270,9 @@ class _Build:
 
     # --- phase 1: plan ---------------------------------------------------------------------
 
-    def _plan(self, platform: Platform, head: list[Instruction], stages: list[list[Instruction]]) -> list[Stage]:
+    def _plan(
+        self, platform: Platform, head: list[Instruction], stages: list[list[Instruction]]
+    ) -> list[Stage]:
         build_args = dict(self.request.build_args)
         automatic = platform_args(platform, Platform.host())
         global_args: dict[str, str | None] = dict(automatic)
@@ -302,8 +312,13 @@ class _Build:
         return stage
 
     def _base(
-        self, index: int, name: str | None, text: str, platform: Platform,
-        earlier: list[Stage], ins: Instruction,
+        self,
+        index: int,
+        name: str | None,
+        text: str,
+        platform: Platform,
+        earlier: list[Stage],
+        ins: Instruction,
     ) -> Stage:
         if text.lower() == "scratch":
             config = {
@@ -320,7 +335,9 @@ class _Build:
             if stage.name == text.lower():
                 return Stage(index, name, text, stage.index, None, copy.deepcopy(stage.config))
         image = self._image(text, platform, ins)
-        manifest = self.store.require_platform(image, platform if self._platform_matters() else None)
+        manifest = self.store.require_platform(
+            image, platform if self._platform_matters() else None
+        )
         config = self.store.config(manifest)
         for stale in ("container", "container_config", "docker_version"):
             config.pop(stale, None)
@@ -352,7 +369,10 @@ class _Build:
         return self._client
 
     def _plan_step(
-        self, ins: Instruction, state: _StageState, global_args: Mapping[str, str | None],
+        self,
+        ins: Instruction,
+        state: _StageState,
+        global_args: Mapping[str, str | None],
         earlier: list[Stage],
     ) -> None:
         config = state.stage.config
@@ -379,8 +399,10 @@ class _Build:
                 labels[name] = value
             body["Labels"] = labels
         elif keyword in ("CMD", "ENTRYPOINT"):
-            value = list(ins.exec_form) if ins.exec_form is not None else (
-                ["/bin/sh", "-c", ins.args] if ins.args else []
+            value = (
+                list(ins.exec_form)
+                if ins.exec_form is not None
+                else (["/bin/sh", "-c", ins.args] if ins.args else [])
             )
             if keyword == "CMD":
                 body["Cmd"] = value
@@ -391,7 +413,9 @@ class _Build:
                     body.pop("Cmd", None)  # Docker: a new ENTRYPOINT drops the base's CMD
         elif keyword == "WORKDIR":
             path = expand_word(ins, env)
-            body["WorkingDir"] = posixpath.normpath(posixpath.join(body.get("WorkingDir") or "/", path))
+            body["WorkingDir"] = posixpath.normpath(
+                posixpath.join(body.get("WorkingDir") or "/", path)
+            )
         elif keyword == "USER":
             body["User"] = expand_word(ins, env)
         elif keyword == "STOPSIGNAL":
@@ -426,10 +450,16 @@ class _Build:
         source_from = expand_flag(ins, "from", env)
         try:
             if source_from is not None:
-                return (self._plan_copy_from(ins, source_from, sources, dest, workdir, ownership, state, earlier),)
+                return (
+                    self._plan_copy_from(
+                        ins, source_from, sources, dest, workdir, ownership, state, earlier
+                    ),
+                )
             if ins.keyword == "ADD":
                 return self._plan_add(ins, sources, dest, workdir, ownership)
-            entries, _ = plan_sources(self.context_tree, sources, dest, workdir, ownership, keyword=ins.keyword)
+            entries, _ = plan_sources(
+                self.context_tree, sources, dest, workdir, ownership, keyword=ins.keyword
+            )
         except BuildError as exc:
             raise ins.error(str(exc)) from None
         return (ContextPart(tuple(entries)),)
@@ -447,7 +477,9 @@ class _Build:
         archives: list[ArchivePart] = []
         target, dest_is_dir = clean_dest(dest, workdir)
         if len(sources) > 1 and not dest_is_dir:
-            raise BuildError(f"ADD with several sources needs a directory destination ending in /, not {dest}")
+            raise BuildError(
+                f"ADD with several sources needs a directory destination ending in /, not {dest}"
+            )
         for source in sources:
             path = self.context_tree.resolve(source.lstrip("/")) if not _has_glob(source) else None
             if path is not None and path.is_file() and _is_tar(path):
@@ -456,16 +488,30 @@ class _Build:
                 plain.append(source)
         parts: list[Part] = []
         if plain:
-            entries, _ = plan_sources(self.context_tree, plain, dest, workdir, ownership, keyword="ADD")
+            entries, _ = plan_sources(
+                self.context_tree, plain, dest, workdir, ownership, keyword="ADD"
+            )
             parts.append(ContextPart(tuple(entries)))
         parts.extend(archives)
         return tuple(parts)
 
     def _plan_copy_from(
-        self, ins: Instruction, source_from: str, sources: list[str], dest: str, workdir: str,
-        ownership: Ownership, state: _StageState, earlier: list[Stage],
+        self,
+        ins: Instruction,
+        source_from: str,
+        sources: list[str],
+        dest: str,
+        workdir: str,
+        ownership: Ownership,
+        state: _StageState,
+        earlier: list[Stage],
     ) -> ImagePart:
-        common = {"sources": tuple(sources), "dest": dest, "workdir": workdir, "ownership": ownership}
+        common = {
+            "sources": tuple(sources),
+            "dest": dest,
+            "workdir": workdir,
+            "ownership": ownership,
+        }
         for stage in earlier:
             if stage.name == source_from.lower() or str(stage.index) == source_from:
                 return ImagePart(stage=stage.index, label=f"stage {source_from}", **common)  # type: ignore[arg-type]
@@ -491,7 +537,11 @@ class _Build:
         return final.manifest
 
     def _write_stage(
-        self, stage: Stage, results: dict[int, StageResult], platform: Platform, prefix: str,
+        self,
+        stage: Stage,
+        results: dict[int, StageResult],
+        platform: Platform,
+        prefix: str,
         scratch: ExitStack,
     ) -> StageResult:
         if stage.base_stage is not None:
@@ -500,7 +550,10 @@ class _Build:
             diff_ids = list(base.config["rootfs"]["diff_ids"])
             history = list(base.config.get("history") or [])
         elif stage.base_manifest is not None:
-            layers = [Descriptor(oci_media_type(d.media_type), d.digest, d.size) for d in stage.base_manifest.layers]
+            layers = [
+                Descriptor(oci_media_type(d.media_type), d.digest, d.size)
+                for d in stage.base_manifest.layers
+            ]
             base_config = self.store.config(stage.base_manifest)
             diff_ids = list((base_config.get("rootfs") or {}).get("diff_ids") or [])
             history = list(base_config.get("history") or [])
@@ -524,17 +577,22 @@ class _Build:
         config["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
         config["history"] = history
         config_descriptor = self.store.put_json(config, media.OCI_CONFIG)
-        manifest = self.store.put_manifest({
-            "schemaVersion": 2,
-            "mediaType": media.OCI_MANIFEST,
-            "config": config_descriptor.to_json(),
-            "layers": [d.to_json() for d in layers],
-        })
+        manifest = self.store.put_manifest(
+            {
+                "schemaVersion": 2,
+                "mediaType": media.OCI_MANIFEST,
+                "config": config_descriptor.to_json(),
+                "layers": [d.to_json() for d in layers],
+            }
+        )
         self.echo(f"{prefix}--> {config_descriptor.digest.removeprefix('sha256:')[:SHORT_ID]}")
         return StageResult(manifest, config, tuple(layers))
 
     def _layer(
-        self, parts: tuple[Part, ...], results: dict[int, StageResult], platform: Platform,
+        self,
+        parts: tuple[Part, ...],
+        results: dict[int, StageResult],
+        platform: Platform,
         scratch: ExitStack,
     ) -> LayerBlob:
         # Context files are the same for every platform: write such a layer once.
@@ -549,7 +607,9 @@ class _Build:
                 groups.append(self._archive_entries(part, scratch))
             else:
                 groups.append(self._image_entries(part, results, platform, scratch))
-        blob = write_layer(merge_entries(groups), self.store.layout.new_blob_writer, epoch=self.epoch)
+        blob = write_layer(
+            merge_entries(groups), self.store.layout.new_blob_writer, epoch=self.epoch
+        )
         self._layers[key] = blob
         return blob
 
@@ -570,7 +630,11 @@ class _Build:
         return [e for e in entries if e.name != part.target]
 
     def _image_entries(
-        self, part: ImagePart, results: dict[int, StageResult], platform: Platform, scratch: ExitStack
+        self,
+        part: ImagePart,
+        results: dict[int, StageResult],
+        platform: Platform,
+        scratch: ExitStack,
     ) -> list[Entry]:
         if part.stage is not None:
             layers = results[part.stage].layers
@@ -597,7 +661,9 @@ class _Build:
             if config.get("variant"):
                 platform["variant"] = config["variant"]
             entries.append(manifest.descriptor(platform).to_json())
-        return self.store.put_manifest({"schemaVersion": 2, "mediaType": media.OCI_INDEX, "manifests": entries})
+        return self.store.put_manifest(
+            {"schemaVersion": 2, "mediaType": media.OCI_INDEX, "manifests": entries}
+        )
 
 
 @dataclass
@@ -635,7 +701,11 @@ def _ports(word: str, ins: Instruction) -> list[str]:
     match = _PORT.match(word)
     if not match:
         raise ins.error(f"invalid port {word!r}: expected PORT[-PORT][/tcp|udp|sctp]")
-    first, last, proto = int(match.group(1)), int(match.group(2) or match.group(1)), match.group(3) or "tcp"
+    first, last, proto = (
+        int(match.group(1)),
+        int(match.group(2) or match.group(1)),
+        match.group(3) or "tcp",
+    )
     if not 0 < first <= last <= 65535:
         raise ins.error(f"invalid port range {word!r}")
     return [f"{port}/{proto}" for port in range(first, last + 1)]
@@ -665,7 +735,9 @@ def _numeric_id(text: str, ins: Instruction) -> int:
         return 0
     if text.isdigit():
         return int(text)
-    raise ins.error(f"--chown {text!r}: only numeric IDs (or root) without a container's /etc/passwd")
+    raise ins.error(
+        f"--chown {text!r}: only numeric IDs (or root) without a container's /etc/passwd"
+    )
 
 
 def _has_glob(source: str) -> bool:
@@ -682,4 +754,3 @@ def _is_tar(path: Path) -> bool:
 @hookimpl
 def sealpy_register_builders(registry) -> None:
     registry.register(NativeBuilder)
-

@@ -25,10 +25,24 @@ from sealpy.core.errors import BuildError
 
 # Instructions the native builder runs, and those that exist in Dockerfiles but need a
 # container (RUN) or are not supported without one; anything else is an unknown word.
-NATIVE = frozenset({
-    "FROM", "COPY", "ADD", "ENV", "LABEL", "ARG", "CMD", "ENTRYPOINT", "WORKDIR", "USER",
-    "EXPOSE", "VOLUME", "MAINTAINER", "STOPSIGNAL",
-})
+NATIVE = frozenset(
+    {
+        "FROM",
+        "COPY",
+        "ADD",
+        "ENV",
+        "LABEL",
+        "ARG",
+        "CMD",
+        "ENTRYPOINT",
+        "WORKDIR",
+        "USER",
+        "EXPOSE",
+        "VOLUME",
+        "MAINTAINER",
+        "STOPSIGNAL",
+    }
+)
 KNOWN = NATIVE | {"RUN", "SHELL", "HEALTHCHECK", "ONBUILD"}
 # The flags each instruction accepts (Docker's, minus those that need BuildKit).
 FLAGS: Mapping[str, frozenset[str]] = {
@@ -112,7 +126,9 @@ def parse_text(text: str, file: str = "Dockerfile") -> list[Instruction]:
         key, value = match.group(1).lower(), match.group(2)
         if key == "escape":
             if value not in ("\\", "`"):
-                raise BuildError(f"{file}:{number + 1}: invalid escape directive {value!r}: use \\ or `")
+                raise BuildError(
+                    f"{file}:{number + 1}: invalid escape directive {value!r}: use \\ or `"
+                )
             escape = value
         start = number + 1
     out: list[Instruction] = []
@@ -138,7 +154,9 @@ def parse_text(text: str, file: str = "Dockerfile") -> list[Instruction]:
             line = lines[i].rstrip()
         parts.append(line)
         i += 1
-        out.append(_instruction(" ".join(p.strip() for p in parts if p.strip()), file, first + 1, escape))
+        out.append(
+            _instruction(" ".join(p.strip() for p in parts if p.strip()), file, first + 1, escape)
+        )
     return out
 
 
@@ -149,7 +167,7 @@ def _instruction(text: str, file: str, line: int, escape: str) -> Instruction:
     keyword = match.group(1).upper()
     if keyword not in KNOWN:
         raise BuildError(f"{file}:{line}: unknown instruction {match.group(1)}")
-    rest = text[match.end():].strip()
+    rest = text[match.end() :].strip()
     flags: list[tuple[str, str | None]] = []
     allowed = FLAGS.get(keyword, frozenset())
     while rest.startswith("--"):
@@ -185,7 +203,11 @@ def _check_arguments(ins: Instruction, escape: str) -> None:
     if needs_args and not ins.args:
         raise ins.error("needs at least one argument")
     if ins.keyword in {"COPY", "ADD"}:
-        count = len(ins.exec_form) if ins.exec_form is not None else len(split_raw_words(ins.args, escape, ins))
+        count = (
+            len(ins.exec_form)
+            if ins.exec_form is not None
+            else len(split_raw_words(ins.args, escape, ins))
+        )
         if count < 2:
             raise ins.error("needs a source and a destination")
     if ins.keyword in {"ENV", "LABEL"}:
@@ -316,7 +338,7 @@ class _Lexer:
         end = self.text.find("'", self.pos)
         if end < 0:
             raise BuildError("unterminated ' quote")
-        self._add(self.text[self.pos:end])
+        self._add(self.text[self.pos : end])
         self.pos = end + 1
 
     def _double_quoted(self) -> None:
@@ -338,7 +360,7 @@ class _Lexer:
         start = self.pos
         while self.pos < len(self.text) and _NAME_CHAR.match(self.text[self.pos]):
             self.pos += 1
-        return self.text[start:self.pos]
+        return self.text[start : self.pos]
 
     def _dollar(self) -> str:
         """Expand what follows a ``$`` (the ``$`` is consumed)."""
@@ -362,7 +384,9 @@ class _Lexer:
         if colon:
             ch = self._next()
         if ch not in ("-", "+", "?"):
-            raise BuildError(f"bad substitution in {self.text!r}: unsupported modifier after ${{{name}")
+            raise BuildError(
+                f"bad substitution in {self.text!r}: unsupported modifier after ${{{name}"
+            )
         word = self._until_brace()
         value = self.env.get(name)
         unset = value is None or (colon and value == "")
@@ -408,15 +432,17 @@ def key_values(ins: Instruction, env: Mapping[str, str]) -> list[tuple[str, str]
     try:
         words = split_raw_words(ins.args, ins.escape, ins)
         if ins.keyword == "ENV" and "=" not in words[0]:
-            rest = ins.args[len(words[0]):].strip()
+            rest = ins.args[len(words[0]) :].strip()
             return [(process_word(words[0], env, ins.escape), process_word(rest, env, ins.escape))]
         pairs = []
         for word in words:
             key, sep, value = word.partition("=")
-            pairs.append((
-                process_word(key, env, ins.escape),
-                process_word(value, env, ins.escape) if sep else None,
-            ))
+            pairs.append(
+                (
+                    process_word(key, env, ins.escape),
+                    process_word(value, env, ins.escape) if sep else None,
+                )
+            )
         return pairs  # type: ignore[return-value]
     except BuildError as exc:
         if str(exc).startswith(ins.where):
