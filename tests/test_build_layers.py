@@ -4,8 +4,10 @@ sources outside the context, archives, and streaming."""
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import os
+import subprocess
 import tarfile
 import tracemalloc
 from pathlib import Path
@@ -256,3 +258,23 @@ def test_a_layer_is_streamed_not_held_in_memory(tmp_path: Path):
         tarfile.open(fileobj=f, mode="r|") as tar,
     ):
         assert [m.size for m in tar] == [48 << 20]
+
+
+def test_compressed_files_are_stored_and_the_stream_is_one_valid_gzip(tmp_path: Path):
+    context = tmp_path / "ctx"
+    (context / "registry").mkdir(parents=True)
+    blob_data = gzip.compress(os.urandom(256 << 10), mtime=0)
+    (context / "registry" / "blob.gz").write_bytes(blob_data)
+    (context / "registry" / "z-notes.txt").write_text("cluster image notes\n" * 5000)
+    tree = Tree(context.resolve())
+    entries, _ = plan_sources(tree, ["registry"], "/registry", "/", Ownership())
+    layout = OCILayout(tmp_path / "layout")
+    layer = write_layer(entries, layout.new_blob_writer)
+    path = layout.blob_path(layer.descriptor.digest)
+    subprocess.run(["gzip", "-t", str(path)], check=True)  # GNU gzip reads it whole
+    raw = subprocess.run(["gzip", "-dc", str(path)], check=True, capture_output=True).stdout
+    assert "sha256:" + hashlib.sha256(raw).hexdigest() == layer.diff_id
+    # the gzip blob costs its own size (stored), the text compresses well
+    assert len(blob_data) < layer.descriptor.size < len(blob_data) + (8 << 10)
+    again = write_layer(entries, OCILayout(tmp_path / "again").new_blob_writer)
+    assert again.descriptor == layer.descriptor
