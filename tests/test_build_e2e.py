@@ -21,6 +21,7 @@ from _build_support import (
     members,
     store_snapshot,
 )
+from sealpy.core.errors import BuildError
 from sealpy.core.testing.registry import skopeo, skopeo_manifest_digest, skopeo_pull
 
 
@@ -370,3 +371,21 @@ def test_bad_input_is_one_line_with_nothing_half_written(
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
     assert "Traceback" not in out + err
     assert store_snapshot(store) == before
+
+
+def test_a_missing_path_in_a_copy_from_stage_names_the_instruction(tmp_path: Path):
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "a.txt").write_text("a")
+    (context / "Kubefile").write_text(
+        "FROM scratch AS one\nCOPY a.txt /a.txt\nFROM scratch\nCOPY --from=one /nope /x\n"
+    )
+    store = tmp_path / "store"
+    with pytest.raises(
+        BuildError, match=r"^Kubefile:4: COPY: nope: no such file or directory in stage one$"
+    ):
+        build(context, store)
+    assert (
+        not (store / "index.json").exists()
+        or "localhost/test" not in (store / "index.json").read_text()
+    )

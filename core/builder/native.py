@@ -118,6 +118,7 @@ class Step:
     text: str
     created_by: str
     layer: tuple[Part, ...] | None = None
+    where: str = ""  # file:line, for errors found only when the layer is written
 
 
 @dataclass
@@ -304,7 +305,7 @@ class _Build:
         if platform_flag:
             base_platform = parse_platforms([platform_flag])[0]
         stage = self._base(index, name, base_text, base_platform, earlier, from_ins)
-        stage.steps.append(Step(from_ins.original, ""))
+        stage.steps.append(Step(from_ins.original, "", where=from_ins.where))
         args: dict[str, str | None] = {}
         state = _StageState(stage, args, cmd_set=False)
         for ins in instructions[1:]:
@@ -436,7 +437,7 @@ class _Build:
             body["Volumes"] = volumes
         elif keyword in ("COPY", "ADD"):
             layer = self._plan_copy(ins, state, env, earlier)
-        state.stage.steps.append(Step(ins.original, created_by, layer))
+        state.stage.steps.append(Step(ins.original, created_by, layer, ins.where))
 
     def _plan_copy(
         self, ins: Instruction, state: _StageState, env: Mapping[str, str], earlier: list[Stage]
@@ -568,7 +569,12 @@ class _Build:
             if step.layer is None:
                 entry["empty_layer"] = True
             else:
-                blob = self._layer(step.layer, results, platform, scratch)
+                try:
+                    blob = self._layer(step.layer, results, platform, scratch)
+                except BuildError as exc:
+                    if str(exc).startswith(step.where):
+                        raise
+                    raise BuildError(f"{step.where}: {step.text.split()[0]}: {exc}") from None
                 layers.append(blob.descriptor)
                 diff_ids.append(blob.diff_id)
             history.append(entry)
