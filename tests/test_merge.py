@@ -206,3 +206,30 @@ def test_merge_save_image_selects_a_strategy_and_has_nothing_to_cache(
         capsys, "merge", "-t", "x", "rootfs:v1", "app:v1", "--save-image", "--root", str(store)
     )
     assert code == 0 and "no images to cache" in err
+
+
+def test_merge_for_several_platforms_gives_an_index(tmp_path: Path, capsys):
+    from sealpy.core.reference import Platform
+
+    store = tmp_path / "store"
+    both = [Platform.parse("linux/amd64"), Platform.parse("linux/arm64")]
+    for name, label in (("one", "a=1"), ("two", "b=2")):
+        context = tmp_path / name
+        context.mkdir()
+        (context / f"{name}.txt").write_text(name)
+        (context / "Kubefile").write_text(
+            f"FROM scratch\nARG TARGETARCH\nLABEL {label} arch=$TARGETARCH\nCOPY {name}.txt /\n"
+        )
+        build(context, store, tags=[name], platforms=both)
+    code, _, err = cli(
+        capsys, "merge", "-t", "m", "one", "two", "--platform", "linux/amd64,linux/arm64",
+        "--root", str(store),
+    )  # fmt: skip
+    assert code == 0, err
+    index = manifest_of(store, "localhost/m:latest")
+    assert [c["platform"]["architecture"] for c in index["manifests"]] == ["amd64", "arm64"]
+    for child in index["manifests"]:
+        arch = child["platform"]["architecture"]
+        merged = json.loads((store / "blobs/sha256" / child["digest"].split(":")[1]).read_bytes())
+        assert config_of(store, merged)["config"]["Labels"] == {"a": "1", "b": "2", "arch": arch}
+        assert len(merged["layers"]) == 2
