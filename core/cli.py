@@ -299,15 +299,19 @@ def build(
         build_platforms = parse_platforms(platform)
     builder_class = pipeline.select_builder(builder)
     build_args = _parse_build_args(build_arg)
+    # Built even without --save-image: FROM and COPY --from pull with the same credentials,
+    # TLS policy and mirrors as the caching does.
     options = _cache_options(
         platform=platform, all_platforms=all_platforms, max_pull_procs=max_pull_procs,
         authfile=authfile, creds=creds, tls_verify=tls_verify, registry_mirror=registry_mirror,
         quiet=quiet,
-    ) if save_image else None
+    )
     scanned = pipeline.scan(context, build_file=file, extra_images=_split(images), strict=strict)
     _print_warnings(scanned.images)
     if save_image:
-        _run_cache(scanned, Path(context) / "registry", chosen, options)
+        _run_cache(scanned, Path(context) / "registry", chosen, options)  # closes the progress
+    else:
+        options.progress.close()
     result = pipeline.build(
         scanned,
         tags=tag or [],
@@ -315,10 +319,12 @@ def build(
         platforms=build_platforms,
         build_args=build_args,
         store_root=root,
-        credentials=options.credentials if options else None,
+        credentials=options.credentials,
         tls_verify=tls_verify,
+        registries=options.registries,
         cached_images=bool(save_image and len(scanned.images)),
         echo=lambda line: typer.echo(line),
+        warn=lambda message: typer.echo(f"warn {message}", err=True),
     )
     for name in result.names:
         typer.echo(f"Successfully tagged {name}")

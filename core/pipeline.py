@@ -12,15 +12,22 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pluggy
 
-from sealpy.core.errors import ContextError, StrategyUnavailableError
+from sealpy.core.errors import ContextError, StrategyUnavailableError, UsageError
 from sealpy.core.model import CacheOptions, CacheReport, ImageSet, ScanResult
 from sealpy.core.plugins import plugin_manager, resolve_strategy
 from sealpy.core.strategy import CacheStrategy
+
+if TYPE_CHECKING:
+    from sealpy.core.auth import CredentialProvider
+    from sealpy.core.builder import BuildResult, ImageBuilder
+    from sealpy.core.reference import Platform
+    from sealpy.core.registries import RegistriesConfig
 
 
 def scan(
@@ -98,8 +105,55 @@ def select_builder(name: str = "native", *, manager: pluggy.PluginManager | None
     return builder
 
 
-def build(scanned: ScanResult, **kwargs):
-    """Build the scanned context into the local store (not implemented yet)."""
-    from sealpy.core.errors import NotImplementedYetError
+SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"
 
-    raise NotImplementedYetError("building images is not implemented yet")
+
+def source_date_epoch(environ: Mapping[str, str] | None = None) -> int | None:
+    """``SOURCE_DATE_EPOCH`` (reproducible-builds.org) as an int, or ``None`` when unset."""
+    value = (os.environ if environ is None else environ).get(SOURCE_DATE_EPOCH, "").strip()
+    if not value:
+        return None
+    if not value.isdigit():
+        raise UsageError(f"invalid {SOURCE_DATE_EPOCH}={value!r}: expected seconds since 1970")
+    return int(value)
+
+
+def build(
+    scanned: ScanResult,
+    *,
+    tags: Sequence[str] = (),
+    builder: str | type[ImageBuilder] = "native",
+    platforms: Sequence[Platform] | None = None,
+    build_args: Mapping[str, str] | None = None,
+    store_root: Path | None = None,
+    credentials: CredentialProvider | None = None,
+    tls_verify: bool = True,
+    registries: RegistriesConfig | None = None,
+    cached_images: bool = False,
+    echo: Callable[[str], None] = print,
+    warn: Callable[[str], None] | None = None,
+    epoch: int | None = None,
+    manager: pluggy.PluginManager | None = None,
+) -> BuildResult:
+    """Build the scanned context into the local image store (default
+    ``$XDG_DATA_HOME/sealpy/store``) with a builder (``native`` unless told otherwise).
+    Timestamps come from ``epoch``, else ``SOURCE_DATE_EPOCH``, else 0."""
+    from sealpy.core.builder import BuildRequest
+    from sealpy.core.store import default_root
+
+    chosen = builder if isinstance(builder, type) else select_builder(builder, manager=manager)
+    request = BuildRequest(
+        context=scanned.context,
+        store_root=Path(store_root) if store_root is not None else default_root(),
+        tags=tuple(tags),
+        platforms=tuple(platforms) if platforms else None,
+        build_args=dict(build_args or {}),
+        credentials=credentials,
+        tls_verify=tls_verify,
+        registries=registries,
+        cached_images=cached_images,
+        echo=echo,
+        source_date_epoch=epoch if epoch is not None else source_date_epoch(),
+        **({"warn": warn} if warn is not None else {}),
+    )
+    return chosen().build(request)

@@ -7,6 +7,7 @@ RUN) is the default, ``buildah`` an optional backend for build files that need R
 
 from __future__ import annotations
 
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,11 +23,17 @@ if TYPE_CHECKING:
     from sealpy.core.registries import RegistriesConfig
 
 
+def _stderr_warning(message: str) -> None:
+    print(f"warn {message}", file=sys.stderr)
+
+
 @dataclass(frozen=True)
 class BuildRequest:
     """Everything a builder needs. ``store_root`` is the local OCI image store;
     ``cached_images`` says images were cached into ``<context>/registry`` (the builder
-    warns when no instruction copies that directory); ``echo`` prints a progress line."""
+    warns when no instruction copies that directory); ``echo`` prints a progress line and
+    ``warn`` a warning (stderr by default); ``source_date_epoch`` fixes every timestamp
+    (``None``: 0, the Unix epoch)."""
 
     context: BuildContext
     store_root: Path
@@ -38,6 +45,8 @@ class BuildRequest:
     registries: RegistriesConfig | None = None
     cached_images: bool = False
     echo: Callable[[str], None] = print
+    warn: Callable[[str], None] = field(default=_stderr_warning)
+    source_date_epoch: int | None = None
 
 
 @dataclass(frozen=True)

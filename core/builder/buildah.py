@@ -1,1 +1,252 @@
-"""The buildah builder (not implemented yet)."""
+"""The buildah builder: for build files the native builder refuses (RUN, SHELL, ...).
+
+Available only when ``buildah`` is on PATH (``apt-get install buildah``). Each build runs
+``buildah --storage-driver vfs bud --isolation chroot`` — the combination that works as
+root on hosts without a container runtime's cgroup set-up — with a private storage
+directory, so nothing outlives the build, and ``--timestamp`` from ``SOURCE_DATE_EPOCH``
+(default 0), so the result is as reproducible as buildah allows. The image is pushed into
+a private OCI layout and copied from there into the store with sealpy's own copy engine,
+which takes the store's lock: buildah writing ``index.json`` itself could lose a
+concurrent command's tag.
+
+Credentials for the registries the FROM lines name are handed over in a temporary
+authfile (mode 0600, removed with the build's directory); loopback registries are marked
+insecure in a temporary ``registries.conf``, as the native builder allows plain HTTP
+there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from sealpy.core.builder import BuildRequest, BuildResult, ImageBuilder
+from sealpy.core.builder.parser import Instruction, parse_files
+from sealpy.core.errors import BuildError, SealpyError
+from sealpy.core.hookspecs import hookimpl
+from sealpy.core.model import BUILD_FILE_NAMES
+from sealpy.core.process import popen_tied, stop
+from sealpy.core.reference import ImageReference, Platform
+from sealpy.core.registries import is_loopback
+from sealpy.core.store import Store, store_name
+from sealpy.core.strategy import Availability
+from sealpy.core.transport import media
+from sealpy.core.transport.copy import CopyJob, copy_images
+from sealpy.core.transport.media import Manifest
+from sealpy.core.transport.ocilayout import OCILayout
+
+BUILDAH = "buildah"
+INTERNAL = "localhost/sealpy-buildah-"
+_IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")
+
+
+class BuildahBuilder(ImageBuilder):
+    name = "buildah"
+    description = "buildah bud (vfs storage, chroot isolation): every instruction, RUN included"
+
+    @classmethod
+    def availability(cls) -> Availability:
+        if shutil.which(BUILDAH) is None:
+            return Availability.missing("buildah not found; apt-get install buildah")
+        return Availability.ok()
+
+    def build(self, request: BuildRequest) -> BuildResult:
+        store = Store(request.store_root)
+        names = tuple(store_name(t) for t in request.tags)
+        instructions = parse_files(request.context.build_files, root=request.context.root)
+        with (
+            store.writing(),
+            tempfile.TemporaryDirectory(prefix="buildah-", dir=store.temp_dir()) as tmp,
+        ):
+            work = Path(tmp)
+            build_file = self._build_file(request, work)
+            base = [
+                BUILDAH,
+                "--storage-driver",
+                "vfs",
+                "--root",
+                str(work / "root"),
+                "--runroot",
+                str(work / "runroot"),
+            ]
+            env = self._registry_settings(request, instructions, work)
+            platforms = request.platforms or (None,)
+            out = OCILayout(work / "out")
+            for number, platform in enumerate(platforms):
+                local = f"{INTERNAL}{number}:latest"
+                self._run(
+                    [
+                        *base,
+                        "bud",
+                        *self._bud_flags(request, platform, work),
+                        "-f",
+                        str(build_file),
+                        "-t",
+                        local,
+                        str(request.context.root),
+                    ],
+                    request,
+                    env,
+                    what="bud",
+                )
+                self._run(
+                    [
+                        *base,
+                        "push",
+                        "--quiet",
+                        "--format",
+                        "oci",
+                        local,
+                        f"oci:{out.root}:{number}",
+                    ],
+                    request,
+                    env,
+                    what="push",
+                    echo=False,
+                )
+            manifests = [
+                out.get_manifest_by_digest(out.resolve(str(n)).digest)
+                for n in range(len(platforms))
+            ]
+            top = manifests[0] if len(manifests) == 1 else self._index(out, manifests)
+            self._copy(out, top, store)
+            for name in names:
+                store.name(name, top)
+            if not names:
+                store.add_untagged(top)
+        return BuildResult(top.digest, names)
+
+    def _build_file(self, request: BuildRequest, work: Path) -> Path:
+        files = request.context.build_files
+        if len(files) == 1:
+            return files[0]
+        request.warn(
+            f"several build files ({', '.join(p.name for p in files)}) are read as one, "
+            f"in the order {', '.join(BUILD_FILE_NAMES)}; use -f to choose one"
+        )
+        joined = work / "Containerfile"
+        joined.write_text("\n".join(p.read_text() for p in files))
+        return joined
+
+    def _bud_flags(self, request: BuildRequest, platform: Platform | None, work: Path) -> list[str]:
+        flags = ["--isolation", "chroot", "--timestamp", str(request.source_date_epoch or 0)]
+        if platform is not None:
+            flags += ["--platform", str(platform)]
+        if not request.tls_verify:
+            flags.append("--tls-verify=false")
+        if (work / "auth.json").exists():
+            flags += ["--authfile", str(work / "auth.json")]
+        for key, value in request.build_args.items():
+            flags += ["--build-arg", f"{key}={value}"]
+        return flags
+
+    def _registry_settings(
+        self, request: BuildRequest, instructions: list[Instruction], work: Path
+    ) -> dict[str, str]:
+        """An authfile with the credentials for the FROM registries, and a registries.conf
+        marking loopback ones insecure (plain HTTP)."""
+        from sealpy.core.auth import write_authfile
+
+        registries: dict[str, ImageReference] = {}
+        for ins in instructions:
+            if ins.keyword != "FROM" or "$" in ins.args:
+                continue
+            image = ins.args.split()[0]
+            if image.lower() == "scratch":
+                continue
+            try:
+                ref = ImageReference.parse(image)
+            except SealpyError:
+                continue  # a stage name
+            registries.setdefault(ref.registry, ref)
+        if request.credentials is not None:
+            entries = {}
+            for host, ref in registries.items():
+                credential = request.credentials.credentials_for(host, ref.repository)
+                if credential is not None:
+                    entries[host] = credential
+            if entries:
+                write_authfile(work / "auth.json", entries)
+        insecure = [h for h in registries if is_loopback(h.rsplit(":", 1)[0])]
+        if not insecure:
+            return {}
+        conf = work / "registries.conf"
+        conf.write_text(
+            "".join(f'[[registry]]\nlocation = "{h}"\ninsecure = true\n\n' for h in insecure)
+        )
+        return {"CONTAINERS_REGISTRIES_CONF": str(conf)}
+
+    def _run(
+        self,
+        command: list[str],
+        request: BuildRequest,
+        env: dict[str, str],
+        *,
+        what: str,
+        echo: bool = True,
+    ) -> None:
+        process = popen_tied(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **env},
+            text=True,
+        )
+        last: list[str] = []
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                line = line.rstrip("\n")
+                last = [*last[-4:], line]
+                # buildah's own tag and image ID name the private build, not the result
+                internal = line.startswith(f"Successfully tagged {INTERNAL}") or _IMAGE_ID.match(
+                    line
+                )
+                if line.startswith("COMMIT ") and INTERNAL in line:
+                    line = " ".join(["COMMIT", *request.tags[:1]])
+                if echo and not internal:
+                    request.echo(line)
+            process.wait()
+        finally:
+            stop(process)
+        if process.returncode != 0:
+            detail = next((line for line in reversed(last) if line.strip()), "no output")
+            raise BuildError(f"buildah {what} failed (exit {process.returncode}): {detail}")
+
+    def _index(self, out: OCILayout, manifests: list[Manifest]) -> Manifest:
+        entries = []
+        for manifest in manifests:
+            config = json.loads(out.read_blob(manifest.config.digest))
+            platform = {"architecture": config.get("architecture", ""), "os": config.get("os", "")}
+            if config.get("variant"):
+                platform["variant"] = config["variant"]
+            entries.append(manifest.descriptor(platform).to_json())
+        doc = {"schemaVersion": 2, "mediaType": media.OCI_INDEX, "manifests": entries}
+        index = Manifest.parse(
+            json.dumps(doc, sort_keys=True, separators=(",", ":")).encode(), media.OCI_INDEX
+        )
+        out.put_manifest(index)
+        return index
+
+    def _copy(self, out: OCILayout, top: Manifest, store: Store) -> None:
+        job = CopyJob(
+            label="buildah result",
+            source=out.image(""),
+            reference=top.digest,
+            destination=store.layout.image(""),
+            tag=None,
+        )
+        outcome = copy_images([job], platforms=(), all_platforms=True)
+        if outcome.failures:
+            raise outcome.failures[0].error
+
+
+@hookimpl
+def sealpy_register_builders(registry) -> None:
+    registry.register(BuildahBuilder)

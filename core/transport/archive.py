@@ -174,6 +174,8 @@ class DockerArchiveSource:
 
     ``existing`` returns the manifest already stored for this image, if any; when its
     config digest equals the archive's, the image is unchanged and nothing is compressed.
+    ``entry`` picks one image of an archive holding several (``sealpy load``); without
+    it the archive must hold exactly one.
     """
 
     def __init__(
@@ -183,6 +185,7 @@ class DockerArchiveSource:
         *,
         existing: Callable[[], Manifest | None] = lambda: None,
         compress_level: int = 6,
+        entry: int | None = None,
     ) -> None:
         self.tar = TarIndex(path)
         self.sink = sink
@@ -194,9 +197,11 @@ class DockerArchiveSource:
             entries = json.loads(self.tar.read("manifest.json"))
         except (NotFoundError, ValueError):
             raise ContextError(f"{path} is not a docker archive (no readable manifest.json)") from None
-        if not isinstance(entries, list) or len(entries) != 1:
+        if not isinstance(entries, list) or (entry is None and len(entries) != 1):
             raise ContextError(f"{path}: expected exactly one image in manifest.json")
-        self.entry = entries[0]
+        if entry is not None and not 0 <= entry < len(entries):
+            raise ContextError(f"{path}: manifest.json has no image number {entry}")
+        self.entry = entries[entry or 0]
 
     def get_manifest(self, reference: str) -> Manifest:
         with self._lock:

@@ -1,0 +1,214 @@
+"""``sealpy merge``: several cluster images into one, by Sealos's rules.
+
+Sealos writes a Sealfile — ``FROM scratch``, the merged LABEL and ENV, ENTRYPOINT, CMD,
+then ``COPY --from=<image> . .`` per input — and builds it. The result here is what
+that build gives, except that each input keeps its own layers instead of being flattened
+into one (the same files, and the blobs are shared with the inputs):
+
+- layers: every input's layers, inputs in order;
+- labels: merged, a later input wins; if any input has ``sealos.io.type`` or
+  ``apps.sealos.io/type`` equal to ``rootfs``, both are ``rootfs`` in the result;
+- ENV: merged by name, a later input wins, ``PATH`` dropped — the result has the
+  default ``PATH`` that ``FROM scratch`` gives, as the Sealfile build does;
+- ENTRYPOINT and CMD: the inputs' arrays concatenated in input order;
+- nothing else of the inputs' configs (WORKDIR, USER, ...) survives ``FROM scratch``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from sealpy.core.builder.native import DEFAULT_PATH, timestamp
+from sealpy.core.errors import StoreError, UsageError
+from sealpy.core.reference import Platform
+from sealpy.core.store import Store, StoredImage, oci_media_type
+from sealpy.core.transport import media
+from sealpy.core.transport.media import Descriptor, Manifest
+
+TYPE_LABELS = ("sealos.io.type", "apps.sealos.io/type")
+ROOTFS = "rootfs"
+
+
+@dataclass(frozen=True)
+class MergedConfig:
+    """The parts of a config that merging combines."""
+
+    labels: dict[str, str]
+    env: dict[str, str]
+    entrypoint: list[str]
+    cmd: list[str]
+
+
+def merge_configs(configs: Sequence[dict]) -> MergedConfig:
+    """Sealos's merge rules over image configs (full config documents), in input order."""
+    labels: dict[str, str] = {}
+    env: dict[str, str] = {}
+    entrypoint: list[str] = []
+    cmd: list[str] = []
+    rootfs = False
+    for config in configs:
+        body = config.get("config") or {}
+        for key, value in (body.get("Labels") or {}).items():
+            labels[key] = value
+            if key in TYPE_LABELS and value == ROOTFS:
+                rootfs = True
+        for item in body.get("Env") or []:
+            key, _, value = item.partition("=")
+            if key != "PATH":
+                env[key] = value
+        entrypoint.extend(body.get("Entrypoint") or [])
+        cmd.extend(body.get("Cmd") or [])
+    if rootfs:
+        for key in TYPE_LABELS:
+            labels[key] = ROOTFS
+    return MergedConfig(labels, env, entrypoint, cmd)
+
+
+def sealfile(inputs: Sequence[str], merged: MergedConfig) -> str:
+    """The Sealfile Sealos would build for this merge (shown by ``--print-sealfile``)."""
+    lines = ["FROM scratch"]
+    lines += [f"LABEL {json.dumps(k)}={json.dumps(v)}" for k, v in merged.labels.items()]
+    lines += [f"ENV {k}={json.dumps(v)}" for k, v in merged.env.items()]
+    if merged.entrypoint:
+        lines.append(f"ENTRYPOINT {json.dumps(merged.entrypoint)}")
+    if merged.cmd:
+        lines.append(f"CMD {json.dumps(merged.cmd)}")
+    lines += [f"COPY --from={name} . ." for name in inputs]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    digest: str
+    names: tuple[str, ...]
+    sealfile: str
+
+
+def merge(
+    store: Store,
+    inputs: Sequence[str],
+    names: Sequence[str],
+    *,
+    platforms: Sequence[Platform] | None = None,
+    epoch: int = 0,
+    resolve: Callable[[str, Platform | None], StoredImage] | None = None,
+    warn: Callable[[str], None] = lambda message: None,
+) -> MergeResult:
+    """Merge the stored images ``inputs`` (``resolve`` finds or pulls one for a platform;
+    default: the store only) into a new image named ``names``. Without ``platforms`` each
+    input gives its only (or the host's) image; with several, the result is an index."""
+    if len(inputs) < 2:
+        raise UsageError("merge needs at least two images")
+    if not names:
+        raise UsageError("merge needs a name for the result (-t NAME)")
+
+    def find(text: str, platform: Platform | None) -> StoredImage:
+        return resolve(text, platform) if resolve else store.get(text)
+
+    with store.writing():
+        results: list[Manifest] = []
+        text = ""
+        for platform in platforms or (None,):
+            chosen = [
+                (name, store.require_platform(find(name, platform), platform)) for name in inputs
+            ]
+            manifest, text = _merge_one(store, chosen, epoch, platform, warn)
+            results.append(manifest)
+        top = results[0] if len(results) == 1 else _index(store, results)
+        for name in names:
+            store.name(name, top)
+    return MergeResult(top.digest, tuple(names), text)
+
+
+def _merge_one(
+    store: Store,
+    inputs: list[tuple[str, Manifest]],
+    epoch: int,
+    platform: Platform | None,
+    warn: Callable[[str], None],
+) -> tuple[Manifest, str]:
+    configs = [store.config(manifest) for _, manifest in inputs]
+    merged = merge_configs(configs)
+    created = timestamp(epoch)
+    platforms = {str(Platform.from_oci(c)) for c in configs}
+    if len(platforms) > 1 and platform is None:
+        warn(
+            f"the inputs are for different platforms ({', '.join(sorted(platforms))}); "
+            "the result says it is for the first one's"
+        )
+    first = configs[0]
+    body: dict = {"Env": [DEFAULT_PATH, *(f"{k}={v}" for k, v in merged.env.items())]}
+    if merged.labels:
+        body["Labels"] = merged.labels
+    if merged.entrypoint:
+        body["Entrypoint"] = merged.entrypoint
+    if merged.cmd:
+        body["Cmd"] = merged.cmd
+    layers: list[Descriptor] = []
+    diff_ids: list[str] = []
+    history: list[dict] = []
+    for key, present in (
+        ("LABEL", merged.labels),
+        ("ENV", merged.env),
+        ("ENTRYPOINT", merged.entrypoint),
+        ("CMD", merged.cmd),
+    ):
+        if present:
+            history.append(
+                {
+                    "created": created,
+                    "created_by": f"/bin/sh -c #(nop) {key} (merged)",
+                    "empty_layer": True,
+                }
+            )
+    for (name, manifest), config in zip(inputs, configs, strict=True):
+        ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
+        if len(ids) != len(manifest.layers):
+            raise StoreError(
+                f"{name}: its config lists {len(ids)} layers, its manifest {len(manifest.layers)}"
+            )
+        for number, layer in enumerate(manifest.layers, 1):
+            layers.append(Descriptor(oci_media_type(layer.media_type), layer.digest, layer.size))
+            history.append(
+                {
+                    "created": created,
+                    "created_by": f"/bin/sh -c #(nop) COPY --from={name} . . "
+                    f"(layer {number}/{len(manifest.layers)})",
+                }
+            )
+        diff_ids.extend(ids)
+    config = {
+        "created": created,
+        "architecture": first.get("architecture", ""),
+        "os": first.get("os", ""),
+        "config": body,
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": history,
+    }
+    if first.get("variant"):
+        config["variant"] = first["variant"]
+    config_descriptor = store.put_json(config, media.OCI_CONFIG)
+    manifest = store.put_manifest(
+        {
+            "schemaVersion": 2,
+            "mediaType": media.OCI_MANIFEST,
+            "config": config_descriptor.to_json(),
+            "layers": [d.to_json() for d in layers],
+        }
+    )
+    return manifest, sealfile([name for name, _ in inputs], merged)
+
+
+def _index(store: Store, manifests: list[Manifest]) -> Manifest:
+    entries = []
+    for manifest in manifests:
+        config = store.config(manifest)
+        platform = {"architecture": config.get("architecture", ""), "os": config.get("os", "")}
+        if config.get("variant"):
+            platform["variant"] = config["variant"]
+        entries.append(manifest.descriptor(platform).to_json())
+    return store.put_manifest(
+        {"schemaVersion": 2, "mediaType": media.OCI_INDEX, "manifests": entries}
+    )

@@ -1,0 +1,366 @@
+"""The local image store: an OCI image layout that built, pulled, loaded and merged images
+live in, readable by skopeo and umoci as ``oci:<store>:<name>``.
+
+Images are named by full references (``localhost/test:latest``,
+``docker.io/library/nginx:1.25``) in the ``org.opencontainers.image.ref.name`` annotation of
+``index.json``; an image built without ``-t`` is an entry without a name. The default
+place is ``$XDG_DATA_HOME/sealpy/store`` (``~/.local/share/sealpy/store``).
+
+Two locks keep concurrent commands safe: :class:`OCILayout`'s exclusive lock around every
+``index.json`` update (no name is lost), and a *writers* lock (``.gc.lock``) that commands
+adding blobs hold shared while garbage collection — run by ``rmi`` — needs it exclusive,
+so blobs a running build has written but not yet named are never collected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from sealpy.core.errors import (
+    InvalidReferenceError,
+    ManifestError,
+    NotFoundError,
+    PlatformNotFoundError,
+    StoreError,
+)
+from sealpy.core.reference import ImageReference, Platform, select_platform
+from sealpy.core.transport import media
+from sealpy.core.transport.media import Descriptor, Manifest
+from sealpy.core.transport.ocilayout import REF_NAME, OCILayout
+
+UNTAGGED = "<none>"
+# Docker media types of layers and configs, and their OCI names (same bytes).
+_OCI_EQUIVALENT = {
+    media.DOCKER_LAYER_GZIP: media.OCI_LAYER_GZIP,
+    "application/vnd.docker.image.rootfs.diff.tar": media.OCI_LAYER,
+    media.DOCKER_CONFIG: media.OCI_CONFIG,
+}
+_FOREIGN = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+
+
+def default_root(environ: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_DATA_HOME/sealpy/store``, else ``~/.local/share/sealpy/store``."""
+    environ = os.environ if environ is None else environ
+    data_home = environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data_home) / "sealpy" / "store"
+
+
+def store_name(text: str) -> str:
+    """The full name an image gets in the store, as buildah names it: a name without a
+    registry host becomes ``localhost/<name>``, and ``:latest`` is added without a tag."""
+    text = text.strip()
+    first, slash, _ = text.partition("/")
+    has_host = slash and ("." in first or ":" in first or first == "localhost")
+    try:
+        return str(ImageReference.parse(text if has_host else f"localhost/{text}"))
+    except InvalidReferenceError:
+        raise InvalidReferenceError(f"invalid image name {text!r}") from None
+
+
+def oci_media_type(media_type: str) -> str:
+    """A layer or config media type as it must appear in an OCI manifest."""
+    if media_type == _FOREIGN:
+        raise ManifestError("images with foreign (non-distributable) layers are not supported")
+    return _OCI_EQUIVALENT.get(media_type, media_type)
+
+
+def canonical_json(document: dict) -> bytes:
+    """JSON with sorted keys and no spaces: the same document always gives the same digest."""
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """An entry of the store: its name (``None`` when untagged) and what it points to."""
+
+    name: str | None
+    descriptor: Descriptor
+
+    @property
+    def digest(self) -> str:
+        return self.descriptor.digest
+
+    @property
+    def display(self) -> str:
+        return self.name or f"{UNTAGGED}@{self.digest}"
+
+
+class StoreLayout(OCILayout):
+    """The store's OCI layout, which also keeps entries without a name (untagged builds)."""
+
+    def entries(self) -> list[StoredImage]:
+        out = []
+        for entry in self._read_index()["manifests"]:
+            try:
+                descriptor = Descriptor.from_json(entry)
+            except ManifestError:
+                continue
+            out.append(StoredImage((entry.get("annotations") or {}).get(REF_NAME), descriptor))
+        return out
+
+    def add_untagged(self, descriptor: Descriptor) -> None:
+        with self.locked():
+            data = self._read_index()
+            present = any(
+                m.get("digest") == descriptor.digest
+                and not (m.get("annotations") or {}).get(REF_NAME)
+                for m in data["manifests"]
+            )
+            if not present:
+                data["manifests"].append(descriptor.to_json())
+                self._write_index(data)
+
+    def remove_untagged(self, digest: str) -> bool:
+        with self.locked():
+            data = self._read_index()
+            kept = [
+                m
+                for m in data["manifests"]
+                if m.get("digest") != digest or (m.get("annotations") or {}).get(REF_NAME)
+            ]
+            if len(kept) == len(data["manifests"]):
+                return False
+            data["manifests"] = kept
+            self._write_index(data)
+            return True
+
+
+class Store:
+    """The local image store at ``root`` (created on first write)."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root if root is not None else default_root()).absolute()
+        self.layout = StoreLayout(self.root)
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.root)!r})"
+
+    # --- locking ---------------------------------------------------------------------------
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold while adding blobs that are not named yet (build, pull, load, merge)."""
+        self.layout.ensure()
+        with open(self.root / ".gc.lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def temp_dir(self) -> Path:
+        """Scratch space next to the blobs (same file system, removed by the caller)."""
+        path = self.root / ".tmp"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def images(self) -> list[StoredImage]:
+        if not self.layout.exists():
+            return []
+        return self.layout.entries()
+
+    def find(self, text: str) -> StoredImage | None:
+        """An image by name (see :meth:`find_name`) or else by ID (a prefix of its manifest
+        or config digest); ``None`` when absent."""
+        return self.find_name(text) or self._by_id(text.strip(), self.images())
+
+    def find_name(self, text: str) -> StoredImage | None:
+        """An image by name: as given, buildah-normalised (``test`` is
+        ``localhost/test:latest``), or Docker-normalised (``docker.io/library/test:latest``)."""
+        by_name = {i.name: i for i in self.images() if i.name}
+        candidates = [text.strip()]
+        for normalise in (store_name, lambda t: str(ImageReference.parse(t))):
+            with contextlib.suppress(InvalidReferenceError):
+                candidates.append(normalise(text))
+        for candidate in candidates:
+            if candidate in by_name:
+                return by_name[candidate]
+        return None
+
+    def _by_id(self, text: str, images: list[StoredImage]) -> StoredImage | None:
+        prefix = text.removeprefix("sha256:").lower()
+        if len(prefix) < 3 or any(c not in "0123456789abcdef" for c in prefix):
+            return None
+        matches: dict[str, StoredImage] = {}
+        for image in images:
+            ids = {image.digest, self.image_id(image)}
+            if any(i.removeprefix("sha256:").startswith(prefix) for i in ids):
+                matches.setdefault(image.digest, image)
+        if len(matches) > 1:
+            raise StoreError(f"image ID {text} is ambiguous: it matches {len(matches)} images")
+        return next(iter(matches.values()), None)
+
+    def get(self, text: str) -> StoredImage:
+        found = self.find(text)
+        if found is None:
+            raise StoreError(f"image {text} is not in the store {self.root}")
+        return found
+
+    def names_of(self, digest: str) -> list[str]:
+        return sorted(i.name for i in self.images() if i.name and i.digest == digest)
+
+    def manifest(self, image: StoredImage | Descriptor) -> Manifest:
+        descriptor = image.descriptor if isinstance(image, StoredImage) else image
+        try:
+            data = self.layout.read_blob(descriptor.digest)
+        except NotFoundError:
+            raise StoreError(f"the store is missing manifest {descriptor.digest}") from None
+        return Manifest.parse(
+            data,
+            descriptor.media_type or None,
+            expected_digest=descriptor.digest,
+            what=descriptor.digest,
+        )
+
+    def config(self, manifest: Manifest) -> dict:
+        try:
+            return json.loads(self.layout.read_blob(manifest.config.digest))
+        except NotFoundError:
+            raise StoreError(f"the store is missing config {manifest.config.digest}") from None
+        except ValueError:
+            raise StoreError(f"config {manifest.config.digest} is not valid JSON") from None
+
+    def image_id(self, image: StoredImage) -> str:
+        """What ``images`` shows as IMAGE ID: the config digest (buildah's image ID), or
+        the index digest for a multi-platform image."""
+        try:
+            manifest = self.manifest(image)
+        except (StoreError, ManifestError):
+            return image.digest
+        return manifest.digest if manifest.is_index else manifest.config.digest
+
+    def is_complete(self, manifest: Manifest) -> bool:
+        """Whether every blob (and, for an index, every child) is in the store."""
+        if manifest.is_index:
+            return all(
+                self.layout.has_blob(c.digest) and self.is_complete(self.manifest(c))
+                for c in manifest.children
+            )
+        return all(self.layout.has_blob(b.digest) for b in manifest.blobs)
+
+    def for_platform(self, manifest: Manifest, platform: Platform | None) -> Manifest | None:
+        """The image manifest for ``platform`` (``None``: the host's) if it is in the store
+        whole; a single-platform manifest is returned when it matches (or ``platform`` is
+        ``None``)."""
+        if not manifest.is_index:
+            if platform is None or self.platform_of(manifest) == platform:
+                return manifest if self.is_complete(manifest) else None
+            found = select_platform(platform, [self._platform_dict(manifest)])
+            return manifest if found is not None and self.is_complete(manifest) else None
+        wanted = platform or Platform.host()
+        children = list(manifest.children)
+        index = select_platform(wanted, [c.platform or {} for c in children])
+        if index is None:
+            return None
+        child = children[index]
+        if not self.layout.has_blob(child.digest):
+            return None
+        chosen = self.manifest(child)
+        if chosen.is_index:
+            return self.for_platform(chosen, wanted)
+        return chosen if self.is_complete(chosen) else None
+
+    def require_platform(self, image: StoredImage, platform: Platform | None) -> Manifest:
+        manifest = self.manifest(image)
+        chosen = self.for_platform(manifest, platform)
+        if chosen is None:
+            wanted = platform or Platform.host()
+            raise PlatformNotFoundError(f"{image.display}: no {wanted} image in the store")
+        return chosen
+
+    def _platform_dict(self, manifest: Manifest) -> dict:
+        config = self.config(manifest)
+        return {k: config.get(k, "") for k in ("os", "architecture", "variant")}
+
+    def platform_of(self, manifest: Manifest) -> Platform:
+        return Platform.from_oci(self._platform_dict(manifest))
+
+    def size(self, manifest: Manifest) -> int:
+        """Bytes the image takes in a registry: manifest, config and (compressed) layers;
+        for an index, what the store holds of it."""
+        if manifest.is_index:
+            total = manifest.size
+            for child in manifest.children:
+                if self.layout.has_blob(child.digest):
+                    total += self.size(self.manifest(child))
+            return total
+        return manifest.size + sum(b.size for b in manifest.blobs)
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def put_json(self, document: dict, media_type: str) -> Descriptor:
+        data = canonical_json(document)
+        return Descriptor(media_type, self.layout.put_blob_bytes(data), len(data))
+
+    def put_manifest(self, document: dict) -> Manifest:
+        manifest = Manifest.parse(canonical_json(document), document["mediaType"])
+        self.layout.put_manifest(manifest)
+        return manifest
+
+    def name(self, name: str, manifest: Manifest | Descriptor) -> None:
+        descriptor = manifest.descriptor() if isinstance(manifest, Manifest) else manifest
+        self.layout.set_ref(name, descriptor)
+
+    def add_untagged(self, manifest: Manifest) -> None:
+        self.layout.add_untagged(manifest.descriptor())
+
+    def untag(self, image: StoredImage) -> None:
+        if image.name:
+            self.layout.remove_ref(image.name)
+        else:
+            self.layout.remove_untagged(image.digest)
+
+    # --- garbage collection ------------------------------------------------------------------
+
+    def reachable(self) -> set[str]:
+        seen: set[str] = set()
+        stack = [i.descriptor for i in self.images()]
+        while stack:
+            descriptor = stack.pop()
+            if descriptor.digest in seen:
+                continue
+            seen.add(descriptor.digest)
+            if descriptor.media_type in media.MANIFEST_TYPES or descriptor.media_type == "":
+                if not self.layout.has_blob(descriptor.digest):
+                    continue
+                try:
+                    manifest = self.manifest(descriptor)
+                except (StoreError, ManifestError):
+                    continue
+                stack.extend(manifest.children if manifest.is_index else manifest.blobs)
+        return seen
+
+    def gc(self) -> int | None:
+        """Delete blobs no named or untagged image uses, and leftovers of interrupted
+        writes. Returns how many blobs went, or ``None`` if a writer is running (then
+        nothing is deleted: its blobs may not be named yet)."""
+        if not self.layout.exists():
+            return 0
+        with open(self.root / ".gc.lock", "a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return None
+            try:
+                with self.layout.locked():
+                    keep = self.reachable()
+                    removed = 0
+                    for digest in list(self.layout.blob_digests()):
+                        if digest not in keep:
+                            self.layout.blob_path(digest).unlink(missing_ok=True)
+                            removed += 1
+                for leftover in (".ingest", ".tmp"):
+                    shutil.rmtree(self.root / leftover, ignore_errors=True)
+                return removed
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)

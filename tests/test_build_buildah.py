@@ -1,0 +1,103 @@
+"""The optional buildah builder: RUN works, the result lands in the store (skopeo reads
+it), and the build is reproducible with --timestamp."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from _build_support import cli, manifest_of, member_names
+from sealpy.core.builder.buildah import BuildahBuilder
+from sealpy.core.testing.registry import require_tool, skopeo_manifest_digest
+
+
+def shell_rootfs(root: Path) -> None:
+    """/bin/sh (dash) and the libraries it needs, copied from this host: enough for RUN."""
+    (root / "bin").mkdir(parents=True)
+    shutil.copy(os.path.realpath("/bin/dash"), root / "bin" / "sh")
+    ldd = subprocess.run(["ldd", "/bin/dash"], capture_output=True, text=True, check=True).stdout
+    for line in ldd.splitlines():
+        for word in line.split():
+            if word.startswith("/"):
+                target = root / word.lstrip("/")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(os.path.realpath(word), target)
+
+
+def test_buildah_builder_runs_run_and_stores_a_reproducible_image(
+    tmp_path: Path, capsys, plain_registry
+):
+    require_tool("buildah")
+    assert BuildahBuilder.availability().available
+    store = tmp_path / "store"
+    base_ctx = tmp_path / "base"
+    shell_rootfs(base_ctx / "rootfs")
+    (base_ctx / "Kubefile").write_text("FROM scratch\nCOPY rootfs /\n")
+    base = f"{plain_registry.host}/base/shell:1"
+    assert (
+        cli(capsys, "build", "--no-save-image", "-t", base, str(base_ctx), "--root", str(store))[0]
+        == 0
+    )
+    assert cli(capsys, "push", base, "--root", str(store))[0] == 0
+
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "a.txt").write_text("a")
+    (context / "Kubefile").write_text(
+        f"FROM {base}\nRUN echo built-by-buildah > /hello.txt\nCOPY a.txt /a.txt\nLABEL x=y\n"
+    )
+    code, out, err = cli(
+        capsys,
+        "build",
+        "--no-save-image",
+        "--builder",
+        "buildah",
+        "-t",
+        "bh",
+        str(context),
+        "--root",
+        str(store),
+    )
+    assert code == 0, err
+    assert "STEP 2/4: RUN echo built-by-buildah > /hello.txt" in out
+    assert "sealpy-buildah" not in out
+    digest = out.splitlines()[-1]
+    assert out.splitlines()[-2] == "Successfully tagged localhost/bh:latest"
+    assert skopeo_manifest_digest(f"oci:{store}:localhost/bh:latest") == digest
+    layers = manifest_of(store, "localhost/bh:latest")["layers"]
+    assert {"hello.txt", "a.txt"} <= set(member_names(store, layers[-1]["digest"]))
+    code, out, _ = cli(
+        capsys,
+        "build",
+        "--no-save-image",
+        "--builder",
+        "buildah",
+        "-t",
+        "bh2",
+        str(context),
+        "--root",
+        str(store),
+    )
+    assert code == 0 and out.splitlines()[-1] == digest
+
+
+def test_buildah_errors_are_one_line(tmp_path: Path, capsys):
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Kubefile").write_text("FROM scratch\nCOPY missing /x\n")
+    code, _, err = cli(
+        capsys,
+        "build",
+        "--no-save-image",
+        "--builder",
+        "buildah",
+        "-t",
+        "bad",
+        str(context),
+        "--root",
+        str(tmp_path / "store"),
+    )
+    assert code == 1 and err.startswith("error: buildah bud failed (exit ") and err.count("\n") == 1
+    assert "localhost/bad" not in (tmp_path / "store" / "index.json").read_text()

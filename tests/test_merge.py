@@ -1,0 +1,235 @@
+"""``sealpy merge`` follows Sealos's rules: layers in input order, labels and ENV merged
+(later wins, PATH dropped, the rootfs type kept), ENTRYPOINT and CMD concatenated."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from _build_support import build, cli, config_of, manifest_of
+from sealpy.core.builder.native import DEFAULT_PATH
+from sealpy.core.merge import merge_configs, sealfile
+from sealpy.core.testing.registry import skopeo_manifest_digest
+
+ROOTFS_KUBEFILE = """FROM scratch
+LABEL sealos.io.type=rootfs sealos.io.version=v1beta1 shared=from-rootfs only.rootfs=1
+ENV PATH=/opt/kube/bin:/usr/bin K=rootfs A=x
+COPY bin /bin
+COPY etc /etc
+ENTRYPOINT ["/init"]
+CMD ["kubeadm init"]
+"""
+APP_KUBEFILE = """FROM scratch
+LABEL sealos.io.type=application shared=from-app only.app=2
+ENV K=app B=y
+COPY manifests ./manifests
+ENTRYPOINT ["run"]
+CMD ["kubectl apply -f manifests/", "echo $(B)"]
+"""
+
+
+def make_images(tmp_path: Path, store: Path) -> None:
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "bin").mkdir(parents=True)
+    (rootfs / "etc").mkdir()
+    (rootfs / "bin" / "kubeadm").write_text("kubeadm")
+    (rootfs / "etc" / "kube.conf").write_text("conf")
+    (rootfs / "Kubefile").write_text(ROOTFS_KUBEFILE)
+    app = tmp_path / "app"
+    (app / "manifests").mkdir(parents=True)
+    (app / "manifests" / "app.yaml").write_text("kind: Deployment\n")
+    (app / "Kubefile").write_text(APP_KUBEFILE)
+    build(rootfs, store, tags=["rootfs:v1"])
+    build(app, store, tags=["app:v1"])
+
+
+def test_merge_of_a_rootfs_and_an_application_follows_every_rule(tmp_path: Path, capsys):
+    store = tmp_path / "store"
+    make_images(tmp_path, store)
+    code, out, err = cli(
+        capsys,
+        "merge",
+        "-t",
+        "merged:v1",
+        "rootfs:v1",
+        "app:v1",
+        "--print-sealfile",
+        "--root",
+        str(store),
+    )
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[-2] == "Successfully tagged localhost/merged:v1"
+    digest = lines[-1]
+    rootfs = manifest_of(store, "localhost/rootfs:v1")
+    app = manifest_of(store, "localhost/app:v1")
+    merged = manifest_of(store, "localhost/merged:v1")
+    # layers: the inputs' layers, in input order, the same blobs
+    assert merged["layers"] == rootfs["layers"] + app["layers"]
+    config = config_of(store, merged)
+    inputs = [config_of(store, rootfs), config_of(store, app)]
+    assert (
+        config["rootfs"]["diff_ids"]
+        == inputs[0]["rootfs"]["diff_ids"] + inputs[1]["rootfs"]["diff_ids"]
+    )
+    body = config["config"]
+    # labels: later wins; the rootfs type wins over application, under both keys
+    assert body["Labels"] == {
+        "sealos.io.type": "rootfs",
+        "apps.sealos.io/type": "rootfs",
+        "sealos.io.version": "v1beta1",
+        "shared": "from-app",
+        "only.rootfs": "1",
+        "only.app": "2",
+    }
+    # ENV: later wins, the inputs' PATH dropped (the default one of FROM scratch remains)
+    assert body["Env"] == [DEFAULT_PATH, "K=app", "A=x", "B=y"]
+    # ENTRYPOINT and CMD: concatenated in input order
+    assert body["Entrypoint"] == ["/init", "run"]
+    assert body["Cmd"] == ["kubeadm init", "kubectl apply -f manifests/", "echo $(B)"]
+    assert sum(1 for h in config["history"] if not h.get("empty_layer")) == len(merged["layers"])
+    # the equivalent Sealfile
+    expected = (
+        "FROM scratch\n"
+        'LABEL "only.rootfs"="1"\nLABEL "sealos.io.type"="rootfs"\n'
+        'LABEL "sealos.io.version"="v1beta1"\nLABEL "shared"="from-app"\nLABEL "only.app"="2"\n'
+        'LABEL "apps.sealos.io/type"="rootfs"\n'
+        'ENV K="app"\nENV A="x"\nENV B="y"\n'
+        'ENTRYPOINT ["/init", "run"]\n'
+        'CMD ["kubeadm init", "kubectl apply -f manifests/", "echo $(B)"]\n'
+        "COPY --from=rootfs:v1 . .\nCOPY --from=app:v1 . .\n"
+    )
+    assert "\n".join(lines[:-2]) + "\n" == expected
+    # readable by skopeo, and the same merge again gives the same digest
+    assert skopeo_manifest_digest(f"oci:{store}:localhost/merged:v1") == digest
+    code, out, _ = cli(capsys, "merge", "-t", "again", "rootfs:v1", "app:v1", "--root", str(store))
+    assert out.splitlines()[-1] == digest
+
+
+def test_the_printed_sealfile_builds_an_image_with_the_same_config(tmp_path: Path, capsys):
+    store = tmp_path / "store"
+    make_images(tmp_path, store)
+    _, out, _ = cli(
+        capsys,
+        "merge",
+        "-t",
+        "merged",
+        "rootfs:v1",
+        "app:v1",
+        "--print-sealfile",
+        "--root",
+        str(store),
+    )
+    context = tmp_path / "sealfile-ctx"
+    context.mkdir()
+    (context / "Sealfile").write_text("\n".join(out.splitlines()[:-2]) + "\n")
+    build(context, store, tags=["from-sealfile"])
+    merged = config_of(store, manifest_of(store, "localhost/merged:latest"))["config"]
+    built = config_of(store, manifest_of(store, "localhost/from-sealfile:latest"))["config"]
+    assert built == merged
+
+
+def test_the_rootfs_rule_also_reads_apps_sealos_io_type():
+    merged = merge_configs(
+        [
+            {"config": {"Labels": {"apps.sealos.io/type": "rootfs"}}},
+            {"config": {"Labels": {"sealos.io.type": "patch"}}},
+        ]
+    )
+    assert merged.labels == {"apps.sealos.io/type": "rootfs", "sealos.io.type": "rootfs"}
+    plain = merge_configs(
+        [{"config": {"Labels": {"sealos.io.type": "application"}}}, {"config": {}}]
+    )
+    assert plain.labels == {"sealos.io.type": "application"}
+    assert sealfile(["a", "b"], plain).splitlines()[-2:] == [
+        "COPY --from=a . .",
+        "COPY --from=b . .",
+    ]
+
+
+def test_merge_pulls_an_input_missing_from_the_store(
+    tmp_path: Path, capsys, image_factory, plain_registry
+):
+    store = tmp_path / "store"
+    make_images(tmp_path, store)
+    remote = image_factory.image("merge-remote", [500], labels={"sealos.io.type": "application"})
+    ref = image_factory.push(remote, plain_registry.host, "apps/remote", "1")
+    code, _, err = cli(
+        capsys, "merge", "-t", "with-remote", "rootfs:v1", str(ref), "--root", str(store)
+    )
+    assert code == 0, err
+    assert f"Trying to pull {ref}..." in err
+    merged = manifest_of(store, "localhost/with-remote:latest")
+    assert merged["layers"][-1]["digest"] == remote.layers[0].digest
+    assert (
+        json.loads(cli(capsys, "inspect", str(ref), "--root", str(store))[1])["Digest"]
+        == remote.digest
+    )
+
+
+def test_merge_needs_two_existing_images_and_a_name(tmp_path: Path, capsys, plain_registry):
+    store = tmp_path / "store"
+    make_images(tmp_path, store)
+    missing = f"{plain_registry.host}/nope/missing:1"
+    for args, message in (
+        (["merge", "-t", "x", "rootfs:v1"], "error: merge needs at least two images"),
+        (["merge", "rootfs:v1", "app:v1"], "error: merge needs -t NAME for the result"),
+        (["merge", "-t", "x", "rootfs:v1", missing], f"error: {missing}: "),
+    ):
+        code, _, err = cli(capsys, *args, "--root", str(store))
+        assert code != 0 and err.splitlines()[-1].startswith(message) and "Traceback" not in err, (
+            err
+        )
+    assert "localhost/x:latest" not in (store / "index.json").read_text()
+
+
+def test_merge_save_image_selects_a_strategy_and_has_nothing_to_cache(
+    tmp_path: Path, capsys, monkeypatch
+):
+    store = tmp_path / "store"
+    make_images(tmp_path, store)
+    code, _, err = cli(
+        capsys,
+        "merge",
+        "-t",
+        "x",
+        "rootfs:v1",
+        "app:v1",
+        "--save-image",
+        "--strategy",
+        "nope",
+        "--root",
+        str(store),
+    )
+    assert code == 2 and "unknown strategy 'nope'" in err
+    code, _, err = cli(
+        capsys, "merge", "-t", "x", "rootfs:v1", "app:v1", "--save-image", "--root", str(store)
+    )
+    assert code == 0 and "no images to cache" in err
+
+
+def test_merge_for_several_platforms_gives_an_index(tmp_path: Path, capsys):
+    from sealpy.core.reference import Platform
+
+    store = tmp_path / "store"
+    both = [Platform.parse("linux/amd64"), Platform.parse("linux/arm64")]
+    for name, label in (("one", "a=1"), ("two", "b=2")):
+        context = tmp_path / name
+        context.mkdir()
+        (context / f"{name}.txt").write_text(name)
+        (context / "Kubefile").write_text(
+            f"FROM scratch\nARG TARGETARCH\nLABEL {label} arch=$TARGETARCH\nCOPY {name}.txt /\n"
+        )
+        build(context, store, tags=[name], platforms=both)
+    code, _, err = cli(
+        capsys, "merge", "-t", "m", "one", "two", "--platform", "linux/amd64,linux/arm64",
+        "--root", str(store),
+    )  # fmt: skip
+    assert code == 0, err
+    index = manifest_of(store, "localhost/m:latest")
+    assert [c["platform"]["architecture"] for c in index["manifests"]] == ["amd64", "arm64"]
+    for child in index["manifests"]:
+        arch = child["platform"]["architecture"]
+        merged = json.loads((store / "blobs/sha256" / child["digest"].split(":")[1]).read_bytes())
+        assert config_of(store, merged)["config"]["Labels"] == {"a": "1", "b": "2", "arch": arch}
+        assert len(merged["layers"]) == 2
