@@ -10,6 +10,7 @@ cd "$(dirname "$0")"
 need_apt=()
 command -v skopeo >/dev/null 2>&1 || need_apt+=(skopeo)
 command -v docker-registry >/dev/null 2>&1 || need_apt+=(docker-registry)
+command -v buildah >/dev/null 2>&1 || need_apt+=(buildah)  # the optional RUN backend, tested too
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 command -v git >/dev/null 2>&1 || need_apt+=(git)
 if [ ${#need_apt[@]} -gt 0 ]; then
