@@ -20,6 +20,7 @@ from pathlib import Path
 
 import helm_python
 import yaml
+
 from sealpy.core import pipeline
 
 

@@ -63,18 +63,36 @@ def transfers_for(item, repository: str, all_platforms: bool) -> list[dict]:
     """The manifests and blobs a cache of ``item`` moves (for the limit baselines)."""
     from sealpy.core.testing.images import TestIndex
 
-    out = [{"repository": repository, "digest": item.digest, "size": item.manifest.size, "manifest": True,
-            "media_type": item.manifest.media_type}]
+    out = [
+        {
+            "repository": repository,
+            "digest": item.digest,
+            "size": item.manifest.size,
+            "manifest": True,
+            "media_type": item.manifest.media_type,
+        }
+    ]
     images = item.images if isinstance(item, TestIndex) else [item]
     if isinstance(item, TestIndex) and not all_platforms:
         images = [item.for_platform("linux/amd64")]
     for image in images:
         if isinstance(item, TestIndex):
-            out.append({"repository": repository, "digest": image.digest, "size": image.manifest.size,
-                        "manifest": True, "media_type": image.manifest.media_type})
-        out.append({"repository": repository, "digest": image.config.digest, "size": image.config.size})
-        out += [{"repository": repository, "digest": layer.digest, "size": layer.descriptor.size}
-                for layer in image.layers]
+            out.append(
+                {
+                    "repository": repository,
+                    "digest": image.digest,
+                    "size": image.manifest.size,
+                    "manifest": True,
+                    "media_type": image.manifest.media_type,
+                }
+            )
+        out.append(
+            {"repository": repository, "digest": image.config.digest, "size": image.config.size}
+        )
+        out += [
+            {"repository": repository, "digest": layer.digest, "size": layer.descriptor.size}
+            for layer in image.layers
+        ]
     return out
 
 
@@ -100,55 +118,109 @@ def seed_workloads(args, factory, plain, token, authfile: Path) -> list[Workload
         return refs, transfers
 
     def small_items(prefix: str, count: int) -> dict:
-        return {f"{prefix}/app{i}": factory.image(f"bench/{prefix}/{i}", [16384, 16384, 16384])
-                for i in range(count)}
+        return {
+            f"{prefix}/app{i}": factory.image(f"bench/{prefix}/{i}", [16384, 16384, 16384])
+            for i in range(count)
+        }
 
-    def add(name, description, server, items, *, all_platforms=False, warm=False, auth=None, client=None):
+    def add(
+        name, description, server, items, *, all_platforms=False, warm=False, auth=None, client=None
+    ):
         refs, _ = push_all(server, items, client)
-        transfers = unique([t for repo, item in items.items() for t in transfers_for(item, repo, all_platforms)])
-        workloads.append(Workload(name, description, server.host, refs, transfers, all_platforms, warm,
-                                  auth, sum(t["size"] for t in transfers)))
+        transfers = unique(
+            [t for repo, item in items.items() for t in transfers_for(item, repo, all_platforms)]
+        )
+        workloads.append(
+            Workload(
+                name,
+                description,
+                server.host,
+                refs,
+                transfers,
+                all_platforms,
+                warm,
+                auth,
+                sum(t["size"] for t in transfers),
+            )
+        )
 
     print("seeding workloads ...", file=sys.stderr, flush=True)
     small = small_items("small", args.small_images)
     if "small" in args.workloads:
         add("small", f"{args.small_images} images × 3 layers of 16 KiB", plain, small)
     if "large" in args.workloads:
-        large = {f"large/app{i}": factory.image(f"bench/large/{i}", [
-            factory.layer(args.large_mib << 20, f"bench/large/{i}", compression="none")])
-            for i in range(4)}
+        large = {
+            f"large/app{i}": factory.image(
+                f"bench/large/{i}",
+                [factory.layer(args.large_mib << 20, f"bench/large/{i}", compression="none")],
+            )
+            for i in range(4)
+        }
         add("large", f"4 images × one {args.large_mib} MiB layer", plain, large)
     if "shared" in args.workloads:
         base = factory.layer(8 << 20, "bench/shared-base")
-        shared = {f"shared/app{i}": factory.image(f"bench/shared/{i}", [base, 65536]) for i in range(20)}
+        shared = {
+            f"shared/app{i}": factory.image(f"bench/shared/{i}", [base, 65536]) for i in range(20)
+        }
         add("shared", "20 images sharing an 8 MiB base layer, 64 KiB each on top", plain, shared)
     if "multi" in args.workloads:
-        multi = {f"multi/app{i}": factory.multi_platform(
-            f"bench/multi/{i}", ["linux/amd64", "linux/arm64", "linux/arm/v7"], [32768, 32768])
-            for i in range(10)}
-        add("multi", "10 indexes × 3 platforms × 2 layers of 32 KiB, --all", plain, multi, all_platforms=True)
+        multi = {
+            f"multi/app{i}": factory.multi_platform(
+                f"bench/multi/{i}", ["linux/amd64", "linux/arm64", "linux/arm/v7"], [32768, 32768]
+            )
+            for i in range(10)
+        }
+        add(
+            "multi",
+            "10 indexes × 3 platforms × 2 layers of 32 KiB, --all",
+            plain,
+            multi,
+            all_platforms=True,
+        )
     if "warm" in args.workloads:
-        add("warm", f"the small workload again, all {args.small_images} images already cached", plain,
-            small if "small" in args.workloads else small_items("small", args.small_images), warm=True)
+        add(
+            "warm",
+            f"the small workload again, all {args.small_images} images already cached",
+            plain,
+            small if "small" in args.workloads else small_items("small", args.small_images),
+            warm=True,
+        )
     if "token" in args.workloads:
         with RegistryClient(credentials=ConfiguredCredentials(authfile=authfile)) as client:
-            add("token", "20 images × 3 layers of 16 KiB from a token-auth registry", token,
-                small_items("token", 20), auth=str(authfile), client=client)
+            add(
+                "token",
+                "20 images × 3 layers of 16 KiB from a token-auth registry",
+                token,
+                small_items("token", 20),
+                auth=str(authfile),
+                client=client,
+            )
     return workloads
 
 
 def run_once(contender: str, workload: Workload, out: Path, tmp: Path, args, images=None) -> dict:
     spec = {
-        "contender": contender, "images": images or workload.images, "out": str(out),
-        "tmpdir": str(tmp), "all": workload.all, "authfile": workload.authfile,
-        "max_parallel": args.max_parallel, "registry": workload.registry,
-        "transfers": workload.transfers if not workload.warm else [t for t in workload.transfers if t.get("manifest")],
+        "contender": contender,
+        "images": images or workload.images,
+        "out": str(out),
+        "tmpdir": str(tmp),
+        "all": workload.all,
+        "authfile": workload.authfile,
+        "max_parallel": args.max_parallel,
+        "registry": workload.registry,
+        "transfers": workload.transfers
+        if not workload.warm
+        else [t for t in workload.transfers if t.get("manifest")],
         "plugins": [list(EXAMPLE_PLUGIN)] if args.example_plugin else [],
     }
     spec_path = tmp.parent / f"spec-{time.monotonic_ns()}.json"
     spec_path.write_text(json.dumps(spec))
-    result = subprocess.run([sys.executable, str(HERE / "runner.py"), str(spec_path)],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, str(HERE / "runner.py"), str(spec_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     spec_path.unlink()
     if result.returncode != 0:
         raise RuntimeError(f"{contender} on {workload.name} failed: {result.stderr.strip()[-800:]}")
@@ -161,13 +233,22 @@ def count_requests(contender: str, workload: Workload, scratch: Path, args, upst
     from sealpy.core.testing.faultproxy import FaultProxy
 
     if contender.startswith("limit"):
-        return len(workload.transfers) if not workload.warm else len([t for t in workload.transfers if t.get("manifest")])
+        return (
+            len(workload.transfers)
+            if not workload.warm
+            else len([t for t in workload.transfers if t.get("manifest")])
+        )
     with FaultProxy(upstream) as proxy:
-        images = [str(ImageReference(proxy.host, ImageReference.parse(r).repository, "1")) for r in workload.images]
+        images = [
+            str(ImageReference(proxy.host, ImageReference.parse(r).repository, "1"))
+            for r in workload.images
+        ]
         if workload.authfile:  # the same credentials, for the proxy's address
             from sealpy.core.auth import ConfiguredCredentials, write_authfile
 
-            credential = ConfiguredCredentials(authfile=Path(workload.authfile)).credentials_for(workload.registry)
+            credential = ConfiguredCredentials(authfile=Path(workload.authfile)).credentials_for(
+                workload.registry
+            )
             authfile = scratch / f"proxy-auth-{time.monotonic_ns()}.json"
             write_authfile(authfile, {proxy.host: credential})
             workload = replace(workload, authfile=str(authfile))
@@ -198,8 +279,15 @@ def machine() -> dict:
         pass
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1 << 30)
     skopeo = subprocess.run(["skopeo", "--version"], capture_output=True, text=True).stdout.strip()
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem, 1), "kernel": platform.release(),
-            "python": platform.python_version(), "skopeo": skopeo, "date": time.strftime("%Y-%m-%d")}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "skopeo": skopeo,
+        "date": time.strftime("%Y-%m-%d"),
+    }
 
 
 def cli_timings(repeats: int = 10) -> dict:
@@ -209,8 +297,13 @@ def cli_timings(repeats: int = 10) -> dict:
         started = time.perf_counter()
         subprocess.run([sealpy, "--help"], capture_output=True, check=True)
         times.append(time.perf_counter() - started)
-    return {"help_ms": {"median": statistics.median(times) * 1000, "min": min(times) * 1000,
-                        "max": max(times) * 1000}}
+    return {
+        "help_ms": {
+            "median": statistics.median(times) * 1000,
+            "min": min(times) * 1000,
+            "max": max(times) * 1000,
+        }
+    }
 
 
 def cli_end_to_end(workload: Workload, scratch: Path, repeats: int) -> dict:
@@ -223,11 +316,26 @@ def cli_end_to_end(workload: Workload, scratch: Path, repeats: int) -> dict:
     for _ in range(repeats):
         shutil.rmtree(context / "registry", ignore_errors=True)
         started = time.perf_counter()
-        subprocess.run([sealpy, "registry", "save", "-q", "--platform", "linux/amd64",
-                        "--images", ",".join(workload.images), str(context)], check=True, capture_output=True)
+        subprocess.run(
+            [
+                sealpy,
+                "registry",
+                "save",
+                "-q",
+                "--platform",
+                "linux/amd64",
+                "--images",
+                ",".join(workload.images),
+                str(context),
+            ],
+            check=True,
+            capture_output=True,
+        )
         times.append(time.perf_counter() - started)
-    return {"workload": workload.name, "seconds": {"median": statistics.median(times), "min": min(times),
-                                                    "max": max(times)}}
+    return {
+        "workload": workload.name,
+        "seconds": {"median": statistics.median(times), "min": min(times), "max": max(times)},
+    }
 
 
 def main() -> None:
@@ -235,12 +343,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--small-images", type=int, default=50)
     parser.add_argument("--large-mib", type=int, default=100)
-    parser.add_argument("--max-parallel", type=int, default=None, help="--max-pull-procs for every contender")
+    parser.add_argument(
+        "--max-parallel", type=int, default=None, help="--max-pull-procs for every contender"
+    )
     parser.add_argument("--workloads", default="small,large,shared,multi,warm,token")
-    parser.add_argument("--contenders", default=None, help="comma-separated (default: every strategy + baselines)")
+    parser.add_argument(
+        "--contenders", default=None, help="comma-separated (default: every strategy + baselines)"
+    )
     parser.add_argument("--no-example-plugin", dest="example_plugin", action="store_false")
-    parser.add_argument("--no-count", dest="count", action="store_false", help="skip the request-count pass")
-    parser.add_argument("--sweep-procs", action="store_true", help="time proxy with 2/4/8/16 parallel fetches")
+    parser.add_argument(
+        "--no-count", dest="count", action="store_false", help="skip the request-count pass"
+    )
+    parser.add_argument(
+        "--sweep-procs", action="store_true", help="time proxy with 2/4/8/16 parallel fetches"
+    )
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args()
     args.workloads = args.workloads.split(",")
@@ -260,15 +376,20 @@ def main() -> None:
     strategies = strategy_registry(new_plugin_manager(plugins)).names()
     contenders = args.contenders.split(",") if args.contenders else [*strategies, *BASELINES]
 
-    with tempfile.TemporaryDirectory(prefix="sealpy-bench-", dir=os.environ.get("BENCH_DIR")) as tmp:
+    with tempfile.TemporaryDirectory(
+        prefix="sealpy-bench-", dir=os.environ.get("BENCH_DIR")
+    ) as tmp:
         scratch = Path(tmp)
         factory = ImageFactory(scratch / "factory")
         users = {"bench": "bench-password"}
         authfile = scratch / "auth.json"
-        with TokenServer(scratch / "token", users) as tokens, \
-             RegistryServer(scratch / "plain", workdir=scratch / "plain-work") as plain, \
-             RegistryServer(scratch / "token-root", workdir=scratch / "token-work",
-                            auth=tokens.auth_config()) as token:
+        with (
+            TokenServer(scratch / "token", users) as tokens,
+            RegistryServer(scratch / "plain", workdir=scratch / "plain-work") as plain,
+            RegistryServer(
+                scratch / "token-root", workdir=scratch / "token-work", auth=tokens.auth_config()
+            ) as token,
+        ):
             write_authfile(authfile, {token.host: Credential("bench", "bench-password")})
             workloads = seed_workloads(args, factory, plain, token, authfile)
             shutil.rmtree(scratch / "factory")  # the registries hold the images now
@@ -284,35 +405,69 @@ def main() -> None:
                         warm_dirs[contender] = scratch / f"warm-{contender}"
                         run_once(contender, workload, warm_dirs[contender], scratch / "tmp", args)
                 for repeat in range(args.repeats):
-                    order = contenders[repeat % len(contenders):] + contenders[: repeat % len(contenders)]
+                    order = (
+                        contenders[repeat % len(contenders) :]
+                        + contenders[: repeat % len(contenders)]
+                    )
                     for contender in order:
                         out = warm_dirs.get(contender, scratch / "out")
-                        print(f"{workload.name:7} {contender:15} run {repeat + 1}/{args.repeats}",
-                              file=sys.stderr, flush=True)
-                        runs[contender].append(run_once(contender, workload, out, scratch / "tmp", args))
+                        print(
+                            f"{workload.name:7} {contender:15} run {repeat + 1}/{args.repeats}",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                        runs[contender].append(
+                            run_once(contender, workload, out, scratch / "tmp", args)
+                        )
                         if not workload.warm:
                             shutil.rmtree(out, ignore_errors=True)
                 for contender in contenders:
-                    requests = count_requests(contender, workload, scratch, args, upstream[workload.registry]) \
-                        if args.count else None
-                    results.append({
-                        "workload": workload.name, "contender": contender, "runs": runs[contender],
-                        "seconds": summarize(runs[contender], "seconds"),
-                        "cpu_seconds": summarize(runs[contender], "cpu_seconds"),
-                        "peak_rss_mib": summarize(runs[contender], "peak_rss_mib"),
-                        "children_peak_rss_mib": summarize(runs[contender], "children_peak_rss_mib"),
-                        "peak_extra_disk_mib": summarize(runs[contender], "peak_extra_disk_mib"),
-                        "requests": requests,
-                    })
+                    requests = (
+                        count_requests(
+                            contender, workload, scratch, args, upstream[workload.registry]
+                        )
+                        if args.count
+                        else None
+                    )
+                    results.append(
+                        {
+                            "workload": workload.name,
+                            "contender": contender,
+                            "runs": runs[contender],
+                            "seconds": summarize(runs[contender], "seconds"),
+                            "cpu_seconds": summarize(runs[contender], "cpu_seconds"),
+                            "peak_rss_mib": summarize(runs[contender], "peak_rss_mib"),
+                            "children_peak_rss_mib": summarize(
+                                runs[contender], "children_peak_rss_mib"
+                            ),
+                            "peak_extra_disk_mib": summarize(
+                                runs[contender], "peak_extra_disk_mib"
+                            ),
+                            "requests": requests,
+                        }
+                    )
                 for d in warm_dirs.values():
                     shutil.rmtree(d, ignore_errors=True)
-            e2e = cli_end_to_end(next(w for w in workloads if w.name == "small"), scratch, args.repeats) \
-                if "small" in args.workloads else None
+            e2e = (
+                cli_end_to_end(
+                    next(w for w in workloads if w.name == "small"), scratch, args.repeats
+                )
+                if "small" in args.workloads
+                else None
+            )
     report = {
         "machine": machine(),
-        "config": {"repeats": args.repeats, "max_parallel": args.max_parallel, "small_images": args.small_images,
-                   "large_mib": args.large_mib, "contenders": contenders},
-        "workloads": [{k: v for k, v in asdict(w).items() if k in ("name", "description", "bytes")} for w in workloads],
+        "config": {
+            "repeats": args.repeats,
+            "max_parallel": args.max_parallel,
+            "small_images": args.small_images,
+            "large_mib": args.large_mib,
+            "contenders": contenders,
+        },
+        "workloads": [
+            {k: v for k, v in asdict(w).items() if k in ("name", "description", "bytes")}
+            for w in workloads
+        ],
         "results": results,
         "cli": {**cli_timings(), "registry_save_end_to_end": e2e},
     }
@@ -329,15 +484,29 @@ def sweep(args, workloads: list[Workload], scratch: Path) -> None:
             args.max_parallel = procs
             times = []
             for _ in range(args.repeats):
-                times.append(run_once("proxy", workload, scratch / "out", scratch / "tmp", args)["seconds"])
+                times.append(
+                    run_once("proxy", workload, scratch / "out", scratch / "tmp", args)["seconds"]
+                )
                 shutil.rmtree(scratch / "out", ignore_errors=True)
             rows.append((workload.name, procs, statistics.median(times)))
-            print(f"{workload.name:7} procs={procs:2}  median {statistics.median(times):.3f} s", flush=True)
+            print(
+                f"{workload.name:7} procs={procs:2}  median {statistics.median(times):.3f} s",
+                flush=True,
+            )
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "procs-sweep.json").write_text(json.dumps(
-        {"machine": machine(), "repeats": args.repeats,
-         "rows": [{"workload": w, "max_pull_procs": p, "median_seconds": s} for w, p, s in rows]}, indent=2))
+    (out / "procs-sweep.json").write_text(
+        json.dumps(
+            {
+                "machine": machine(),
+                "repeats": args.repeats,
+                "rows": [
+                    {"workload": w, "max_pull_procs": p, "median_seconds": s} for w, p, s in rows
+                ],
+            },
+            indent=2,
+        )
+    )
 
 
 def write_outputs(report: dict, out: Path) -> None:
@@ -383,12 +552,17 @@ def markdown(report: dict) -> str:
             f"| {r['peak_extra_disk_mib']['median']:.1f} | {r['cpu_seconds']['median']:.2f} |"
         )
     cli = report["cli"]
-    lines += ["", f"`sealpy --help`: {cli['help_ms']['median']:.0f} ms median "
-                  f"({cli['help_ms']['min']:.0f}–{cli['help_ms']['max']:.0f})."]
+    lines += [
+        "",
+        f"`sealpy --help`: {cli['help_ms']['median']:.0f} ms median "
+        f"({cli['help_ms']['min']:.0f}–{cli['help_ms']['max']:.0f}).",
+    ]
     if cli.get("registry_save_end_to_end"):
         e = cli["registry_save_end_to_end"]["seconds"]
-        lines.append(f"`sealpy registry save` end to end on the small workload (proxy, interpreter start-up "
-                     f"included): {e['median']:.2f} s median ({e['min']:.2f}–{e['max']:.2f}).")
+        lines.append(
+            f"`sealpy registry save` end to end on the small workload (proxy, interpreter start-up "
+            f"included): {e['median']:.2f} s median ({e['min']:.2f}–{e['max']:.2f})."
+        )
     for w in report["workloads"]:
         lines.append(f"- **{w['name']}**: {w['description']} ({w['bytes'] / 1e6:.1f} MB to move).")
     return "\n".join(lines) + "\n"

@@ -8,6 +8,7 @@ time measured is the cache stage only, in-process (no interpreter start-up).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -27,10 +28,8 @@ def directory_size(path: Path) -> int:
     total = 0
     for root, _dirs, files in os.walk(path):
         for name in files:
-            try:
+            with contextlib.suppress(OSError):  # gone while we looked
                 total += os.lstat(os.path.join(root, name)).st_blocks * 512
-            except OSError:
-                pass
     return total
 
 
@@ -70,8 +69,11 @@ def run_strategy(spec: dict) -> dict:
         sys.path.insert(0, module_dir)
         plugins.append(__import__(module))
     manager = new_plugin_manager(plugins) if plugins else None
-    credentials = ConfiguredCredentials(authfile=Path(spec["authfile"])) if spec.get("authfile") \
+    credentials = (
+        ConfiguredCredentials(authfile=Path(spec["authfile"]))
+        if spec.get("authfile")
         else ConfiguredCredentials(environ={})
+    )
     options = CacheOptions(
         platforms=(Platform.parse(spec.get("platform", "linux/amd64")),),
         all_platforms=spec.get("all", False),
@@ -80,9 +82,15 @@ def run_strategy(spec: dict) -> dict:
     )
     images = ImageSet.of(spec["images"])
     started = time.perf_counter()
-    report = pipeline.cache(images, Path(spec["out"]), strategy=spec["contender"], options=options, manager=manager)
-    return {"seconds": time.perf_counter() - started, "requests_self": report.requests,
-            "blobs_fetched": report.blobs_fetched, "bytes_fetched": report.bytes_fetched}
+    report = pipeline.cache(
+        images, Path(spec["out"]), strategy=spec["contender"], options=options, manager=manager
+    )
+    return {
+        "seconds": time.perf_counter() - started,
+        "requests_self": report.requests,
+        "blobs_fetched": report.blobs_fetched,
+        "bytes_fetched": report.bytes_fetched,
+    }
 
 
 def run_skopeo_serial(spec: dict) -> dict:
@@ -98,7 +106,13 @@ def run_skopeo_serial(spec: dict) -> dict:
     try:
         for text in spec["images"]:
             ref = ImageReference.parse(text)
-            command = ["skopeo", "copy", "--quiet", "--src-tls-verify=false", "--dest-tls-verify=false"]
+            command = [
+                "skopeo",
+                "copy",
+                "--quiet",
+                "--src-tls-verify=false",
+                "--dest-tls-verify=false",
+            ]
             if spec.get("authfile"):
                 command += ["--authfile", spec["authfile"]]
             if spec.get("all"):
@@ -110,20 +124,32 @@ def run_skopeo_serial(spec: dict) -> dict:
     return {"seconds": time.perf_counter() - started}
 
 
-def _token_for(session: requests.Session, registry: str, repository: str, authfile: str | None) -> dict:
+def _token_for(
+    session: requests.Session, registry: str, repository: str, authfile: str | None
+) -> dict:
     """A bearer token for the limit baseline (fetched outside the timed part)."""
     if not authfile:
         return {}
     from sealpy.core.auth import ConfiguredCredentials
     from sealpy.core.transport.remote import Challenge
 
-    credential = ConfiguredCredentials(authfile=Path(authfile)).credentials_for(registry, repository)
-    challenge = Challenge.parse(session.get(f"http://{registry}/v2/").headers.get("WWW-Authenticate", ""))
+    credential = ConfiguredCredentials(authfile=Path(authfile)).credentials_for(
+        registry, repository
+    )
+    challenge = Challenge.parse(
+        session.get(f"http://{registry}/v2/").headers.get("WWW-Authenticate", "")
+    )
     if challenge is None or challenge.scheme != "bearer":
         return {}
-    answer = session.get(challenge.params["realm"], params={
-        "service": challenge.params.get("service", ""), "scope": f"repository:{repository}:pull",
-        "account": credential.username}, auth=(credential.username, credential.password)).json()
+    answer = session.get(
+        challenge.params["realm"],
+        params={
+            "service": challenge.params.get("service", ""),
+            "scope": f"repository:{repository}:pull",
+            "account": credential.username,
+        },
+        auth=(credential.username, credential.password),
+    ).json()
     return {"Authorization": f"Bearer {answer['token']}"}
 
 
@@ -136,8 +162,10 @@ def run_limit(spec: dict, *, verified: bool) -> dict:
     adapter = requests.adapters.HTTPAdapter(pool_maxsize=spec.get("max_parallel", 8) * 2)
     session.mount("http://", adapter)
     registry = spec["registry"]
-    headers = {repo: _token_for(session, registry, repo, spec.get("authfile"))
-               for repo in {b["repository"] for b in spec["transfers"]}}
+    headers = {
+        repo: _token_for(session, registry, repo, spec.get("authfile"))
+        for repo in {b["repository"] for b in spec["transfers"]}
+    }
 
     def fetch(item: dict) -> int:
         kind = "manifests" if item.get("manifest") else "blobs"
@@ -145,7 +173,9 @@ def run_limit(spec: dict, *, verified: bool) -> dict:
         target = out / item["digest"].split(":")[1]
         digest = hashlib.sha256() if verified else None
         accept = {"Accept": item.get("media_type", "*/*")} if item.get("manifest") else {}
-        with session.get(url, headers={**headers[item["repository"]], **accept}, stream=True) as response:
+        with session.get(
+            url, headers={**headers[item["repository"]], **accept}, stream=True
+        ) as response:
             response.raise_for_status()
             partial = target.with_suffix(".partial")
             with open(partial, "wb") as f:
@@ -185,12 +215,14 @@ def main() -> None:
             result = run_strategy(spec)
     me = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    result.update({
-        "cpu_seconds": me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime,
-        "peak_rss_mib": me.ru_maxrss / 1024,
-        "children_peak_rss_mib": children.ru_maxrss / 1024,
-        "peak_extra_disk_mib": disk.peak / (1 << 20),
-    })
+    result.update(
+        {
+            "cpu_seconds": me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime,
+            "peak_rss_mib": me.ru_maxrss / 1024,
+            "children_peak_rss_mib": children.ru_maxrss / 1024,
+            "peak_extra_disk_mib": disk.peak / (1 << 20),
+        }
+    )
     shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(result))
 

@@ -196,7 +196,9 @@ def _entry_credential(path: Path, key: str, entry: Mapping) -> Credential | None
         try:
             decoded = base64.b64decode(str(auth), validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
-            raise CredentialsError(f"authfile {path}: `auth` for {key} is not valid base64") from None
+            raise CredentialsError(
+                f"authfile {path}: `auth` for {key} is not valid base64"
+            ) from None
         username, sep, password = decoded.partition(":")
         if not sep:
             raise CredentialsError(f"authfile {path}: `auth` for {key} is not user:password")
@@ -218,7 +220,9 @@ def default_authfile_paths(environ: Mapping[str, str]) -> list[Path]:
     config_home = Path(environ.get("XDG_CONFIG_HOME") or home / ".config")
     paths.append(config_home / "containers" / "auth.json")
     docker_config = environ.get("DOCKER_CONFIG")
-    paths.append(Path(docker_config) / "config.json" if docker_config else home / ".docker" / "config.json")
+    paths.append(
+        Path(docker_config) / "config.json" if docker_config else home / ".docker" / "config.json"
+    )
     return paths
 
 

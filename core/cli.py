@@ -48,7 +48,7 @@ def normalize_bool_flags(argv: list[str]) -> list[str]:
     out: list[str] = []
     for arg in argv:
         if arg == "--":
-            out.extend(argv[len(out):])
+            out.extend(argv[len(out) :])
             break
         flag, sep, value = arg.partition("=")
         if sep and flag in BOOL_FLAGS:
@@ -82,26 +82,87 @@ def _main(
 
 ContextArg = Annotated[Path, typer.Argument(help="The build context directory.")]
 FileOpt = Annotated[
-    Path | None, typer.Option("-f", "--file", help="Build file (default: every Sealfile, Kubefile, Dockerfile, Containerfile in the context).")
+    Path | None,
+    typer.Option(
+        "-f",
+        "--file",
+        help="Build file (default: every Sealfile, Kubefile, Dockerfile, Containerfile in the context).",
+    ),
 ]
 ImagesOpt = Annotated[
-    list[str] | None, typer.Option("--images", help="Extra images to cache, comma-separated; repeatable.")
+    list[str] | None,
+    typer.Option("--images", help="Extra images to cache, comma-separated; repeatable."),
 ]
 StrategyOpt = Annotated[
-    str | None, typer.Option("--strategy", help="Caching strategy (see `sealpy strategies`); default from SEALPY_CACHE_STRATEGY, SEALOS_REGISTRY_SYNC_EXPERIMENTAL=true (sync), else proxy.")
+    str | None,
+    typer.Option(
+        "--strategy",
+        help="Caching strategy (see `sealpy strategies`); default from SEALPY_CACHE_STRATEGY, "
+        "SEALOS_REGISTRY_SYNC_EXPERIMENTAL=true (sync), else proxy.",
+    ),
 ]
 PlatformOpt = Annotated[
-    list[str] | None, typer.Option("--platform", help="os/arch[/variant], comma-separated; repeatable (default: this host's).")
+    list[str] | None,
+    typer.Option(
+        "--platform", help="os/arch[/variant], comma-separated; repeatable (default: this host's)."
+    ),
 ]
-AllOpt = Annotated[bool, typer.Option("--all/--no-all", help="Cache every platform of multi-platform images.")]
-ProcsOpt = Annotated[int | None, typer.Option("--max-pull-procs", min=1, max=256, help="Images and blobs fetched in parallel.")]
-AuthfileOpt = Annotated[Path | None, typer.Option("--authfile", help="Auth file (containers auth.json or Docker config.json); default REGISTRY_AUTH_FILE and the standard places.")]
-CredsOpt = Annotated[str | None, typer.Option("--creds", help="USER:PASSWORD for every registry that asks (prefer --authfile or SEALPY_CREDS).")]
-TLSOpt = Annotated[bool, typer.Option("--tls-verify/--no-tls-verify", help="Require HTTPS with verified certificates (loopback registries may use plain HTTP regardless).")]
-MirrorOpt = Annotated[list[str] | None, typer.Option("--registry-mirror", help="PREFIX=URL, e.g. docker.io=http://127.0.0.1:5000; repeatable; tried before registries.conf mirrors.")]
-RootOpt = Annotated[Path | None, typer.Option("--root", help="The local image store (default $XDG_DATA_HOME/sealpy).")]
-StrictOpt = Annotated[bool, typer.Option("--strict/--no-strict", help="Treat scan warnings (invalid references, unparsable lines) as errors.")]
-RetryOpt = Annotated[int | None, typer.Option("--retry-times", min=0, max=100, help="Retries of each failing request (skopeo's spelling; default 5).")]
+AllOpt = Annotated[
+    bool, typer.Option("--all/--no-all", help="Cache every platform of multi-platform images.")
+]
+ProcsOpt = Annotated[
+    int | None,
+    typer.Option("--max-pull-procs", min=1, max=256, help="Images and blobs fetched in parallel."),
+]
+AuthfileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--authfile",
+        help="Auth file (containers auth.json or Docker config.json); "
+        "default REGISTRY_AUTH_FILE and the standard places.",
+    ),
+]
+CredsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--creds",
+        help="USER:PASSWORD for every registry that asks (prefer --authfile or SEALPY_CREDS).",
+    ),
+]
+TLSOpt = Annotated[
+    bool,
+    typer.Option(
+        "--tls-verify/--no-tls-verify",
+        help="Require HTTPS with verified certificates (loopback registries may use plain HTTP regardless).",
+    ),
+]
+MirrorOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--registry-mirror",
+        help="PREFIX=URL, e.g. docker.io=http://127.0.0.1:5000; repeatable; tried before registries.conf mirrors.",
+    ),
+]
+RootOpt = Annotated[
+    Path | None,
+    typer.Option("--root", help="The local image store (default $XDG_DATA_HOME/sealpy)."),
+]
+StrictOpt = Annotated[
+    bool,
+    typer.Option(
+        "--strict/--no-strict",
+        help="Treat scan warnings (invalid references, unparsable lines) as errors.",
+    ),
+]
+RetryOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--retry-times",
+        min=0,
+        max=100,
+        help="Retries of each failing request (skopeo's spelling; default 5).",
+    ),
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet/--no-quiet", "-q", help="No progress output.")]
 
 
@@ -177,7 +238,12 @@ def scan(
     file: FileOpt = None,
     images: ImagesOpt = None,
     strict: StrictOpt = False,
-    as_json: Annotated[bool, typer.Option("--json/--no-json", help="Print one JSON object (a stable interface for scripts).")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json/--no-json", help="Print one JSON object (a stable interface for scripts)."
+        ),
+    ] = False,
 ) -> None:
     """List every image the context needs and where each was found."""
     from sealpy.core import pipeline
@@ -193,8 +259,10 @@ def scan(
             places = ", ".join(str(s) for s in image.sources)
             typer.echo(f"{image.reference!s:<{width}}  {places}")
         for archive in found.archives:
-            typer.echo(f"{archive.transport}:{scanned.context.relative(archive.path)} -> "
-                       f"{archive.destination}  {archive.location}")
+            typer.echo(
+                f"{archive.transport}:{scanned.context.relative(archive.path)} -> "
+                f"{archive.destination}  {archive.location}"
+            )
         for ignored in found.ignored:
             typer.echo(f"ignored {ignored.reference} (.sealignore: {ignored.rule})")
         _print_warnings(found)
@@ -220,7 +288,10 @@ def strategies() -> None:
 @registry_app.command("save")
 def registry_save(
     context: ContextArg,
-    registry_dir: Annotated[Path | None, typer.Option("--registry-dir", help="Where to write (default <context>/registry).")] = None,
+    registry_dir: Annotated[
+        Path | None,
+        typer.Option("--registry-dir", help="Where to write (default <context>/registry)."),
+    ] = None,
     file: FileOpt = None,
     images: ImagesOpt = None,
     strategy: StrategyOpt = None,
@@ -240,9 +311,15 @@ def registry_save(
 
     chosen = pipeline.select_strategy(strategy)
     options = _cache_options(
-        platform=platform, all_platforms=all_platforms, max_pull_procs=max_pull_procs,
-        authfile=authfile, creds=creds, tls_verify=tls_verify, registry_mirror=registry_mirror,
-        quiet=quiet, retry_times=retry_times,
+        platform=platform,
+        all_platforms=all_platforms,
+        max_pull_procs=max_pull_procs,
+        authfile=authfile,
+        creds=creds,
+        tls_verify=tls_verify,
+        registry_mirror=registry_mirror,
+        quiet=quiet,
+        retry_times=retry_times,
     )
     scanned = pipeline.scan(context, build_file=file, extra_images=_split(images), strict=strict)
     _print_warnings(scanned.images)
@@ -251,8 +328,13 @@ def registry_save(
 
 @registry_app.command("verify")
 def registry_verify(
-    directory: Annotated[Path, typer.Argument(help="A registry storage root (the directory holding docker/).")],
-    fix: Annotated[bool, typer.Option("--fix/--no-fix", help="Remove what is corrupt so a re-run fetches it again.")] = False,
+    directory: Annotated[
+        Path, typer.Argument(help="A registry storage root (the directory holding docker/).")
+    ],
+    fix: Annotated[
+        bool,
+        typer.Option("--fix/--no-fix", help="Remove what is corrupt so a re-run fetches it again."),
+    ] = False,
 ) -> None:
     """Check a registry directory: blobs match digests, links resolve, images complete."""
     from sealpy.core.verify import verify_registry
@@ -270,20 +352,32 @@ def registry_verify(
 @app.command()
 def build(
     context: ContextArg,
-    tag: Annotated[list[str] | None, typer.Option("-t", "--tag", help="Name for the image; repeatable.")] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("-t", "--tag", help="Name for the image; repeatable.")
+    ] = None,
     file: FileOpt = None,
     images: ImagesOpt = None,
     strategy: StrategyOpt = None,
     platform: PlatformOpt = None,
     all_platforms: AllOpt = False,
     max_pull_procs: ProcsOpt = None,
-    save_image: Annotated[bool, typer.Option("--save-image/--no-save-image", help="Cache the images into <context>/registry first (Sealos's default).")] = True,
+    save_image: Annotated[
+        bool,
+        typer.Option(
+            "--save-image/--no-save-image",
+            help="Cache the images into <context>/registry first (Sealos's default).",
+        ),
+    ] = True,
     authfile: AuthfileOpt = None,
     creds: CredsOpt = None,
     tls_verify: TLSOpt = True,
     registry_mirror: MirrorOpt = None,
-    build_arg: Annotated[list[str] | None, typer.Option("--build-arg", help="KEY=VALUE for ARG; repeatable.")] = None,
-    builder: Annotated[str, typer.Option("--builder", help="native (default) or buildah (for RUN).")] = "native",
+    build_arg: Annotated[
+        list[str] | None, typer.Option("--build-arg", help="KEY=VALUE for ARG; repeatable.")
+    ] = None,
+    builder: Annotated[
+        str, typer.Option("--builder", help="native (default) or buildah (for RUN).")
+    ] = "native",
     root: RootOpt = None,
     strict: StrictOpt = False,
     quiet: QuietOpt = False,
@@ -302,8 +396,13 @@ def build(
     # Built even without --save-image: FROM and COPY --from pull with the same credentials,
     # TLS policy and mirrors as the caching does.
     options = _cache_options(
-        platform=platform, all_platforms=all_platforms, max_pull_procs=max_pull_procs,
-        authfile=authfile, creds=creds, tls_verify=tls_verify, registry_mirror=registry_mirror,
+        platform=platform,
+        all_platforms=all_platforms,
+        max_pull_procs=max_pull_procs,
+        authfile=authfile,
+        creds=creds,
+        tls_verify=tls_verify,
+        registry_mirror=registry_mirror,
         quiet=quiet,
     )
     scanned = pipeline.scan(context, build_file=file, extra_images=_split(images), strict=strict)
@@ -376,7 +475,10 @@ def _exit_now_if_workers_linger(code: int) -> None:
     everything they wrote is resumable, so do not wait for them."""
     import threading
 
-    if any(t is not threading.main_thread() and t.is_alive() and not t.daemon for t in threading.enumerate()):
+    if any(
+        t is not threading.main_thread() and t.is_alive() and not t.daemon
+        for t in threading.enumerate()
+    ):
         sys.stderr.flush()
         sys.stdout.flush()
         os._exit(code)
@@ -429,7 +531,6 @@ def _run(args: list[str]) -> int:
             raise
         _error(f"internal error ({type(exc).__name__}: {exc}); run with --debug for the traceback")
         return 70
-
 
 
 from sealpy.core import cli_store  # noqa: E402,F401  (registers the store commands on `app`)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from sealpy.core.cli import (
     AllOpt,
     AuthfileOpt,

@@ -101,7 +101,7 @@ class StoreError(SealpyError):
     """The local image store: unknown image, corrupt index."""
 
 
-class Interrupted(BaseException):  # noqa: N818 - like KeyboardInterrupt, not an Exception
+class Interrupted(BaseException):
     """SIGINT or SIGTERM: unwinds every ``finally`` (so child processes are stopped), and is
     not caught by ``except Exception``."""
 

@@ -31,8 +31,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def registry_config(root: Path, port: int, *, auth: dict | None = None,
-                    tls: tuple[Path, Path] | None = None) -> dict:
+def registry_config(
+    root: Path, port: int, *, auth: dict | None = None, tls: tuple[Path, Path] | None = None
+) -> dict:
     config: dict = {
         "version": 0.1,
         "log": {"level": "error", "accesslog": {"disabled": True}},
@@ -68,8 +69,14 @@ class RegistryProcess:
     """``docker-registry serve`` with its storage at ``root``; its config and log live in
     ``workdir`` (keep that outside a build context)."""
 
-    def __init__(self, root: Path, workdir: Path, *, auth: dict | None = None,
-                 tls: tuple[Path, Path] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        workdir: Path,
+        *,
+        auth: dict | None = None,
+        tls: tuple[Path, Path] | None = None,
+    ) -> None:
         self.root = Path(root).absolute()
         self.workdir = Path(workdir)
         self.auth = auth
@@ -96,10 +103,14 @@ class RegistryProcess:
         for _ in range(5):  # the chosen port may be taken before the registry binds it
             self.port = free_port()
             config = self.workdir / "config.yml"
-            config.write_text(json.dumps(registry_config(self.root, self.port, auth=self.auth, tls=self.tls)))
+            config.write_text(
+                json.dumps(registry_config(self.root, self.port, auth=self.auth, tls=self.tls))
+            )
             with open(self.log_path, "wb") as log:
                 self.process = popen_tied(
-                    [binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT,
+                    [binary, "serve", str(config)],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                 )
             try:

@@ -146,9 +146,7 @@ class ImageSet:
     @classmethod
     def of(cls, references: Iterable[str | ImageReference]) -> ImageSet:
         """An image set from plain references (for scripts and tests)."""
-        refs = {
-            r if isinstance(r, ImageReference) else ImageReference.parse(r) for r in references
-        }
+        refs = {r if isinstance(r, ImageReference) else ImageReference.parse(r) for r in references}
         where = (Location(COMMAND_LINE),)
         return cls(images=tuple(RequiredImage(r, where) for r in sorted(refs, key=str)))
 
@@ -284,4 +282,3 @@ class CacheReport:
         if self.requests is not None:
             text += f", {self.requests} requests"
         return text
-

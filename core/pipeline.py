@@ -88,7 +88,9 @@ def cache(
     started = time.monotonic()
     report = chosen().cache(images, registry_dir, options)
     if not report.seconds:
-        report = CacheReport(report.strategy, report.images, time.monotonic() - started, report.requests)
+        report = CacheReport(
+            report.strategy, report.images, time.monotonic() - started, report.requests
+        )
     return report
 
 

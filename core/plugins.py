@@ -19,7 +19,9 @@ STRATEGY_ENV = "SEALPY_CACHE_STRATEGY"
 SEALOS_SYNC_ENV = "SEALOS_REGISTRY_SYNC_EXPERIMENTAL"
 
 
-def new_plugin_manager(plugins: Iterable[object] = (), *, entry_points: bool = True) -> pluggy.PluginManager:
+def new_plugin_manager(
+    plugins: Iterable[object] = (), *, entry_points: bool = True
+) -> pluggy.PluginManager:
     """A plugin manager with the hook specs, entry-point plugins and ``plugins`` registered."""
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)

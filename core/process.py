@@ -26,7 +26,7 @@ def die_with_parent() -> None:  # runs in the child between fork and exec
 
 def popen_tied(args: Sequence[str], **kwargs) -> subprocess.Popen:
     """``subprocess.Popen`` whose child gets SIGTERM if the starting thread dies."""
-    return subprocess.Popen(list(args), preexec_fn=die_with_parent, **kwargs)  # noqa: PLW1509
+    return subprocess.Popen(list(args), preexec_fn=die_with_parent, **kwargs)
 
 
 def stop(process: subprocess.Popen, *, grace: float = 5.0) -> None:

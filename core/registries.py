@@ -146,7 +146,9 @@ class RegistriesConfig:
                 continue
             if mirror.pull_from_mirror == "tag-only" and by_digest:
                 continue
-            out.append(_rewrite(ref, entry.prefix, mirror.location, mirror.insecure, True, mirror.scheme))
+            out.append(
+                _rewrite(ref, entry.prefix, mirror.location, mirror.insecure, True, mirror.scheme)
+            )
         location, scheme = _split_location(entry.location)
         out.append(_rewrite(ref, entry.prefix, location, entry.insecure, False, scheme))
         return out
@@ -163,7 +165,12 @@ class RegistriesConfig:
 
 
 def _rewrite(
-    ref: ImageReference, prefix: str, location: str, insecure: bool, mirror: bool, scheme: str | None
+    ref: ImageReference,
+    prefix: str,
+    location: str,
+    insecure: bool,
+    mirror: bool,
+    scheme: str | None,
 ) -> Endpoint:
     name = ref.name
     if prefix.startswith("*."):
@@ -184,7 +191,9 @@ def default_conf_paths(environ: Mapping[str, str]) -> list[Path]:
     if environ.get(CONF_ENV):
         return [Path(environ[CONF_ENV])]
     home = Path(environ.get("HOME") or Path.home())
-    user = Path(environ.get("XDG_CONFIG_HOME") or home / ".config") / "containers" / "registries.conf"
+    user = (
+        Path(environ.get("XDG_CONFIG_HOME") or home / ".config") / "containers" / "registries.conf"
+    )
     main = user if user.exists() else SYSTEM_CONF
     paths = [main] if main.exists() else []
     for directory in (SYSTEM_CONF.with_suffix(".conf.d"), user.with_suffix(".conf.d")):
@@ -220,7 +229,9 @@ def _read_conf(path: Path) -> list[RegistryEntry]:
         location = str(table.get("location", "")).rstrip("/")
         prefix = _normalize_prefix(str(table.get("prefix") or location))
         if not prefix:
-            raise UsageError(f"invalid registries.conf {path}: [[registry]] needs prefix or location")
+            raise UsageError(
+                f"invalid registries.conf {path}: [[registry]] needs prefix or location"
+            )
         mirrors = tuple(
             Mirror(
                 location=_split_location(str(m.get("location", "")))[0],

@@ -52,7 +52,11 @@ class VerifyResult:
         if not self.problems:
             return f"{head}: no problems"
         if self.fixed:
-            left = f"; {len(self.remaining)} remain" if self.remaining else "; a re-run fetches them again"
+            left = (
+                f"; {len(self.remaining)} remain"
+                if self.remaining
+                else "; a re-run fetches them again"
+            )
             return f"{head}: {len(self.problems)} problems, removed what was corrupt{left}"
         return f"{head}: {len(self.problems)} problems (run with --fix to remove what is corrupt)"
 
@@ -83,15 +87,27 @@ def check(layout: DistributionLayout) -> tuple[list[Problem], int, int]:
     return problems, blobs, len(repositories)
 
 
-def _link_problem(layout: DistributionLayout, repo: str, link: Path, kind: str,
-                  good_blobs: set[str], expected: str | None) -> Problem | None:
+def _link_problem(
+    layout: DistributionLayout,
+    repo: str,
+    link: Path,
+    kind: str,
+    good_blobs: set[str],
+    expected: str | None,
+) -> Problem | None:
     digest = layout.read_link(link)
     if digest is None:
-        return Problem(repo, expected, f"{kind} link {link.name} is missing or malformed", (link.parent,))
+        return Problem(
+            repo, expected, f"{kind} link {link.name} is missing or malformed", (link.parent,)
+        )
     if expected is not None and digest != expected:
-        return Problem(repo, expected, f"{kind} link holds {digest}, not its own digest", (link.parent,))
+        return Problem(
+            repo, expected, f"{kind} link holds {digest}, not its own digest", (link.parent,)
+        )
     if digest not in good_blobs:
-        return Problem(repo, digest, f"{kind} link points to a missing or corrupt blob", (link.parent,))
+        return Problem(
+            repo, digest, f"{kind} link points to a missing or corrupt blob", (link.parent,)
+        )
     return None
 
 
@@ -100,7 +116,9 @@ def _check_repository(layout: DistributionLayout, repo: str, good_blobs: set[str
     repo_dir = layout.v2 / "repositories" / repo
     layers = set()
     for digest in layout.layer_links(repo):
-        problem = _link_problem(layout, repo, layout.layer_link(repo, digest), "layer", good_blobs, digest)
+        problem = _link_problem(
+            layout, repo, layout.layer_link(repo, digest), "layer", good_blobs, digest
+        )
         if problem:
             problems.append(problem)
         else:
@@ -119,31 +137,52 @@ def _check_repository(layout: DistributionLayout, repo: str, good_blobs: set[str
         try:
             manifests[digest] = Manifest.parse(layout.read_blob(digest), expected_digest=digest)
         except SealpyError as exc:
-            problems.append(Problem(repo, digest, f"stored manifest is unusable: {exc}", (link.parent,)))
+            problems.append(
+                Problem(repo, digest, f"stored manifest is unusable: {exc}", (link.parent,))
+            )
             broken.add(digest)
     for digest, manifest in manifests.items():
         if manifest.is_index:
             continue
         missing = [b.digest for b in manifest.blobs if b.digest not in layers]
         if missing:
-            problems.append(Problem(
-                repo, digest, f"image is incomplete: {len(missing)} of its blobs are missing "
-                f"(first {missing[0]})", (layout.revision_link(repo, digest).parent,),
-            ))
+            problems.append(
+                Problem(
+                    repo,
+                    digest,
+                    f"image is incomplete: {len(missing)} of its blobs are missing "
+                    f"(first {missing[0]})",
+                    (layout.revision_link(repo, digest).parent,),
+                )
+            )
             broken.add(digest)
         else:
             complete.add(digest)
     for digest, manifest in manifests.items():
         if manifest.is_index:
-            stored = [c.digest for c in manifest.children if c.digest in manifests or c.digest in broken]
+            stored = [
+                c.digest for c in manifest.children if c.digest in manifests or c.digest in broken
+            ]
             bad = [c for c in stored if c in broken]
             if not stored:
-                problems.append(Problem(repo, digest, "index with none of its images stored",
-                                        (layout.revision_link(repo, digest).parent,)))
+                problems.append(
+                    Problem(
+                        repo,
+                        digest,
+                        "index with none of its images stored",
+                        (layout.revision_link(repo, digest).parent,),
+                    )
+                )
                 broken.add(digest)
             elif bad:
-                problems.append(Problem(repo, digest, f"index child {bad[0]} is incomplete",
-                                        (layout.revision_link(repo, digest).parent,)))
+                problems.append(
+                    Problem(
+                        repo,
+                        digest,
+                        f"index child {bad[0]} is incomplete",
+                        (layout.revision_link(repo, digest).parent,),
+                    )
+                )
                 broken.add(digest)
     for tag in layout.tags(repo):
         tag_dir = layout.tag_dir(repo, tag)
@@ -151,9 +190,15 @@ def _check_repository(layout: DistributionLayout, repo: str, good_blobs: set[str
         if current is None:
             problems.append(Problem(repo, None, f"tag {tag} has no valid current link", (tag_dir,)))
         elif current in broken or current not in manifests:
-            problems.append(Problem(repo, current, f"tag {tag} points to a missing or broken manifest", (tag_dir,)))
+            problems.append(
+                Problem(
+                    repo, current, f"tag {tag} points to a missing or broken manifest", (tag_dir,)
+                )
+            )
     for leftover in repo_dir.rglob(".*.tmp"):
-        problems.append(Problem(repo, None, f"unfinished write {leftover.relative_to(repo_dir)}", (leftover,)))
+        problems.append(
+            Problem(repo, None, f"unfinished write {leftover.relative_to(repo_dir)}", (leftover,))
+        )
     return problems
 
 
@@ -161,7 +206,9 @@ def verify_registry(directory: Path, *, fix: bool = False) -> VerifyResult:
     directory = Path(directory)
     layout = DistributionLayout(directory)
     if not layout.exists():
-        raise NotARegistryError(f"{directory} is not a registry storage root (no docker/registry/v2 inside)")
+        raise NotARegistryError(
+            f"{directory} is not a registry storage root (no docker/registry/v2 inside)"
+        )
     problems, blobs, repositories = check(layout)
     if not fix or not problems:
         return VerifyResult(tuple(problems), blobs, repositories)

@@ -38,11 +38,15 @@ def seed(factory: ImageFactory, mirror: RegistryServer, references: list[ImageRe
             continue
         seed_name = f"demo/{ref.repository}:{ref.tag}"
         if ref.repository in MULTI_PLATFORM:
-            item = factory.multi_platform(seed_name, ["linux/amd64", "linux/arm64"], [base, 512 * 1024])
+            item = factory.multi_platform(
+                seed_name, ["linux/amd64", "linux/arm64"], [base, 512 * 1024]
+            )
         else:
             item = factory.image(seed_name, [base, 384 * 1024])
         factory.push(item, mirror.host, ref.repository, ref.tag)
-        print(f"  seeded {ref} ({'multi-platform' if ref.repository in MULTI_PLATFORM else 'single'})")
+        print(
+            f"  seeded {ref} ({'multi-platform' if ref.repository in MULTI_PLATFORM else 'single'})"
+        )
 
 
 def run(command: list[str]) -> None:
@@ -64,7 +68,9 @@ def main() -> None:
         shutil.rmtree(CONTEXT / "registry", ignore_errors=True)
         factory = ImageFactory(work / "factory")
         archive_image = factory.image("demo/pause:3.9", [64 * 1024])
-        factory.docker_archive(archive_image, CONTEXT / "images/skopeo/pause.tar", "registry.k8s.io/pause:3.9")
+        factory.docker_archive(
+            archive_image, CONTEXT / "images/skopeo/pause.tar", "registry.k8s.io/pause:3.9"
+        )
 
         print("== what the context needs (sealpy scan)")
         run([sealpy, "scan", str(CONTEXT)])
@@ -74,8 +80,18 @@ def main() -> None:
             print(f"== seeding a local docker.io mirror at {mirror.url}")
             seed(factory, mirror, needed)
             store = work / "store"
-            build = [sealpy, "build", "-t", "demo/app:v1", "--root", str(store),
-                     "--registry-mirror", f"docker.io=http://{mirror.host}", "--max-pull-procs", "4"]
+            build = [
+                sealpy,
+                "build",
+                "-t",
+                "demo/app:v1",
+                "--root",
+                str(store),
+                "--registry-mirror",
+                f"docker.io=http://{mirror.host}",
+                "--max-pull-procs",
+                "4",
+            ]
             if args.strategy:
                 build += ["--strategy", args.strategy]
             print("== building the cluster image")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from sealpy.core.errors import CacheError
 from sealpy.core.hookspecs import hookimpl
-from sealpy.core.model import CacheOptions, CachedImage, CacheReport, ImageSet
+from sealpy.core.model import CachedImage, CacheOptions, CacheReport, ImageSet
 from sealpy.core.strategy import CacheStrategy
 from sealpy.core.transport.archive import archive_job
 from sealpy.core.transport.copy import CopyJob, CopyOutcome, copy_images
@@ -63,7 +63,10 @@ class ProxyStrategy(CacheStrategy):
             for entry in images.archives:
                 job = archive_job(entry, layout, options.progress)
                 jobs.append(job)
-                repositories[job.label] = (entry.destination.cache_repository, entry.destination.tag)
+                repositories[job.label] = (
+                    entry.destination.cache_repository,
+                    entry.destination.tag,
+                )
             outcome = copy_images(
                 jobs,
                 platforms=options.platforms,
@@ -102,7 +105,9 @@ def raise_failures(outcome: CopyOutcome, report: CacheReport, total: int) -> Non
     if len(outcome.failures) == 1:
         raise CacheError(str(outcome.failures[0].error), report)
     causes = "; ".join(str(f.error) for f in outcome.failures)
-    raise CacheError(f"{len(outcome.failures)} of {total} images could not be cached: {causes}", report)
+    raise CacheError(
+        f"{len(outcome.failures)} of {total} images could not be cached: {causes}", report
+    )
 
 
 @hookimpl

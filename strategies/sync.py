@@ -38,8 +38,8 @@ from pathlib import Path
 from sealpy.core.auth import Credential, write_authfile
 from sealpy.core.errors import CacheError, RegistryError, SealpyError
 from sealpy.core.hookspecs import hookimpl
-from sealpy.core.model import ArchiveEntry, CacheOptions, CachedImage, CacheReport, ImageSet
 from sealpy.core.localregistry import REGISTRY_BINARY, RegistryProcess
+from sealpy.core.model import ArchiveEntry, CachedImage, CacheOptions, CacheReport, ImageSet
 from sealpy.core.process import popen_tied, stop
 from sealpy.core.reference import ImageReference, Platform
 from sealpy.core.registries import Endpoint, RegistriesConfig, is_loopback
@@ -99,8 +99,10 @@ class SyncStrategy(CacheStrategy):
             private = Path(private_dir)
             os.chmod(private, 0o700)
             with RegistryClient(
-                credentials=options.credentials, tls_verify=options.tls_verify,
-                registries=options.registries, retry=options.retry,
+                credentials=options.credentials,
+                tls_verify=options.tls_verify,
+                registries=options.registries,
+                retry=options.retry,
                 max_connections=max(4, options.max_parallel),
             ) as client:
                 plans, failures = self._plan(images, layout, client, options)
@@ -120,15 +122,23 @@ class SyncStrategy(CacheStrategy):
             if len(failures) == 1:
                 raise CacheError(failures[0], report)
             total = len(images.images) + len(images.archives)
-            raise CacheError(f"{len(failures)} of {total} images could not be cached: " + "; ".join(failures), report)
+            raise CacheError(
+                f"{len(failures)} of {total} images could not be cached: " + "; ".join(failures),
+                report,
+            )
         return report
 
     # --- planning ------------------------------------------------------------------------
 
     def _plan(
-        self, images: ImageSet, layout: DistributionLayout, client: RegistryClient, options: CacheOptions
+        self,
+        images: ImageSet,
+        layout: DistributionLayout,
+        client: RegistryClient,
+        options: CacheOptions,
     ) -> tuple[list[_Plan], list[str]]:
         """Look at each source once (in parallel): index or not, and is it already here?"""
+
         def plan(ref: ImageReference) -> _Plan:
             return self._plan_one(ref, layout, client, options)
 
@@ -145,7 +155,11 @@ class SyncStrategy(CacheStrategy):
         return plans, failures
 
     def _plan_one(
-        self, ref: ImageReference, layout: DistributionLayout, client: RegistryClient, options: CacheOptions
+        self,
+        ref: ImageReference,
+        layout: DistributionLayout,
+        client: RegistryClient,
+        options: CacheOptions,
     ) -> _Plan:
         repository = ref.cache_repository
         top = client.repository(ref).get_manifest(ref.reference)
@@ -164,13 +178,29 @@ class SyncStrategy(CacheStrategy):
             options.progress.info(
                 f"copying every platform of {ref} (keeps the index digest; moves more bytes)"
             )
-        skip = self._already_stored(layout, repository, ref.tag or copy_reference, expected, top, all_platforms)
-        return _Plan(str(ref), source, repository, ref.tag, copy_reference, all_platforms, platform, expected, skip)
+        skip = self._already_stored(
+            layout, repository, ref.tag or copy_reference, expected, top, all_platforms
+        )
+        return _Plan(
+            str(ref),
+            source,
+            repository,
+            ref.tag,
+            copy_reference,
+            all_platforms,
+            platform,
+            expected,
+            skip,
+        )
 
     @staticmethod
     def _already_stored(
-        layout: DistributionLayout, repository: str, reference: str, expected: str,
-        top: Manifest, all_platforms: bool,
+        layout: DistributionLayout,
+        repository: str,
+        reference: str,
+        expected: str,
+        top: Manifest,
+        all_platforms: bool,
     ) -> bool:
         if layout.resolve(repository, reference) != expected:
             return False
@@ -222,15 +252,23 @@ def _registries_conf(
     lines: list[str] = []
     seen: set[str] = set()
     for entry in registries.entries:
-        lines += ["[[registry]]", f"prefix = {_toml_string(entry.prefix)}",
-                  f"location = {_toml_string(entry.location)}",
-                  f"insecure = {_skopeo_bool(entry.insecure or not tls_verify or is_loopback(entry.location.split('/')[0]))}",
-                  f"blocked = {_skopeo_bool(entry.blocked)}"]
+        lines += [
+            "[[registry]]",
+            f"prefix = {_toml_string(entry.prefix)}",
+            f"location = {_toml_string(entry.location)}",
+            f"insecure = {_skopeo_bool(entry.insecure or not tls_verify or is_loopback(entry.location.split('/')[0]))}",
+            f"blocked = {_skopeo_bool(entry.blocked)}",
+        ]
         for mirror in entry.mirrors:
-            insecure = mirror.insecure or not tls_verify or is_loopback(mirror.location.split("/")[0])
-            lines += ["[[registry.mirror]]", f"location = {_toml_string(mirror.location)}",
-                      f"insecure = {_skopeo_bool(insecure)}",
-                      f"pull-from-mirror = {_toml_string(mirror.pull_from_mirror)}"]
+            insecure = (
+                mirror.insecure or not tls_verify or is_loopback(mirror.location.split("/")[0])
+            )
+            lines += [
+                "[[registry.mirror]]",
+                f"location = {_toml_string(mirror.location)}",
+                f"insecure = {_skopeo_bool(insecure)}",
+                f"pull-from-mirror = {_toml_string(mirror.pull_from_mirror)}",
+            ]
         seen.add(entry.prefix)
         lines.append("")
     for host in endpoints:
@@ -252,8 +290,13 @@ class _Copier:
     (skopeo 1.9 does not retry a truncated manifest body itself)."""
 
     def __init__(
-        self, host: str, env: dict[str, str], options: CacheOptions, layout: DistributionLayout,
-        client: RegistryClient, private: Path,
+        self,
+        host: str,
+        env: dict[str, str],
+        options: CacheOptions,
+        layout: DistributionLayout,
+        client: RegistryClient,
+        private: Path,
     ) -> None:
         self.host = host
         self.private = private
@@ -275,7 +318,9 @@ class _Copier:
         manifest = self.layout.stored_manifest(repository, digest)
         manifests = [manifest] if manifest is not None else []
         if manifest is not None and manifest.is_index:
-            manifests = [self.layout.stored_manifest(repository, c.digest) for c in manifest.children]
+            manifests = [
+                self.layout.stored_manifest(repository, c.digest) for c in manifest.children
+            ]
         fetched = reused = size = 0
         with self.lock:
             for m in manifests:
@@ -296,7 +341,9 @@ class _Copier:
         for entry in archives:
             label = f"{entry.transport}:{entry.path}"
             tasks.append((label, lambda entry=entry, label=label: self._archive(entry, label)))
-        pool = ThreadPoolExecutor(max(1, self.options.max_parallel), thread_name_prefix="sealpy-skopeo")
+        pool = ThreadPoolExecutor(
+            max(1, self.options.max_parallel), thread_name_prefix="sealpy-skopeo"
+        )
         try:
             futures = [(label, pool.submit(task)) for label, task in tasks]
             for label, future in futures:
@@ -323,14 +370,27 @@ class _Copier:
         progress = self.options.progress
         if plan.skip:
             progress.image_done(plan.label, "already cached")
-            return CachedImage(plan.label, plan.repository, plan.tag, plan.expected or "",
-                               seconds=time.monotonic() - started)
+            return CachedImage(
+                plan.label,
+                plan.repository,
+                plan.tag,
+                plan.expected or "",
+                seconds=time.monotonic() - started,
+            )
         progress.image_started(plan.label)
-        destination = f"docker://{self.host}/{plan.repository}:{plan.copy_reference}" if not plan.copy_reference.startswith("sha256:") \
+        destination = (
+            f"docker://{self.host}/{plan.repository}:{plan.copy_reference}"
+            if not plan.copy_reference.startswith("sha256:")
             else f"docker://{self.host}/{plan.repository}@{plan.copy_reference}"
+        )
         global_flags: list[str] = []
         if plan.platform is not None:
-            global_flags += ["--override-os", plan.platform.os, "--override-arch", plan.platform.architecture]
+            global_flags += [
+                "--override-os",
+                plan.platform.os,
+                "--override-arch",
+                plan.platform.architecture,
+            ]
             if plan.platform.variant:
                 global_flags += ["--override-variant", plan.platform.variant]
         flags = ["--all"] if plan.all_platforms else []
@@ -345,10 +405,17 @@ class _Copier:
             raise RegistryError("skopeo finished but the image is not in the registry directory")
         fetched, reused, size = self._blob_counts(plan.repository, digest)
         progress.image_done(plan.label, f"{fetched} blobs fetched, {reused} reused")
-        return CachedImage(plan.label, plan.repository, plan.tag, digest,
-                           platforms=(str(plan.platform),) if plan.platform else (),
-                           blobs_fetched=fetched, blobs_reused=reused, bytes_fetched=size,
-                           seconds=time.monotonic() - started)
+        return CachedImage(
+            plan.label,
+            plan.repository,
+            plan.tag,
+            digest,
+            platforms=(str(plan.platform),) if plan.platform else (),
+            blobs_fetched=fetched,
+            blobs_reused=reused,
+            bytes_fetched=size,
+            seconds=time.monotonic() - started,
+        )
 
     def _tag(self, plan: _Plan) -> None:
         """Tag a digest-copied image: put the same manifest under the tag (skopeo 1.9
@@ -362,14 +429,28 @@ class _Copier:
         repository = entry.destination.cache_repository
         tag = entry.destination.tag or "latest"
         self.options.progress.image_started(label)
-        self._copy(label, [], [], f"{entry.transport}:{entry.path}", f"docker://{self.host}/{repository}:{tag}")
+        self._copy(
+            label,
+            [],
+            [],
+            f"{entry.transport}:{entry.path}",
+            f"docker://{self.host}/{repository}:{tag}",
+        )
         digest = self.layout.resolve(repository, tag)
         if digest is None:
             raise RegistryError("skopeo finished but the image is not in the registry directory")
         fetched, reused, size = self._blob_counts(repository, digest)
         self.options.progress.image_done(label, f"{fetched} blobs fetched, {reused} reused")
-        return CachedImage(label, repository, tag, digest, blobs_fetched=fetched, blobs_reused=reused,
-                           bytes_fetched=size, seconds=time.monotonic() - started)
+        return CachedImage(
+            label,
+            repository,
+            tag,
+            digest,
+            blobs_fetched=fetched,
+            blobs_reused=reused,
+            bytes_fetched=size,
+            seconds=time.monotonic() - started,
+        )
 
     def _slot_env(self) -> dict[str, str]:
         """skopeo's environment for this worker thread.
@@ -381,17 +462,30 @@ class _Copier:
         (``_CONTAINERS_ROOTLESS_UID``) that it runs rootless; nothing else it does depends
         on that here, as auth file and registries.conf are passed explicitly."""
         slot = threading.current_thread().name.rsplit("_", 1)[-1]
-        return {**self.env, "_CONTAINERS_ROOTLESS_UID": str(os.getuid() or 1),
-                "XDG_DATA_HOME": str(self.private / f"slot-{slot}")}
+        return {
+            **self.env,
+            "_CONTAINERS_ROOTLESS_UID": str(os.getuid() or 1),
+            "XDG_DATA_HOME": str(self.private / f"slot-{slot}"),
+        }
 
-    def _copy(self, label: str, global_flags: list[str], flags: list[str], source: str, destination: str) -> None:
+    def _copy(
+        self, label: str, global_flags: list[str], flags: list[str], source: str, destination: str
+    ) -> None:
         command = [
-            self.skopeo, "--registries-conf", self.env["CONTAINERS_REGISTRIES_CONF"],
-            *global_flags, "copy", "--quiet",
-            "--authfile", self.env["REGISTRY_AUTH_FILE"],
-            "--retry-times", str(min(SKOPEO_RETRY_TIMES, max(0, self.options.retry.attempts - 1))),
+            self.skopeo,
+            "--registries-conf",
+            self.env["CONTAINERS_REGISTRIES_CONF"],
+            *global_flags,
+            "copy",
+            "--quiet",
+            "--authfile",
+            self.env["REGISTRY_AUTH_FILE"],
+            "--retry-times",
+            str(min(SKOPEO_RETRY_TIMES, max(0, self.options.retry.attempts - 1))),
             "--dest-tls-verify=false",
-            *flags, source, destination,
+            *flags,
+            source,
+            destination,
         ]
         attempts = max(1, self.options.retry.attempts)
         last = ""
@@ -399,13 +493,19 @@ class _Copier:
             if self.cancelled.is_set():
                 raise SealpyError("interrupted")
             process = popen_tied(
-                command, env=self._slot_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, text=True,
+                command,
+                env=self._slot_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
             )
             with self.lock:
                 self.running.add(process)
             try:
-                _, stderr = process.communicate(timeout=max(60.0, self.options.retry.max_seconds * 5))
+                _, stderr = process.communicate(
+                    timeout=max(60.0, self.options.retry.max_seconds * 5)
+                )
             except subprocess.TimeoutExpired:
                 stop(process)
                 _, stderr = process.communicate()
@@ -420,7 +520,9 @@ class _Copier:
             give_up = _permanent(last) and not (attempt == 0 and _auth_failure(last))
             if self.cancelled.is_set() or give_up or attempt == attempts - 1:
                 break
-            time.sleep(min(self.options.retry.max_backoff, self.options.retry.initial_backoff * 2**attempt))
+            time.sleep(
+                min(self.options.retry.max_backoff, self.options.retry.initial_backoff * 2**attempt)
+            )
         raise RegistryError(f"skopeo copy failed: {last}")
 
 
@@ -433,8 +535,16 @@ def _skopeo_error(stderr: str) -> str:
     return text[:400]
 
 
-_PERMANENT = ("manifest unknown", "unauthorized", "authentication required", "denied",
-              "no image found in manifest list", "not found", "invalid reference", "no such file")
+_PERMANENT = (
+    "manifest unknown",
+    "unauthorized",
+    "authentication required",
+    "denied",
+    "no image found in manifest list",
+    "not found",
+    "invalid reference",
+    "no such file",
+)
 
 
 def _auth_failure(message: str) -> bool:

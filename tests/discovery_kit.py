@@ -6,6 +6,7 @@ import textwrap
 from pathlib import Path
 
 import yaml
+
 from sealpy.core import pipeline
 from sealpy.core.model import Location, ScanResult
 

@@ -67,11 +67,16 @@ def test_registry_keys_are_normalised(key, normal):
 
 
 def test_authfile_entries_most_specific_wins(tmp_path):
-    authfile = write_json(tmp_path / "auth.json", {"auths": {
-        "quay.io": auth_entry("general", "p1"),
-        "quay.io/team": auth_entry("team", "p2"),
-        "https://index.docker.io/v1/": auth_entry("hub", "p3"),
-    }})
+    authfile = write_json(
+        tmp_path / "auth.json",
+        {
+            "auths": {
+                "quay.io": auth_entry("general", "p1"),
+                "quay.io/team": auth_entry("team", "p2"),
+                "https://index.docker.io/v1/": auth_entry("hub", "p3"),
+            }
+        },
+    )
     creds = ConfiguredCredentials(authfile=authfile, environ={})
     assert creds.credentials_for("quay.io", "other/app").username == "general"
     assert creds.credentials_for("quay.io", "team/app").username == "team"
@@ -81,8 +86,11 @@ def test_authfile_entries_most_specific_wins(tmp_path):
 
 
 def test_default_authfile_order(tmp_path):
-    env = {"REGISTRY_AUTH_FILE": str(tmp_path / "env.json"), "XDG_RUNTIME_DIR": str(tmp_path / "run"),
-           "HOME": str(tmp_path / "home")}
+    env = {
+        "REGISTRY_AUTH_FILE": str(tmp_path / "env.json"),
+        "XDG_RUNTIME_DIR": str(tmp_path / "run"),
+        "HOME": str(tmp_path / "home"),
+    }
     assert default_authfile_paths(env) == [
         tmp_path / "env.json",
         tmp_path / "run/containers/auth.json",
@@ -92,8 +100,10 @@ def test_default_authfile_order(tmp_path):
     (tmp_path / "run/containers").mkdir(parents=True)
     write_json(tmp_path / "run/containers/auth.json", {"auths": {"a.io": auth_entry("xdg", "1")}})
     (tmp_path / "home/.docker").mkdir(parents=True)
-    write_json(tmp_path / "home/.docker/config.json", {"auths": {"a.io": auth_entry("docker", "2"),
-                                                                   "b.io": auth_entry("docker-b", "3")}})
+    write_json(
+        tmp_path / "home/.docker/config.json",
+        {"auths": {"a.io": auth_entry("docker", "2"), "b.io": auth_entry("docker-b", "3")}},
+    )
     creds = ConfiguredCredentials(environ=env)
     assert creds.credentials_for("a.io").username == "xdg"  # the first file with an entry wins
     assert creds.credentials_for("b.io").username == "docker-b"
@@ -110,7 +120,10 @@ def test_creds_flag_overrides_files(tmp_path):
     [
         ("{not json", "not valid JSON"),
         ('{"auths": {"a.io": {"auth": "!!!"}}}', "not valid base64"),
-        ('{"auths": {"a.io": {"auth": "' + base64.b64encode(b"nocolon").decode() + '"}}}', "not user:password"),
+        (
+            '{"auths": {"a.io": {"auth": "' + base64.b64encode(b"nocolon").decode() + '"}}}',
+            "not user:password",
+        ),
         ("[1]", "not a JSON object"),
     ],
 )
@@ -134,32 +147,56 @@ def test_missing_or_unreadable_authfile(tmp_path):
 
 def test_credential_helpers(tmp_path, monkeypatch):
     bindir = tmp_path / "bin"
-    fake_helper(bindir, "good", 'read server\necho "{\\"ServerURL\\":\\"$server\\",\\"Username\\":\\"helper-user\\",\\"Secret\\":\\"helper-secret\\"}"\n')
+    fake_helper(
+        bindir,
+        "good",
+        "read server\n"
+        'echo "{\\"ServerURL\\":\\"$server\\",\\"Username\\":\\"helper-user\\",\\"Secret\\":\\"helper-secret\\"}"\n',
+    )
     fake_helper(bindir, "token", 'echo \'{"Username":"<token>","Secret":"refresh-123"}\'\n')
     fake_helper(bindir, "empty", 'echo "credentials not found in native keychain"; exit 1\n')
     fake_helper(bindir, "broken", 'echo "keychain locked" >&2; exit 3\n')
-    fake_helper(bindir, "hub", 'read server\n[ "$server" = "https://index.docker.io/v1/" ] || exit 9\necho \'{"Username":"hubuser","Secret":"s"}\'\n')
+    fake_helper(
+        bindir,
+        "hub",
+        'read server\n[ "$server" = "https://index.docker.io/v1/" ] || exit 9\n'
+        'echo \'{"Username":"hubuser","Secret":"s"}\'\n',
+    )
     monkeypatch.setenv("PATH", f"{bindir}:{'/usr/bin:/bin'}")
-    authfile = write_json(tmp_path / "config.json", {
-        "credHelpers": {"good.io": "good", "tok.io": "token", "none.io": "empty", "bad.io": "broken",
-                        "docker.io": "hub", "gone.io": "missing"},
-        "credsStore": "good",
-    })
+    authfile = write_json(
+        tmp_path / "config.json",
+        {
+            "credHelpers": {
+                "good.io": "good",
+                "tok.io": "token",
+                "none.io": "empty",
+                "bad.io": "broken",
+                "docker.io": "hub",
+                "gone.io": "missing",
+            },
+            "credsStore": "good",
+        },
+    )
     creds = ConfiguredCredentials(authfile=authfile, environ={})
     assert creds.credentials_for("good.io") == Credential("helper-user", "helper-secret")
     assert creds.credentials_for("tok.io").identity_token == "refresh-123"
     assert creds.credentials_for("none.io") is None
     assert creds.credentials_for("index.docker.io").username == "hubuser"
     assert creds.credentials_for("other.io").username == "helper-user"  # credsStore
-    with pytest.raises(CredentialsError, match="docker-credential-broken failed for bad.io.*exit 3.*keychain locked"):
+    with pytest.raises(
+        CredentialsError,
+        match=r"docker-credential-broken failed for bad\.io.*exit 3.*keychain locked",
+    ):
         creds.credentials_for("bad.io")
-    with pytest.raises(CredentialsError, match="docker-credential-missing .*not found"):
+    with pytest.raises(CredentialsError, match=r"docker-credential-missing .*not found"):
         creds.credentials_for("gone.io")
 
 
 def test_written_authfile_is_private(tmp_path):
     path = tmp_path / "auth.json"
-    write_authfile(path, {"a.io": Credential("u", "p"), "b.io": Credential("<token>", identity_token="t")})
+    write_authfile(
+        path, {"a.io": Credential("u", "p"), "b.io": Credential("<token>", identity_token="t")}
+    )
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     creds = ConfiguredCredentials(authfile=path, environ={})
     assert creds.credentials_for("a.io") == Credential("u", "p")
@@ -167,9 +204,15 @@ def test_written_authfile_is_private(tmp_path):
 
 
 def test_challenge_parsing():
-    c = Challenge.parse('Bearer realm="https://auth.io/token",service="registry.io",scope="repository:a/b:pull,push"')
+    c = Challenge.parse(
+        'Bearer realm="https://auth.io/token",service="registry.io",scope="repository:a/b:pull,push"'
+    )
     assert c.scheme == "bearer"
-    assert c.params == {"realm": "https://auth.io/token", "service": "registry.io", "scope": "repository:a/b:pull,push"}
+    assert c.params == {
+        "realm": "https://auth.io/token",
+        "service": "registry.io",
+        "scope": "repository:a/b:pull,push",
+    }
     assert Challenge.parse('Basic realm="x"').scheme == "basic"
 
 
@@ -215,7 +258,7 @@ def test_a_token_refused_by_the_registry_is_fetched_again_once(conformance_catal
     with RegistryClient(credentials=creds) as client:
         repo = client.repository(ImageReference(token_registry.host, "private/app", "1"))
         repo.get_manifest("1")
-        for key, token in client._tokens.items():
+        for token in client._tokens.values():
             token.value = "not-a-valid-token"
         before = len(tokens.requests)
         repo.get_manifest("1")
@@ -237,7 +280,10 @@ def test_wrong_or_missing_credentials(conformance_catalog, registry, request):
     server = request.getfixturevalue(registry)
     ref = ImageReference(server.host, "private/app", "1")
     for creds in (ConfiguredCredentials(creds=Credential(TEST_USER, "nope-wrong")), None):
-        with RegistryClient(credentials=creds) as client, pytest.raises(AuthenticationError) as failure:
+        with (
+            RegistryClient(credentials=creds) as client,
+            pytest.raises(AuthenticationError) as failure,
+        ):
             client.repository(ref).get_manifest("1")
         assert server.host in str(failure.value)
         assert "nope-wrong" not in str(failure.value)
@@ -250,5 +296,7 @@ def test_token_endpoint_failing_once_is_retried(conformance_catalog, token_regis
     tokens.fail_next.append(503)
     creds = ConfiguredCredentials(creds=Credential(TEST_USER, TEST_PASSWORD))
     with RegistryClient(credentials=creds, retry=RetryPolicy(initial_backoff=0.01)) as client:
-        manifest = client.repository(ImageReference(token_registry.host, "private/app", "1")).get_manifest("1")
+        manifest = client.repository(
+            ImageReference(token_registry.host, "private/app", "1")
+        ).get_manifest("1")
     assert manifest.digest == conformance_catalog.private.digest

@@ -34,8 +34,10 @@ def run(capsys, args: list[str]) -> tuple[int, str]:
     return code, errors[0]
 
 
-BROKEN_CHART = {"charts/bad/Chart.yaml": "apiVersion: v2\nname: bad\nversion: 0.1.0\n",
-                "charts/bad/templates/x.yaml": "kind: Pod\nimage: {{ .Values.nope.missing }}\n"}
+BROKEN_CHART = {
+    "charts/bad/Chart.yaml": "apiVersion: v2\nname: bad\nversion: 0.1.0\n",
+    "charts/bad/templates/x.yaml": "kind: Pod\nimage: {{ .Values.nope.missing }}\n",
+}
 
 CASES = {
     "missing context": ([], {"__nocontext__": ""}, "does not exist"),
@@ -43,19 +45,40 @@ CASES = {
     "unknown strategy": (["--strategy", "fast"], {}, "unknown strategy 'fast'"),
     "invalid --images reference": (["--images", "Bad Name:1"], {}, "invalid image reference"),
     "invalid reference in a manifest, --strict": (
-        ["--strict"], {"manifests/a.yaml": "image: library/-bad-:1\n"}, "scan warning"),
+        ["--strict"],
+        {"manifests/a.yaml": "image: library/-bad-:1\n"},
+        "scan warning",
+    ),
     "YAML that does not parse, --strict": (
-        ["--strict"], {"manifests/a.yaml": "a: [unclosed\n  image: nginx\n"}, "scan warning"),
+        ["--strict"],
+        {"manifests/a.yaml": "a: [unclosed\n  image: nginx\n"},
+        "scan warning",
+    ),
     "a chart that does not render": ([], BROKEN_CHART, "charts/bad"),
-    "wrong tar.txt line": ([], {"images/skopeo/tar.txt": "tarball:x.tar@app:1\n"}, "images/skopeo/tar.txt:1"),
-    "missing archive": ([], {"images/skopeo/tar.txt": "docker-archive:gone.tar@app:1\n"}, "gone.tar"),
+    "wrong tar.txt line": (
+        [],
+        {"images/skopeo/tar.txt": "tarball:x.tar@app:1\n"},
+        "images/skopeo/tar.txt:1",
+    ),
+    "missing archive": (
+        [],
+        {"images/skopeo/tar.txt": "docker-archive:gone.tar@app:1\n"},
+        "gone.tar",
+    ),
     "malformed --platform": (["--platform", "linux/amd64/v8/extra"], {}, "invalid platform"),
     "malformed --creds": (["--creds", "only-user"], {}, "invalid --creds"),
-    "invalid authfile": (["--authfile", "{ctx}/auth.json"], {"auth.json": "{nope"}, "not valid JSON"),
+    "invalid authfile": (
+        ["--authfile", "{ctx}/auth.json"],
+        {"auth.json": "{nope"},
+        "not valid JSON",
+    ),
     "unreadable authfile": (["--authfile", "{ctx}/dir.json"], {"dir.json/x": ""}, "unreadable"),
     "bad --registry-mirror": (["--registry-mirror", "docker.io"], {}, "invalid --registry-mirror"),
-    "unreachable registry": (["--images", "127.0.0.1:1/app:1", "--retry-times", "1"], {},
-                             "cannot reach 127.0.0.1:1: connection refused (gave up after 2 attempts)"),
+    "unreachable registry": (
+        ["--images", "127.0.0.1:1/app:1", "--retry-times", "1"],
+        {},
+        "cannot reach 127.0.0.1:1: connection refused (gave up after 2 attempts)",
+    ),
 }
 
 
@@ -84,8 +107,18 @@ def test_missing_credential_helper(conformance_catalog: Catalog, tmp_path, capsy
     authfile = tmp_path / "config.json"
     authfile.write_text(json.dumps({"credHelpers": {c.htpasswd.host: "nowhere"}}))
     monkeypatch.setenv("PATH", os.environ["PATH"])
-    code, error = run(capsys, ["registry", "save", "--authfile", str(authfile), "--images",
-                               str(c.ref(c.htpasswd, "private/app")), str(ctx)])
+    code, error = run(
+        capsys,
+        [
+            "registry",
+            "save",
+            "--authfile",
+            str(authfile),
+            "--images",
+            str(c.ref(c.htpasswd, "private/app")),
+            str(ctx),
+        ],
+    )
     assert code != 0
     assert "docker-credential-nowhere" in error and "not found" in error
     assert str(c.ref(c.htpasswd, "private/app")) in error
@@ -102,8 +135,18 @@ def test_failing_credential_helper(conformance_catalog: Catalog, tmp_path, capsy
     monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
     authfile = tmp_path / "config.json"
     authfile.write_text(json.dumps({"credsStore": "broken"}))
-    code, error = run(capsys, ["registry", "save", "--authfile", str(authfile), "--images",
-                               str(c.ref(c.htpasswd, "private/app")), str(ctx)])
+    code, error = run(
+        capsys,
+        [
+            "registry",
+            "save",
+            "--authfile",
+            str(authfile),
+            "--images",
+            str(c.ref(c.htpasswd, "private/app")),
+            str(ctx),
+        ],
+    )
     assert code != 0
     assert "docker-credential-broken failed" in error and "the keyring is locked" in error
 
@@ -127,10 +170,26 @@ def tls_registry(tmp_path_factory, image_factory):
 def test_tls_failure_with_a_self_signed_certificate(tls_registry, tmp_path, capsys):
     server, image = tls_registry
     ctx = make_context(tmp_path / "ctx", {})
-    code, error = run(capsys, ["registry", "save", "--images", f"{server.host}/tls/app:1", str(ctx)])
+    code, error = run(
+        capsys, ["registry", "save", "--images", f"{server.host}/tls/app:1", str(ctx)]
+    )
     assert code != 0
     assert f"TLS verification failed for {server.host}" in error and "--tls-verify=false" in error
-    assert not DistributionLayout(ctx / "registry").exists() or not list((ctx / "registry").rglob("data"))
+    assert not DistributionLayout(ctx / "registry").exists() or not list(
+        (ctx / "registry").rglob("data")
+    )
     # Turning verification off, explicitly, works.
-    assert main(["registry", "save", "--tls-verify=false", "--images", f"{server.host}/tls/app:1", str(ctx)]) == 0
+    assert (
+        main(
+            [
+                "registry",
+                "save",
+                "--tls-verify=false",
+                "--images",
+                f"{server.host}/tls/app:1",
+                str(ctx),
+            ]
+        )
+        == 0
+    )
     assert DistributionLayout(ctx / "registry").resolve("tls/app", "1") == image.digest

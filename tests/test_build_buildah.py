@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 from _build_support import cli, manifest_of, member_names
+
 from sealpy.core.builder.buildah import BuildahBuilder
 from sealpy.core.testing.registry import require_tool, skopeo_manifest_digest
 

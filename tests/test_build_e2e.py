@@ -21,6 +21,7 @@ from _build_support import (
     members,
     store_snapshot,
 )
+
 from sealpy.core.errors import BuildError
 from sealpy.core.testing.registry import skopeo, skopeo_manifest_digest, skopeo_pull
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from sealpy.core.builder.parser import (
     expand_words,
     key_values,

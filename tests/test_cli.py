@@ -60,7 +60,10 @@ def test_version(capsys):
         (["registry", "save", "--platform", "linux/amd64,", "{ctx}"], "invalid platform"),
         (["registry", "save", "--creds", "nocolon", "{ctx}"], "invalid --creds"),
         (["registry", "save", "--all=maybe", "{ctx}"], "invalid boolean value"),
-        (["registry", "save", "--registry-mirror", "docker.io", "{ctx}"], "invalid --registry-mirror"),
+        (
+            ["registry", "save", "--registry-mirror", "docker.io", "{ctx}"],
+            "invalid --registry-mirror",
+        ),
         (["registry", "save", "--no-such-flag", "{ctx}"], "No such option"),
         (["registry", "save", "{ctx}/missing"], "does not exist"),
         (["scan"], "Missing argument"),
@@ -89,20 +92,45 @@ def test_debug_shows_the_traceback(context, capsys):
 def test_registry_save_through_the_cli(conformance_catalog, context, capsys):
     c = conformance_catalog
     ref = c.ref(c.plain, "library/single")
-    code = main(["registry", "save", "--platform=linux/amd64", "--tls-verify=false", "--all=false",
-                 "--max-pull-procs", "2", "--images", str(ref), str(context)])
+    code = main(
+        [
+            "registry",
+            "save",
+            "--platform=linux/amd64",
+            "--tls-verify=false",
+            "--all=false",
+            "--max-pull-procs",
+            "2",
+            "--images",
+            str(ref),
+            str(context),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     err = capsys.readouterr().err
     assert f"info saving images {ref}" in err
     assert "1 images cached by proxy" in err
-    assert DistributionLayout(context / "registry").resolve("library/single", "1") == c.single.digest
+    assert (
+        DistributionLayout(context / "registry").resolve("library/single", "1") == c.single.digest
+    )
 
 
 def test_registry_dir_option(conformance_catalog, context, tmp_path, capsys):
     c = conformance_catalog
     out = tmp_path / "elsewhere"
-    code = main(["registry", "save", "--registry-dir", str(out), "--platform", "linux/amd64",
-                 "--images", str(c.ref(c.plain, "library/shared")), str(context)])
+    code = main(
+        [
+            "registry",
+            "save",
+            "--registry-dir",
+            str(out),
+            "--platform",
+            "linux/amd64",
+            "--images",
+            str(c.ref(c.plain, "library/shared")),
+            str(context),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert DistributionLayout(out).resolve("library/shared", "1") == c.shared.digest
     assert not (context / "registry").exists()
@@ -111,7 +139,16 @@ def test_registry_dir_option(conformance_catalog, context, tmp_path, capsys):
 def test_sealos_sync_switch_selects_sync(conformance_catalog, context, capsys, monkeypatch):
     c = conformance_catalog
     monkeypatch.setenv("SEALOS_REGISTRY_SYNC_EXPERIMENTAL", "true")
-    code = main(["registry", "save", "--platform", "linux/amd64", "--images",
-                 str(c.ref(c.plain, "library/single")), str(context)])
+    code = main(
+        [
+            "registry",
+            "save",
+            "--platform",
+            "linux/amd64",
+            "--images",
+            str(c.ref(c.plain, "library/single")),
+            str(context),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert "cached by sync" in capsys.readouterr().err

@@ -6,7 +6,7 @@ from pathlib import Path
 from sealpy.core.testing.conformance import StrategyConformance
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "examples" / "sealpy-example-strategy"))
-import sealpy_example_strategy  # noqa: E402
+import sealpy_example_strategy
 
 
 class TestProxy(StrategyConformance):

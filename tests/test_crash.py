@@ -45,10 +45,27 @@ def run_sealpy(strategy: str, proxy: FaultProxy, images: dict, out: Path) -> sub
     context.mkdir(exist_ok=True)
     (context / "Kubefile").write_text("FROM scratch\n")
     return subprocess.Popen(
-        [sys.executable, "-m", "sealpy.core", "registry", "save", "--strategy", strategy,
-         "--platform", "linux/amd64", "--max-pull-procs", "3", "--registry-dir", str(out),
-         "--images", refs, str(context)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "sealpy.core",
+            "registry",
+            "save",
+            "--strategy",
+            strategy,
+            "--platform",
+            "linux/amd64",
+            "--max-pull-procs",
+            "3",
+            "--registry-dir",
+            str(out),
+            "--images",
+            refs,
+            str(context),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -83,7 +100,9 @@ def test_sigkill_at_random_points_then_rerun(workload, strategy, tmp_path, start
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
         assert_servable(out, images, tmp_path, start_registry)
-    blobs_before = set(DistributionLayout(out).blob_digests()) if DistributionLayout(out).exists() else set()
+    blobs_before = (
+        set(DistributionLayout(out).blob_digests()) if DistributionLayout(out).exists() else set()
+    )
     final = run_sealpy(strategy, proxy, images, out)
     _, stderr = final.communicate(timeout=120)
     assert final.returncode == 0, stderr
@@ -93,5 +112,7 @@ def test_sigkill_at_random_points_then_rerun(workload, strategy, tmp_path, start
     total = len({d for image in images.values() for d in image.blob_digests})
     fetched = int(re.search(r"cached by \w+: (\d+) blobs fetched", stderr).group(1))
     assert blobs_before, "the killed runs finished nothing: kill later"
-    assert fetched == len({d for image in images.values() for d in image.blob_digests} - blobs_before)
+    assert fetched == len(
+        {d for image in images.values() for d in image.blob_digests} - blobs_before
+    )
     assert fetched < total

@@ -41,19 +41,26 @@ def both(images, tmp_path: Path, **options) -> tuple[dict, dict]:
     return out["proxy"], out["sync"]
 
 
-def test_single_platform_and_pinned_single_images_are_identical(conformance_catalog: Catalog, tmp_path):
+def test_single_platform_and_pinned_single_images_are_identical(
+    conformance_catalog: Catalog, tmp_path
+):
     c = conformance_catalog
-    images = image_set([
-        c.ref(c.plain, "library/single"),
-        c.ref(c.plain, "library/shared"),
-        c.ref(c.plain, "library/docker"),
-        c.ref(c.plain, "library/single", None, c.single.digest),
-        c.ref(c.plain, "library/docker", "pinned", c.docker.digest),
-    ])
+    images = image_set(
+        [
+            c.ref(c.plain, "library/single"),
+            c.ref(c.plain, "library/shared"),
+            c.ref(c.plain, "library/docker"),
+            c.ref(c.plain, "library/single", None, c.single.digest),
+            c.ref(c.plain, "library/docker", "pinned", c.docker.digest),
+        ]
+    )
     proxy, sync = both(images, tmp_path)
     assert proxy == sync
     assert proxy["repositories"]["library/single"]["tags"] == {"1": c.single.digest}
-    assert proxy["repositories"]["library/docker"]["tags"] == {"1": c.docker.digest, "pinned": c.docker.digest}
+    assert proxy["repositories"]["library/docker"]["tags"] == {
+        "1": c.docker.digest,
+        "pinned": c.docker.digest,
+    }
 
 
 def test_all_platforms_are_identical(conformance_catalog: Catalog, tmp_path):
@@ -76,7 +83,11 @@ def test_multi_platform_without_all_differs_as_documented(conformance_catalog: C
     assert sync["repositories"]["library/multi"]["tags"] == {"1": amd.digest}
     assert sync["repositories"]["library/multi"]["revisions"] == {amd.digest}
     # The same image content either way: config and layers of amd64, nothing else.
-    assert proxy["repositories"]["library/multi"]["layers"] == sync["repositories"]["library/multi"]["layers"] == amd.blob_digests
+    assert (
+        proxy["repositories"]["library/multi"]["layers"]
+        == sync["repositories"]["library/multi"]["layers"]
+        == amd.blob_digests
+    )
     assert proxy["blobs"] - {c.multi.digest} == sync["blobs"]
 
 
@@ -104,11 +115,19 @@ def diff_ids(root: Path, repository: str, tag: str) -> list[str]:
 def test_archives_have_the_same_layers(conformance_catalog: Catalog, tmp_path, transport):
     c = conformance_catalog
     path = c.docker_archive if transport == "docker-archive" else c.oci_archive
-    entry = ArchiveEntry(transport, path, ImageReference.parse("archive/app:1"), Location("images/skopeo/tar.txt", 1))
+    entry = ArchiveEntry(
+        transport, path, ImageReference.parse("archive/app:1"), Location("images/skopeo/tar.txt", 1)
+    )
     images = image_set([], [entry])
     for strategy in ("proxy", "sync"):
-        pipeline.cache(images, tmp_path / strategy, strategy=strategy, options=CacheOptions(platforms=(AMD64,)))
+        pipeline.cache(
+            images, tmp_path / strategy, strategy=strategy, options=CacheOptions(platforms=(AMD64,))
+        )
     expected = [layer.diff_id for layer in c.archive_image.layers]
-    assert diff_ids(tmp_path / "proxy", "archive/app", "1") == diff_ids(tmp_path / "sync", "archive/app", "1") == expected
+    assert (
+        diff_ids(tmp_path / "proxy", "archive/app", "1")
+        == diff_ids(tmp_path / "sync", "archive/app", "1")
+        == expected
+    )
     if transport == "oci-archive":  # copied as they are: identical manifests
         assert snapshot(tmp_path / "proxy") == snapshot(tmp_path / "sync")

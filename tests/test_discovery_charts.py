@@ -16,6 +16,7 @@ from discovery_kit import (
     pod_template,
     scan,
 )
+
 from sealpy.core.errors import ContextError
 from sealpy.core.model import Location
 
@@ -91,8 +92,11 @@ def test_pinned_chart_images_keep_tag_and_digest(tmp_path: Path) -> None:
     make_chart(
         ctx / "charts" / "ingress",
         "ingress",
-        values={"repo": "registry.k8s.io/ingress-nginx/controller", "tag": "v1.9.4",
-                "digest": DIGEST},
+        values={
+            "repo": "registry.k8s.io/ingress-nginx/controller",
+            "tag": "v1.9.4",
+            "digest": DIGEST,
+        },
         templates={
             "pod.yaml": pod_template('"{{ .Values.repo }}:{{ .Values.tag }}@{{ .Values.digest }}"')
         },
@@ -206,7 +210,6 @@ def test_helm_is_imported_only_when_charts_are_scanned(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
-
 
 
 def test_multi_line_helm_message_is_quoted_on_one_line(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from discovery_kit import DIGEST, found, make_context, scan, warnings_at
+
 from sealpy.core.discovery.shim import shim_line_value
 from sealpy.core.errors import ContextError
 from sealpy.core.model import Location

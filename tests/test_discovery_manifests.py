@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from discovery_kit import DIGEST, found, make_context, scan, warnings_at
+
 from sealpy.core.discovery.yamlimages import images_in_text, lenient_value, sealos_line_value
 from sealpy.core.errors import InvalidReferenceError
 from sealpy.core.model import Location

@@ -15,6 +15,7 @@ from discovery_kit import (
     scan,
     warnings_at,
 )
+
 from sealpy.core import pipeline
 from sealpy.core.cli import main
 from sealpy.core.errors import ContextError
@@ -158,8 +159,9 @@ class HelmfilePlugin:
             return None
         return DiscoveryResult(
             findings=(
-                Finding(ImageReference.parse("quay.io/thirdparty/tool:1"),
-                        Location("helmfile.yaml", 3)),
+                Finding(
+                    ImageReference.parse("quay.io/thirdparty/tool:1"), Location("helmfile.yaml", 3)
+                ),
                 Finding(ImageReference.parse("nginx:1.25"), Location("helmfile.yaml", 7)),
             ),
             warnings=(ScanWarning("helmfile.yaml", 9, "could not resolve release x"),),

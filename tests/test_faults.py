@@ -22,10 +22,12 @@ from sealpy.core.transport.remote import RegistryClient
 from sealpy.core.verify import verify_registry
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "examples" / "sealpy-example-strategy"))
-import sealpy_example_strategy  # noqa: E402
+import sealpy_example_strategy
 
 STRATEGIES = ["proxy", "sync", "serial"]
-FAST = RetryPolicy(attempts=8, initial_backoff=0.01, max_backoff=0.2, max_seconds=60, read_timeout=1.0)
+FAST = RetryPolicy(
+    attempts=8, initial_backoff=0.01, max_backoff=0.2, max_seconds=60, read_timeout=1.0
+)
 
 
 def snapshot(root: Path) -> dict:
@@ -43,21 +45,34 @@ def snapshot(root: Path) -> dict:
     }
 
 
-def cache(strategy: str, images: ImageSet, out: Path, *, retry: RetryPolicy = FAST, credential=None):
+def cache(
+    strategy: str, images: ImageSet, out: Path, *, retry: RetryPolicy = FAST, credential=None
+):
     options = CacheOptions(
-        platforms=(AMD64,), max_parallel=4, retry=retry,
-        credentials=ConfiguredCredentials(creds=credential) if credential else ConfiguredCredentials(environ={}),
+        platforms=(AMD64,),
+        max_parallel=4,
+        retry=retry,
+        credentials=ConfiguredCredentials(creds=credential)
+        if credential
+        else ConfiguredCredentials(environ={}),
     )
-    return pipeline.cache(images, out, strategy=strategy, options=options,
-                          manager=new_plugin_manager([sealpy_example_strategy]))
+    return pipeline.cache(
+        images,
+        out,
+        strategy=strategy,
+        options=options,
+        manager=new_plugin_manager([sealpy_example_strategy]),
+    )
 
 
 def images_behind(proxy: FaultProxy) -> ImageSet:
-    return ImageSet.of([
-        ImageReference(proxy.host, "library/single", "1"),
-        ImageReference(proxy.host, "library/multi", "1"),
-        ImageReference(proxy.host, "library/docker", "1"),
-    ])
+    return ImageSet.of(
+        [
+            ImageReference(proxy.host, "library/single", "1"),
+            ImageReference(proxy.host, "library/multi", "1"),
+            ImageReference(proxy.host, "library/docker", "1"),
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +100,12 @@ KINDS = [k for k in FAULTS if k != "401"]  # 401 needs an auth registry: see the
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("kinds", [[k] for k in KINDS] + [KINDS], ids=[*KINDS, "mixed"])
-def test_fifteen_percent_failing_requests(conformance_catalog, clean_results, tmp_path, strategy, kinds):
-    plan = FaultPlan(rate=0.15, kinds=kinds, seed=hash((strategy, tuple(kinds))) & 0xFFFF, stall_seconds=1.5)
+def test_fifteen_percent_failing_requests(
+    conformance_catalog, clean_results, tmp_path, strategy, kinds
+):
+    plan = FaultPlan(
+        rate=0.15, kinds=kinds, seed=hash((strategy, tuple(kinds))) & 0xFFFF, stall_seconds=1.5
+    )
     root = tmp_path / "registry"
     with FaultProxy(conformance_catalog.plain.host, plan) as proxy:
         cache(strategy, images_behind(proxy), root)
@@ -101,14 +120,20 @@ def test_a_token_expiring_mid_run(conformance_catalog, tmp_path, strategy):
     plan = FaultPlan(at={3: "401"}, paths=r"^/v2/.+/(manifests|blobs)/")
     root = tmp_path / "registry"
     with FaultProxy(c.token.host, plan) as proxy:
-        cache(strategy, ImageSet.of([ImageReference(proxy.host, "private/app", "1")]), root,
-              credential=c.token.credential)
+        cache(
+            strategy,
+            ImageSet.of([ImageReference(proxy.host, "private/app", "1")]),
+            root,
+            credential=c.token.credential,
+        )
         assert len(proxy.faults) == 1
     assert DistributionLayout(root).resolve("private/app", "1") == c.private.digest
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_past_the_retry_budget_the_error_names_image_and_cause(conformance_catalog, tmp_path, strategy):
+def test_past_the_retry_budget_the_error_names_image_and_cause(
+    conformance_catalog, tmp_path, strategy
+):
     plan = FaultPlan(rate=1.0, kinds=["503"], paths=r"/blobs/")
     root = tmp_path / "registry"
     retry = RetryPolicy(attempts=3, initial_backoff=0.01, max_backoff=0.02, max_seconds=20)
@@ -125,7 +150,10 @@ def test_past_the_retry_budget_the_error_names_image_and_cause(conformance_catal
 def test_retries_are_bounded_in_attempts(conformance_catalog):
     plan = FaultPlan(rate=1.0, kinds=["502"], paths=r"/manifests/")
     retry = RetryPolicy(attempts=4, initial_backoff=0.01, max_backoff=0.02)
-    with FaultProxy(conformance_catalog.plain.host, plan) as proxy, RegistryClient(retry=retry) as client:
+    with (
+        FaultProxy(conformance_catalog.plain.host, plan) as proxy,
+        RegistryClient(retry=retry) as client,
+    ):
         with pytest.raises(Exception, match="gave up after 4 attempts"):
             client.repository(ImageReference(proxy.host, "library/single", "1")).get_manifest("1")
         assert len([s for s in proxy.seen if "/manifests/" in s.path]) == 4
@@ -134,7 +162,10 @@ def test_retries_are_bounded_in_attempts(conformance_catalog):
 def test_retries_are_bounded_in_time(conformance_catalog):
     plan = FaultPlan(rate=1.0, kinds=["429"], paths=r"/manifests/")  # Retry-After: 1 each time
     retry = RetryPolicy(attempts=100, max_seconds=1.5)
-    with FaultProxy(conformance_catalog.plain.host, plan) as proxy, RegistryClient(retry=retry) as client:
+    with (
+        FaultProxy(conformance_catalog.plain.host, plan) as proxy,
+        RegistryClient(retry=retry) as client,
+    ):
         with pytest.raises(Exception, match="429"):
             client.repository(ImageReference(proxy.host, "library/single", "1")).get_manifest("1")
         attempts = len([s for s in proxy.seen if "/manifests/" in s.path])
@@ -166,8 +197,12 @@ def test_authorization_is_not_sent_to_another_host_after_a_redirect(conformance_
     c = conformance_catalog
     with RedirectingProxy(c.htpasswd.host, storage_credential=c.htpasswd.credential) as proxy:
         root = tmp_path / "registry"
-        cache("proxy", ImageSet.of([ImageReference(proxy.host, "private/app", "1")]), root,
-              credential=c.htpasswd.credential)
+        cache(
+            "proxy",
+            ImageSet.of([ImageReference(proxy.host, "private/app", "1")]),
+            root,
+            credential=c.htpasswd.credential,
+        )
         assert any(s.authorization for s in proxy.seen), "the registry itself got credentials"
     assert proxy.storage_saw_authorization and not any(proxy.storage_saw_authorization)
     assert DistributionLayout(root).resolve("private/app", "1") == c.private.digest

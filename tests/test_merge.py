@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from _build_support import build, cli, config_of, manifest_of
+
 from sealpy.core.builder.native import DEFAULT_PATH
 from sealpy.core.merge import merge_configs, sealfile
 from sealpy.core.testing.registry import skopeo_manifest_digest

@@ -26,10 +26,18 @@ def test_editable_install_maps_the_source_directories():
 def test_every_package_directory_is_declared():
     import tomllib
 
-    declared = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    declared = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
     on_disk = {
-        "sealpy." + ("core" if p.is_relative_to(ROOT / "core") else "strategies")
-        + "".join("." + part for part in p.relative_to(ROOT / ("core" if p.is_relative_to(ROOT / "core") else "strategies")).parts)
+        "sealpy."
+        + ("core" if p.is_relative_to(ROOT / "core") else "strategies")
+        + "".join(
+            "." + part
+            for part in p.relative_to(
+                ROOT / ("core" if p.is_relative_to(ROOT / "core") else "strategies")
+            ).parts
+        )
         for p in PACKAGES
     }
     assert on_disk == declared
@@ -38,18 +46,41 @@ def test_every_package_directory_is_declared():
 def test_wheel_holds_the_mapped_packages_and_entry_points(tmp_path):
     # Build from a copy: building writes build/ and egg-info next to the sources.
     source = tmp_path / "src"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
-        ".venv", ".git", ".nox", "__pycache__", "build", "*.egg-info", "registry", "results"))
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".venv", ".git", ".nox", "__pycache__", "build", "*.egg-info", "registry", "results"
+        ),
+    )
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "--wheel-dir", str(tmp_path), str(source)],
-        check=True, capture_output=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--wheel-dir",
+            str(tmp_path),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     wheel = next(tmp_path.glob("sealpy-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
-    for module in ("sealpy/core/__init__.py", "sealpy/core/cli.py", "sealpy/core/transport/copy.py",
-                   "sealpy/core/testing/conformance.py", "sealpy/strategies/proxy.py",
-                   "sealpy/strategies/sync.py", "sealpy/core/py.typed"):
+    for module in (
+        "sealpy/core/__init__.py",
+        "sealpy/core/cli.py",
+        "sealpy/core/transport/copy.py",
+        "sealpy/core/testing/conformance.py",
+        "sealpy/strategies/proxy.py",
+        "sealpy/strategies/sync.py",
+        "sealpy/core/py.typed",
+    ):
         assert module in names, module
     assert not any(n.startswith(("core/", "strategies/", "tests/")) for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
@@ -59,11 +90,29 @@ def test_wheel_holds_the_mapped_packages_and_entry_points(tmp_path):
 
     # Installed from the wheel (into a directory of its own), the modules import from there.
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(wheel)],
-                   check=True, capture_output=True, timeout=300)
-    probe = ("import sys; sys.path.insert(0, sys.argv[1]); import sealpy.core.reference as r, "
-             "sealpy.strategies; print(r.__file__); print(r.ImageReference.parse('nginx'))")
-    out = subprocess.run([sys.executable, "-S", "-c", probe, str(target)], capture_output=True, text=True, check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import sealpy.core.reference as r, "
+        "sealpy.strategies; print(r.__file__); print(r.ImageReference.parse('nginx'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", probe, str(target)], capture_output=True, text=True, check=True
+    )
     file, ref = out.stdout.split()
     assert file.startswith(str(target)) and ref == "docker.io/library/nginx:latest"
 

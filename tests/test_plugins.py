@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -28,8 +29,16 @@ EXAMPLE = Path(__file__).parents[1] / "examples" / "sealpy-example-strategy"
         (None, {"SEALOS_REGISTRY_SYNC_EXPERIMENTAL": "true"}, "sync"),
         (None, {"SEALOS_REGISTRY_SYNC_EXPERIMENTAL": "True"}, "proxy"),  # exactly "true", as Sealos
         (None, {"SEALOS_REGISTRY_SYNC_EXPERIMENTAL": "1"}, "proxy"),
-        (None, {"SEALPY_CACHE_STRATEGY": "serial", "SEALOS_REGISTRY_SYNC_EXPERIMENTAL": "true"}, "serial"),
-        ("proxy", {"SEALPY_CACHE_STRATEGY": "sync", "SEALOS_REGISTRY_SYNC_EXPERIMENTAL": "true"}, "proxy"),
+        (
+            None,
+            {"SEALPY_CACHE_STRATEGY": "serial", "SEALOS_REGISTRY_SYNC_EXPERIMENTAL": "true"},
+            "serial",
+        ),
+        (
+            "proxy",
+            {"SEALPY_CACHE_STRATEGY": "sync", "SEALOS_REGISTRY_SYNC_EXPERIMENTAL": "true"},
+            "proxy",
+        ),
         ("sync", {}, "sync"),
     ],
 )
@@ -49,7 +58,11 @@ def test_builtins_register_through_entry_points_like_third_parties():
 def test_unknown_strategy_lists_the_known_ones():
     with pytest.raises(UnknownStrategyError) as failure:
         pipeline.select_strategy("nope", environ={})
-    assert "nope" in str(failure.value) and "proxy" in str(failure.value) and "sync" in str(failure.value)
+    assert (
+        "nope" in str(failure.value)
+        and "proxy" in str(failure.value)
+        and "sync" in str(failure.value)
+    )
 
 
 def test_a_misspelt_hook_fails_loudly():
@@ -65,7 +78,7 @@ def test_a_misspelt_hook_fails_loudly():
 class _Recorder(CacheStrategy):
     name = "recorder"
     description = "records what it was asked to cache"
-    calls: list = []
+    calls: ClassVar[list] = []
 
     def cache(self, images, registry_dir, options):
         self.calls.append((images.references, registry_dir, options.max_parallel))
@@ -81,8 +94,13 @@ class _RecorderPlugin:
 def test_a_plugin_strategy_is_called_with_images_directory_and_options(tmp_path):
     manager = new_plugin_manager([_RecorderPlugin()])
     images = ImageSet.of(["nginx:1.25"])
-    report = pipeline.cache(images, tmp_path / "reg", strategy="recorder",
-                            options=CacheOptions(max_parallel=3), manager=manager)
+    report = pipeline.cache(
+        images,
+        tmp_path / "reg",
+        strategy="recorder",
+        options=CacheOptions(max_parallel=3),
+        manager=manager,
+    )
     assert report.strategy == "recorder"
     assert _Recorder.calls[-1] == (images.references, (tmp_path / "reg").absolute(), 3)
 
@@ -131,8 +149,13 @@ def test_registry_refuses_duplicates_and_nameless_classes():
 
 
 def _sealpy(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sealpy.core", *args], env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "sealpy.core", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -142,9 +165,21 @@ def example_plugin_dir(tmp_path_factory) -> Path:
     source = tmp_path_factory.mktemp("example-source") / "plugin"
     shutil.copytree(EXAMPLE, source)  # building writes metadata next to the sources
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(source)],
-        check=True, capture_output=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     return target
 
@@ -158,14 +193,26 @@ def test_installing_the_example_plugin_lists_it(example_plugin_dir):
     assert "serial" in with_plugin.stdout and "example plugin" in with_plugin.stdout
 
 
-def test_the_installed_example_plugin_is_called_by_registry_save(example_plugin_dir, conformance_catalog, tmp_path):
+def test_the_installed_example_plugin_is_called_by_registry_save(
+    example_plugin_dir, conformance_catalog, tmp_path
+):
     c = conformance_catalog
     context = tmp_path / "ctx"
     context.mkdir()
     (context / "Kubefile").write_text("FROM scratch\nCOPY registry ./registry\n")
     env = {**os.environ, "PYTHONPATH": str(example_plugin_dir), "SEALPY_CACHE_STRATEGY": "serial"}
-    result = _sealpy(["registry", "save", "--platform", "linux/amd64",
-                      "--images", str(c.ref(c.plain, "library/single")), str(context)], env)
+    result = _sealpy(
+        [
+            "registry",
+            "save",
+            "--platform",
+            "linux/amd64",
+            "--images",
+            str(c.ref(c.plain, "library/single")),
+            str(context),
+        ],
+        env,
+    )
     assert result.returncode == 0, result.stderr
     assert "cached by serial" in result.stderr
 
@@ -174,7 +221,10 @@ def test_strategies_command_shows_availability_and_the_install_hint(tmp_path):
     env = {**os.environ, "PATH": str(Path(sys.executable).parent)}  # no skopeo, no docker-registry
     result = _sealpy(["strategies"], env)
     assert result.returncode == 0
-    lines = {line.split()[1] if line.startswith("*") else line.split()[0]: line for line in result.stdout.splitlines()}
+    lines = {
+        line.split()[1] if line.startswith("*") else line.split()[0]: line
+        for line in result.stdout.splitlines()
+    }
     assert "[available]" in lines["proxy"]
     assert "unavailable" in lines["sync"] and "apt-get install -y skopeo" in lines["sync"]
     context = tmp_path / "ctx"

@@ -63,7 +63,9 @@ def _fast_retry():
     return RetryPolicy(attempts=3, initial_backoff=0.01, max_backoff=0.05, max_seconds=20)
 
 
-def test_two_sources_for_one_tag_with_different_content_conflict(image_factory, tmp_path, start_registry):
+def test_two_sources_for_one_tag_with_different_content_conflict(
+    image_factory, tmp_path, start_registry
+):
     a = image_factory.image("proxy/conflict-a", [100])
     b = image_factory.image("proxy/conflict-b", [100])
     first = start_registry(tmp_path / "first")
@@ -99,12 +101,18 @@ def test_no_matching_platform_lists_what_the_image_has(conformance_catalog: Cata
     assert "linux/s390x" in message and "linux/amd64" in message and "linux/arm/v7" in message
 
 
-def test_arm64_without_variant_matches_an_index_entry_declaring_v8(image_factory, tmp_path, start_registry):
+def test_arm64_without_variant_matches_an_index_entry_declaring_v8(
+    image_factory, tmp_path, start_registry
+):
     index = image_factory.multi_platform("proxy/v8", ["linux/amd64", "linux/arm64/v8"], [64])
     source = start_registry(tmp_path / "src")
     image_factory.push(index, source.host, "library/v8", "1")
     out = tmp_path / "registry"
-    report = proxy(ImageSet.of([f"{source.host}/library/v8:1"]), out, platforms=(Platform.parse("linux/arm64"),))
+    report = proxy(
+        ImageSet.of([f"{source.host}/library/v8:1"]),
+        out,
+        platforms=(Platform.parse("linux/arm64"),),
+    )
     assert report.images[0].platforms == ("linux/arm64/v8",)
     arm = index.for_platform("linux/arm64/v8")
     assert DistributionLayout(out).stored_manifest("library/v8", arm.digest) is not None
@@ -138,8 +146,12 @@ def test_a_partial_blob_from_an_interrupted_run_is_resumed(image_factory, tmp_pa
     layer = image.layers[0].descriptor
     content = image_factory.layout.read_blob(layer.digest)
     out = tmp_path / "registry"
-    partial = (out / "docker/registry/v2/repositories/library/resume/_uploads"
-               / f"{PARTIAL_PREFIX}{digest_hex(layer.digest)}" / "data")
+    partial = (
+        out
+        / "docker/registry/v2/repositories/library/resume/_uploads"
+        / f"{PARTIAL_PREFIX}{digest_hex(layer.digest)}"
+        / "data"
+    )
     partial.parent.mkdir(parents=True)
     partial.write_bytes(content[: len(content) // 2])
 
@@ -156,22 +168,35 @@ def test_a_corrupt_partial_blob_is_fetched_again(image_factory, tmp_path, start_
     image_factory.push(image, source.host, "library/cp", "1")
     layer = image.layers[0].descriptor
     out = tmp_path / "registry"
-    partial = (out / "docker/registry/v2/repositories/library/cp/_uploads"
-               / f"{PARTIAL_PREFIX}{digest_hex(layer.digest)}" / "data")
+    partial = (
+        out
+        / "docker/registry/v2/repositories/library/cp/_uploads"
+        / f"{PARTIAL_PREFIX}{digest_hex(layer.digest)}"
+        / "data"
+    )
     partial.parent.mkdir(parents=True)
     partial.write_bytes(b"\0" * 1000)  # not the blob's first bytes
     proxy(ImageSet.of([f"{source.host}/library/cp:1"]), out)
     assert sha256_digest(blob_file(out, layer.digest).read_bytes()) == layer.digest
 
 
-def test_mirror_flag_fetches_from_the_mirror_and_keeps_the_name(conformance_catalog: Catalog, tmp_path, start_registry):
+def test_mirror_flag_fetches_from_the_mirror_and_keeps_the_name(
+    conformance_catalog: Catalog, tmp_path, start_registry
+):
     c = conformance_catalog
     out = tmp_path / "registry"
     registries = RegistriesConfig.load(mirrors=[f"docker.io=http://{c.plain.host}"], paths=[])
-    report = proxy(ImageSet.of(["docker.io/library/single:1", "single:1"]), out, registries=registries)
-    assert {(i.repository, i.tag, i.digest) for i in report.images} == {("library/single", "1", c.single.digest)}
+    report = proxy(
+        ImageSet.of(["docker.io/library/single:1", "single:1"]), out, registries=registries
+    )
+    assert {(i.repository, i.tag, i.digest) for i in report.images} == {
+        ("library/single", "1", c.single.digest)
+    }
     server = start_registry(out)
-    assert skopeo_pull(f"docker://{server.host}/library/single:1", tmp_path / "pull") == c.single.digest
+    assert (
+        skopeo_pull(f"docker://{server.host}/library/single:1", tmp_path / "pull")
+        == c.single.digest
+    )
 
 
 def test_registries_conf_mirror_and_location(conformance_catalog: Catalog, tmp_path):
@@ -184,7 +209,8 @@ def test_registries_conf_mirror_and_location(conformance_catalog: Catalog, tmp_p
     registries = RegistriesConfig.load(environ={"CONTAINERS_REGISTRIES_CONF": str(conf)})
     out = tmp_path / "registry"
     report = proxy(
-        ImageSet.of(["example.invalid/mirrored/single:1", "quay.io/library/shared:1"]), out,
+        ImageSet.of(["example.invalid/mirrored/single:1", "quay.io/library/shared:1"]),
+        out,
         registries=registries,
     )
     stored = {(i.repository, i.digest) for i in report.images}
@@ -200,15 +226,32 @@ def test_proxy_needs_no_binaries(conformance_catalog: Catalog, tmp_path):
     bindir = Path(sys.executable).parent
     env = {**os.environ, "PATH": str(bindir)}
     result = subprocess.run(
-        [str(bindir / "sealpy"), "registry", "save", "--strategy", "proxy", "--platform", "linux/amd64",
-         "--images", str(c.ref(c.plain, "library/single")), str(context)],
-        env=env, capture_output=True, text=True, timeout=120,
+        [
+            str(bindir / "sealpy"),
+            "registry",
+            "save",
+            "--strategy",
+            "proxy",
+            "--platform",
+            "linux/amd64",
+            "--images",
+            str(c.ref(c.plain, "library/single")),
+            str(context),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert DistributionLayout(context / "registry").resolve("library/single", "1") == c.single.digest
+    assert (
+        DistributionLayout(context / "registry").resolve("library/single", "1") == c.single.digest
+    )
 
 
-def test_image_reference_with_tag_and_digest_is_fetched_by_digest(conformance_catalog: Catalog, tmp_path):
+def test_image_reference_with_tag_and_digest_is_fetched_by_digest(
+    conformance_catalog: Catalog, tmp_path
+):
     c = conformance_catalog
     # The tag points elsewhere at the source: the digest wins and the tag is set to it.
     ref = ImageReference(c.plain.host, "library/shared", "1", c.single.digest)

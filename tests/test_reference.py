@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from sealpy.core.errors import InvalidReferenceError
 from sealpy.core.reference import ImageReference, validate_digest
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from _build_support import build, cli, manifest_of, store_snapshot
+
 from sealpy.core.store import Store, default_root, store_name
 from sealpy.core.testing.pytest_plugin import TEST_PASSWORD, TEST_USER
 from sealpy.core.testing.registry import skopeo, skopeo_manifest_digest

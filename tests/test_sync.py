@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import time
@@ -28,7 +27,9 @@ REAL_SKOPEO = shutil.which("skopeo")
 REAL_REGISTRY = shutil.which("docker-registry")
 
 
-def shims(tmp_path: Path, *, skopeo_sleep: float = 0, registry_fails: bool = False) -> tuple[Path, Path]:
+def shims(
+    tmp_path: Path, *, skopeo_sleep: float = 0, registry_fails: bool = False
+) -> tuple[Path, Path]:
     """Wrappers for skopeo and docker-registry that record their pid, arguments, the mode
     of any --authfile and the registry's config, then exec the real binary (same pid)."""
     bindir = tmp_path / "shim-bin"
@@ -40,17 +41,24 @@ echo "$$" >> {record}/skopeo.pids
 printf '%s\\n' "$*" >> {record}/skopeo.args
 prev=""
 for a in "$@"; do
-  if [ "$prev" = "--authfile" ]; then stat -c '%a' "$a" >> {record}/authfile.modes; echo "$a" >> {record}/authfile.paths; fi
+  if [ "$prev" = "--authfile" ]; then
+    stat -c '%a' "$a" >> {record}/authfile.modes; echo "$a" >> {record}/authfile.paths
+  fi
   prev="$a"
 done
 env >> {record}/skopeo.env
 {"exec sleep " + str(skopeo_sleep) if skopeo_sleep else "exec " + str(REAL_SKOPEO) + ' "$@"'}
 """)
+    registry_tail = (
+        "echo 'configuration error: the shim says no' >&2; exit 1"
+        if registry_fails
+        else f'exec {REAL_REGISTRY} "$@"'
+    )
     (bindir / "docker-registry").write_text(f"""#!/bin/bash
 echo "$$" >> {record}/registry.pids
 printf '%s\\n' "$*" >> {record}/registry.args
 cp "$2" {record}/registry-config.json
-{"echo 'configuration error: the shim says no' >&2; exit 1" if registry_fails else "exec " + str(REAL_REGISTRY) + ' "$@"'}
+{registry_tail}
 """)
     for tool in bindir.iterdir():
         tool.chmod(0o755)
@@ -84,14 +92,19 @@ def sync(images: ImageSet, out: Path, **options) -> object:
     return pipeline.cache(images, out, strategy="sync", options=CacheOptions(**options))
 
 
-def test_credentials_reach_skopeo_only_through_a_private_authfile(conformance_catalog: Catalog, tmp_path, monkeypatch):
+def test_credentials_reach_skopeo_only_through_a_private_authfile(
+    conformance_catalog: Catalog, tmp_path, monkeypatch
+):
     c = conformance_catalog
     bindir, record = shims(tmp_path)
     monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
     context = tmp_path / "ctx"
     out = context / "registry"
-    sync(ImageSet.of([c.ref(c.htpasswd, "private/app")]), out,
-         credentials=ConfiguredCredentials(creds=c.htpasswd.credential))
+    sync(
+        ImageSet.of([c.ref(c.htpasswd, "private/app")]),
+        out,
+        credentials=ConfiguredCredentials(creds=c.htpasswd.credential),
+    )
     assert DistributionLayout(out).resolve("private/app", "1") == c.private.digest
     args = (record / "skopeo.args").read_text() + (record / "registry.args").read_text()
     assert TEST_PASSWORD not in args
@@ -120,7 +133,9 @@ def test_no_process_survives_an_error(conformance_catalog: Catalog, tmp_path, mo
     assert wait_gone(read_pids(record, "registry") + read_pids(record, "skopeo")) == []
 
 
-def test_a_registry_that_does_not_start_shows_its_log(conformance_catalog: Catalog, tmp_path, monkeypatch):
+def test_a_registry_that_does_not_start_shows_its_log(
+    conformance_catalog: Catalog, tmp_path, monkeypatch
+):
     c = conformance_catalog
     bindir, _ = shims(tmp_path, registry_fails=True)
     monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
@@ -135,10 +150,24 @@ def _start_sealpy(tmp_path: Path, catalog: Catalog, bindir: Path) -> tuple[subpr
     (context / "Kubefile").write_text("FROM scratch\nCOPY registry ./registry\n")
     env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "sealpy.core", "registry", "save", "--strategy", "sync",
-         "--platform", "linux/amd64", "--images", str(catalog.ref(catalog.plain, "library/single")),
-         str(context)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "sealpy.core",
+            "registry",
+            "save",
+            "--strategy",
+            "sync",
+            "--platform",
+            "linux/amd64",
+            "--images",
+            str(catalog.ref(catalog.plain, "library/single")),
+            str(context),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     return process, context
 
@@ -154,7 +183,9 @@ def _wait_for_pids(record: Path, timeout: float = 20) -> tuple[list[int], list[i
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
-def test_no_process_outlives_an_interrupted_or_killed_sealpy(conformance_catalog: Catalog, tmp_path, sig):
+def test_no_process_outlives_an_interrupted_or_killed_sealpy(
+    conformance_catalog: Catalog, tmp_path, sig
+):
     bindir, record = shims(tmp_path, skopeo_sleep=60)
     process, _context = _start_sealpy(tmp_path, conformance_catalog, bindir)
     try:

@@ -19,7 +19,9 @@ def test_the_factory_is_deterministic(tmp_path):
     def make(directory):
         f = ImageFactory(directory)
         base = f.layer(5000, "base")
-        return f.image("a", [base, 123]), f.multi_platform("m", ["linux/amd64", "linux/arm64"], [base, 77])
+        return f.image("a", [base, 123]), f.multi_platform(
+            "m", ["linux/amd64", "linux/arm64"], [base, 77]
+        )
 
     (a1, m1), (a2, m2) = make(tmp_path / "one"), make(tmp_path / "two")
     assert (a1.digest, m1.digest) == (a2.digest, m2.digest)
@@ -29,9 +31,14 @@ def test_the_factory_is_deterministic(tmp_path):
 
 def test_layers_hold_what_was_asked(image_factory, tmp_path):
     layer = image_factory.layer(4321, "kit/sized")
-    with image_factory.layout.open_blob(layer.digest) as raw, tarfile.open(fileobj=gzip.GzipFile(fileobj=raw)) as tar:
+    with (
+        image_factory.layout.open_blob(layer.digest) as raw,
+        tarfile.open(fileobj=gzip.GzipFile(fileobj=raw)) as tar,
+    ):
         members = tar.getmembers()
-    assert [(m.name, m.size, m.mtime, m.uid) for m in members] == [("data/kit/sized.bin", 4321, 0, 0)]
+    assert [(m.name, m.size, m.mtime, m.uid) for m in members] == [
+        ("data/kit/sized.bin", 4321, 0, 0)
+    ]
     assert layer.descriptor.media_type == media.OCI_LAYER_GZIP
     plain = image_factory.layer(1000, "kit/plain", compression="none", docker=True)
     assert plain.digest == plain.diff_id and plain.tar_size == plain.descriptor.size
@@ -43,12 +50,18 @@ def test_docker_and_oci_media_types(image_factory):
     assert docker.manifest.media_type == media.DOCKER_MANIFEST
     assert docker.layers[0].descriptor.media_type == media.DOCKER_LAYER_GZIP
     assert oci.manifest.media_type == media.OCI_MANIFEST
-    index = image_factory.multi_platform("kit/list", ["linux/amd64", "linux/arm/v7"], [10], docker=True)
+    index = image_factory.multi_platform(
+        "kit/list", ["linux/amd64", "linux/arm/v7"], [10], docker=True
+    )
     assert index.manifest.media_type == media.DOCKER_LIST
     platforms = [c.platform for c in index.manifest.children]
-    assert platforms == [{"architecture": "amd64", "os": "linux"},
-                         {"architecture": "arm", "os": "linux", "variant": "v7"}]
-    config = json.loads(image_factory.layout.read_blob(index.for_platform("linux/arm/v7").config.digest))
+    assert platforms == [
+        {"architecture": "amd64", "os": "linux"},
+        {"architecture": "arm", "os": "linux", "variant": "v7"},
+    ]
+    config = json.loads(
+        image_factory.layout.read_blob(index.for_platform("linux/arm/v7").config.digest)
+    )
     assert (config["os"], config["architecture"], config["variant"]) == ("linux", "arm", "v7")
 
 
@@ -62,14 +75,29 @@ def test_registry_fixtures_push_and_pull_with_skopeo(image_factory, request, tmp
         authfile = tmp_path / "auth.json"
         write_authfile(authfile, {server.host: server.credential})
         args = ["--authfile", str(authfile)]
-    skopeo("copy", "--quiet", "--dest-tls-verify=false", *args, source, f"docker://{server.host}/kit/app:1")
-    pulled = skopeo_pull(f"docker://{server.host}/kit/app:1", tmp_path / "pulled",
-                         authfile=tmp_path / "auth.json" if args else None)
+    skopeo(
+        "copy",
+        "--quiet",
+        "--dest-tls-verify=false",
+        *args,
+        source,
+        f"docker://{server.host}/kit/app:1",
+    )
+    pulled = skopeo_pull(
+        f"docker://{server.host}/kit/app:1",
+        tmp_path / "pulled",
+        authfile=tmp_path / "auth.json" if args else None,
+    )
     assert pulled == image.digest
     if server.credential is not None:
         # Without credentials the registry refuses: the auth is real.
-        result = skopeo("inspect", "--tls-verify=false", f"docker://{server.host}/kit/app:1", check=False,
-                        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "nohome")})
+        result = skopeo(
+            "inspect",
+            "--tls-verify=false",
+            f"docker://{server.host}/kit/app:1",
+            check=False,
+            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "nohome")},
+        )
         assert result.returncode != 0
 
 

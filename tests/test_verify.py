@@ -19,8 +19,13 @@ from sealpy.core.transport.distribution import DistributionLayout
 @pytest.fixture
 def cached(conformance_catalog: Catalog, tmp_path) -> tuple[Path, Catalog, ImageSet]:
     c = conformance_catalog
-    images = ImageSet.of([c.ref(c.plain, "library/single"), c.ref(c.plain, "library/multi"),
-                          c.ref(c.plain, "library/shared")])
+    images = ImageSet.of(
+        [
+            c.ref(c.plain, "library/single"),
+            c.ref(c.plain, "library/multi"),
+            c.ref(c.plain, "library/shared"),
+        ]
+    )
     out = tmp_path / "registry"
     pipeline.cache(images, out, strategy="proxy", options=CacheOptions(platforms=(AMD64,)))
     return out, c, images
@@ -79,7 +84,9 @@ def test_fix_then_rerun_restores_everything(cached, capsys, tmp_path, start_regi
     assert report.blobs_fetched == 2  # ... and only what was removed is fetched again
     assert verify(capsys, str(out)) == (0, [])
     server = start_registry(out)
-    assert skopeo_pull(f"docker://{server.host}/library/single:1", tmp_path / "p") == c.single.digest
+    assert (
+        skopeo_pull(f"docker://{server.host}/library/single:1", tmp_path / "p") == c.single.digest
+    )
 
 
 def test_an_incomplete_sparse_index_child_is_reported(cached, capsys):
@@ -90,5 +97,7 @@ def test_an_incomplete_sparse_index_child_is_reported(cached, capsys):
     shutil.rmtree(layout.layer_link("library/multi", only_in_multi).parent)
     code, lines = verify(capsys, str(out))
     assert code == 1
-    assert any(line.startswith(f"library/multi@{amd.digest}: image is incomplete") for line in lines)
+    assert any(
+        line.startswith(f"library/multi@{amd.digest}: image is incomplete") for line in lines
+    )
     assert any(line.startswith(f"library/multi@{c.multi.digest}: index child") for line in lines)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pluggy
+
 from sealpy.core.errors import ContextError, InvalidReferenceError
 from sealpy.core.model import (
     BUILD_FILE_NAMES,

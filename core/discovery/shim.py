@@ -34,9 +34,7 @@ def shim_line_value(line: str) -> str | None:
 def shim_files(root: Path) -> list[Path]:
     """Every regular file under ``root``, sorted; directory symlinks are not followed."""
     found = [
-        Path(directory, name)
-        for directory, _subdirs, files in os.walk(root)
-        for name in files
+        Path(directory, name) for directory, _subdirs, files in os.walk(root) for name in files
     ]
     return sorted(p for p in found if p.is_file())
 

@@ -25,6 +25,7 @@ import re
 from dataclasses import dataclass, field
 
 import yaml
+
 from sealpy.core.errors import InvalidReferenceError
 from sealpy.core.reference import ImageReference
 

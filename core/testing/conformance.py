@@ -70,13 +70,23 @@ class Catalog:
     oci_archive: Path
     archive_image: TestImage
 
-    def ref(self, registry: RegistryServer, repository: str, tag: str | None = "1",
-            digest: str | None = None) -> ImageReference:
+    def ref(
+        self,
+        registry: RegistryServer,
+        repository: str,
+        tag: str | None = "1",
+        digest: str | None = None,
+    ) -> ImageReference:
         return ImageReference(registry.host, repository, tag, digest)
 
 
-def build_catalog(factory: ImageFactory, plain: RegistryServer, htpasswd: RegistryServer,
-                  token: RegistryServer, workdir: Path) -> Catalog:
+def build_catalog(
+    factory: ImageFactory,
+    plain: RegistryServer,
+    htpasswd: RegistryServer,
+    token: RegistryServer,
+    workdir: Path,
+) -> Catalog:
     base = factory.layer(8192, "conformance/base")
     single = factory.image("conformance/single", [base, 4096, 2048])
     shared = factory.image("conformance/shared", [base, 1024])
@@ -98,16 +108,32 @@ def build_catalog(factory: ImageFactory, plain: RegistryServer, htpasswd: Regist
         with RegistryClient(credentials=ConfiguredCredentials(creds=server.credential)) as client:
             factory.push(private, server.host, "private/app", "1", client=client)
     workdir.mkdir(parents=True, exist_ok=True)
-    docker_archive = factory.docker_archive(archive_image, workdir / "app-docker.tar", "archive/app:1")
+    docker_archive = factory.docker_archive(
+        archive_image, workdir / "app-docker.tar", "archive/app:1"
+    )
     oci_archive = factory.oci_archive(archive_image, workdir / "app-oci.tar")
-    return Catalog(plain, htpasswd, token, single, shared, docker, multi, docker_list, private,
-                   docker_archive, oci_archive, archive_image)
+    return Catalog(
+        plain,
+        htpasswd,
+        token,
+        single,
+        shared,
+        docker,
+        multi,
+        docker_list,
+        private,
+        docker_archive,
+        oci_archive,
+        archive_image,
+    )
 
 
 def image_set(refs: Sequence[ImageReference], archives: Sequence[ArchiveEntry] = ()) -> ImageSet:
     where = (Location("<conformance>"),)
-    return ImageSet(images=tuple(RequiredImage(r, where) for r in sorted(set(refs), key=str)),
-                    archives=tuple(archives))
+    return ImageSet(
+        images=tuple(RequiredImage(r, where) for r in sorted(set(refs), key=str)),
+        archives=tuple(archives),
+    )
 
 
 class StrategyConformance:
@@ -133,16 +159,22 @@ class StrategyConformance:
             platforms=tuple(platforms),
             all_platforms=all_platforms,
             max_parallel=4,
-            credentials=ConfiguredCredentials(creds=credential) if credential else AnonymousCredentials(),
+            credentials=ConfiguredCredentials(creds=credential)
+            if credential
+            else AnonymousCredentials(),
         )
-        return pipeline.cache(images, registry_dir, strategy=self.strategy, options=options, manager=manager)
+        return pipeline.cache(
+            images, registry_dir, strategy=self.strategy, options=options, manager=manager
+        )
 
     @staticmethod
     def serve(registry_dir: Path, start_registry) -> RegistryServer:
         return start_registry(registry_dir)
 
     @staticmethod
-    def pulled(server: RegistryServer, reference: str, tmp_path: Path, *, arch: str | None = None) -> str:
+    def pulled(
+        server: RegistryServer, reference: str, tmp_path: Path, *, arch: str | None = None
+    ) -> str:
         """Pull with skopeo (which verifies every blob) and return the manifest digest."""
         target = tmp_path / f"pull-{abs(hash((reference, arch)))}"
         if target.exists():
@@ -181,7 +213,9 @@ class StrategyConformance:
         server = self.serve(out, start_registry)
         assert self.pulled(server, "library/docker:1", tmp_path) == c.docker.digest
 
-    def test_multi_platform_selected_platform_only(self, conformance_catalog: Catalog, tmp_path, start_registry):
+    def test_multi_platform_selected_platform_only(
+        self, conformance_catalog: Catalog, tmp_path, start_registry
+    ):
         c = conformance_catalog
         out = tmp_path / "registry"
         self.cache(image_set([c.ref(c.plain, "library/multi")]), out, platforms=[ARM64])
@@ -193,10 +227,15 @@ class StrategyConformance:
         assert self.pulled(server, "library/multi:1", tmp_path, arch="arm64") == arm.digest
         stored = self.stored_blobs(out)
         assert arm.blob_digests <= stored
-        others = c.multi.for_platform("linux/amd64").blob_digests | c.multi.for_platform("linux/arm/v7").blob_digests
+        others = (
+            c.multi.for_platform("linux/amd64").blob_digests
+            | c.multi.for_platform("linux/arm/v7").blob_digests
+        )
         assert not (others - arm.blob_digests) & stored, "blobs of unselected platforms were stored"
 
-    def test_multi_platform_docker_list(self, conformance_catalog: Catalog, tmp_path, start_registry):
+    def test_multi_platform_docker_list(
+        self, conformance_catalog: Catalog, tmp_path, start_registry
+    ):
         c = conformance_catalog
         out = tmp_path / "registry"
         self.cache(image_set([c.ref(c.plain, "library/dockerlist")]), out, platforms=[AMD64])
@@ -204,7 +243,9 @@ class StrategyConformance:
         amd = c.docker_list.for_platform("linux/amd64")
         assert self.pulled(server, "library/dockerlist:1", tmp_path, arch="amd64") == amd.digest
 
-    def test_all_platforms_keep_the_index(self, conformance_catalog: Catalog, tmp_path, start_registry):
+    def test_all_platforms_keep_the_index(
+        self, conformance_catalog: Catalog, tmp_path, start_registry
+    ):
         c = conformance_catalog
         out = tmp_path / "registry"
         report = self.cache(image_set([c.ref(c.plain, "library/multi")]), out, all_platforms=True)
@@ -231,12 +272,20 @@ class StrategyConformance:
         report = self.cache(image_set([pinned]), out)
         assert [(i.tag, i.digest) for i in report.images] == [(None, c.multi.digest)]
         server = self.serve(out, start_registry)
-        assert skopeo_manifest_digest(f"docker://{server.host}/library/multi@{c.multi.digest}") == c.multi.digest
+        assert (
+            skopeo_manifest_digest(f"docker://{server.host}/library/multi@{c.multi.digest}")
+            == c.multi.digest
+        )
         amd = c.multi.for_platform("linux/amd64")
-        assert self.pulled(server, f"library/multi@{c.multi.digest}", tmp_path, arch="amd64") == amd.digest
+        assert (
+            self.pulled(server, f"library/multi@{c.multi.digest}", tmp_path, arch="amd64")
+            == amd.digest
+        )
         assert DistributionLayout(out).tags("library/multi") == []
 
-    def test_tag_and_digest_stores_both(self, conformance_catalog: Catalog, tmp_path, start_registry):
+    def test_tag_and_digest_stores_both(
+        self, conformance_catalog: Catalog, tmp_path, start_registry
+    ):
         c = conformance_catalog
         out = tmp_path / "registry"
         ref = c.ref(c.plain, "library/single", "pinned", c.single.digest)
@@ -245,10 +294,14 @@ class StrategyConformance:
         assert self.pulled(server, "library/single:pinned", tmp_path) == c.single.digest
         assert self.pulled(server, f"library/single@{c.single.digest}", tmp_path) == c.single.digest
 
-    def test_shared_layers_are_stored_once(self, conformance_catalog: Catalog, tmp_path, start_registry):
+    def test_shared_layers_are_stored_once(
+        self, conformance_catalog: Catalog, tmp_path, start_registry
+    ):
         c = conformance_catalog
         out = tmp_path / "registry"
-        report = self.cache(image_set([c.ref(c.plain, "library/single"), c.ref(c.plain, "library/shared")]), out)
+        report = self.cache(
+            image_set([c.ref(c.plain, "library/single"), c.ref(c.plain, "library/shared")]), out
+        )
         assert sorted(i.repository for i in report.images) == ["library/shared", "library/single"]
         assert report.blobs_fetched == len(c.single.blob_digests | c.shared.blob_digests)
         server = self.serve(out, start_registry)
@@ -256,7 +309,9 @@ class StrategyConformance:
         assert self.pulled(server, "library/shared:1", tmp_path) == c.shared.digest
 
     @pytest.mark.parametrize("auth", ["htpasswd", "token"])
-    def test_authenticated_source(self, conformance_catalog: Catalog, tmp_path, start_registry, auth):
+    def test_authenticated_source(
+        self, conformance_catalog: Catalog, tmp_path, start_registry, auth
+    ):
         c = conformance_catalog
         source = c.htpasswd if auth == "htpasswd" else c.token
         out = tmp_path / "registry"
@@ -265,7 +320,9 @@ class StrategyConformance:
         assert self.pulled(server, "private/app:1", tmp_path) == c.private.digest
 
     @pytest.mark.parametrize("auth", ["htpasswd", "token"])
-    def test_wrong_credentials_fail_naming_the_image(self, conformance_catalog: Catalog, tmp_path, auth):
+    def test_wrong_credentials_fail_naming_the_image(
+        self, conformance_catalog: Catalog, tmp_path, auth
+    ):
         c = conformance_catalog
         source = c.htpasswd if auth == "htpasswd" else c.token
         out = tmp_path / "registry"
@@ -288,8 +345,15 @@ class StrategyConformance:
         out = tmp_path / "registry"
         where = Location("images/skopeo/tar.txt", 1)
         archives = [
-            ArchiveEntry("docker-archive", c.docker_archive, ImageReference.parse("archive/from-docker:1"), where),
-            ArchiveEntry("oci-archive", c.oci_archive, ImageReference.parse("archive/from-oci:1"), where),
+            ArchiveEntry(
+                "docker-archive",
+                c.docker_archive,
+                ImageReference.parse("archive/from-docker:1"),
+                where,
+            ),
+            ArchiveEntry(
+                "oci-archive", c.oci_archive, ImageReference.parse("archive/from-oci:1"), where
+            ),
         ]
         self.cache(image_set([], archives), out)
         server = self.serve(out, start_registry)
@@ -303,7 +367,9 @@ class StrategyConformance:
         config = json.loads((pulled / manifest.config.digest.split(":")[1]).read_bytes())
         assert config["rootfs"]["diff_ids"] == [layer.diff_id for layer in c.archive_image.layers]
 
-    def test_warm_rerun_fetches_nothing(self, conformance_catalog: Catalog, tmp_path, start_registry):
+    def test_warm_rerun_fetches_nothing(
+        self, conformance_catalog: Catalog, tmp_path, start_registry
+    ):
         c = conformance_catalog
         out = tmp_path / "registry"
         images = image_set([c.ref(c.plain, "library/single"), c.ref(c.plain, "library/multi")])

@@ -35,11 +35,29 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-FAULTS = ("500", "502", "503", "429", "429-bare", "reset", "reset-mid", "truncate", "stall",
-          "corrupt", "401")
+FAULTS = (
+    "500",
+    "502",
+    "503",
+    "429",
+    "429-bare",
+    "reset",
+    "reset-mid",
+    "truncate",
+    "stall",
+    "corrupt",
+    "401",
+)
 # Faults that only make sense with a body to damage.
 BODY_FAULTS = frozenset({"reset-mid", "truncate", "stall", "corrupt"})
-_HOP_HEADERS = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "upgrade"}
+_HOP_HEADERS = {
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "upgrade",
+}
 
 
 @dataclass
@@ -147,7 +165,9 @@ class FaultProxy:
                     return self._status_fault(fault)
                 upstream = http.client.HTTPConnection(proxy.upstream, timeout=60)
                 # Headers may repeat (skopeo sends one Accept per media type): keep them all.
-                upstream.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+                upstream.putrequest(
+                    self.command, self.path, skip_host=True, skip_accept_encoding=True
+                )
                 upstream.putheader("Host", proxy.upstream)
                 for key, value in self.headers.items():
                     if key.lower() not in _HOP_HEADERS | {"host", "content-length"}:
@@ -197,7 +217,9 @@ class FaultProxy:
                 return None
 
             def _reset(self) -> None:
-                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.connection.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
                 self.close_connection = True
                 self.connection.close()
 
@@ -205,7 +227,9 @@ class FaultProxy:
                 if fault == "reset":
                     return self._reset()
                 status = 429 if fault.startswith("429") else int(fault)
-                body = json.dumps({"errors": [{"code": "INJECTED", "message": f"injected {fault}"}]}).encode()
+                body = json.dumps(
+                    {"errors": [{"code": "INJECTED", "message": f"injected {fault}"}]}
+                ).encode()
                 self.send_response(status)
                 if fault == "429":
                     self.send_header("Retry-After", "1")
@@ -268,7 +292,9 @@ class RedirectingProxy(FaultProxy):
                 if outer.storage_credential is not None:
                     import base64
 
-                    pair = f"{outer.storage_credential.username}:{outer.storage_credential.password}"
+                    pair = (
+                        f"{outer.storage_credential.username}:{outer.storage_credential.password}"
+                    )
                     headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
                 upstream.request("GET", self.path, headers=headers)
                 response = upstream.getresponse()
@@ -290,7 +316,9 @@ class RedirectingProxy(FaultProxy):
             def do_GET(self) -> None:
                 if "/blobs/sha256:" in self.path:
                     self.send_response(307)
-                    self.send_header("Location", f"http://localhost:{outer.storage_port}{self.path}")
+                    self.send_header(
+                        "Location", f"http://localhost:{outer.storage_port}{self.path}"
+                    )
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return

@@ -189,7 +189,9 @@ class ImageFactory:
         if compression == "gzip":
             media_type = media.DOCKER_LAYER_GZIP if docker else media.OCI_LAYER_GZIP
         elif compression == "none":
-            media_type = "application/vnd.docker.image.rootfs.diff.tar" if docker else media.OCI_LAYER
+            media_type = (
+                "application/vnd.docker.image.rootfs.diff.tar" if docker else media.OCI_LAYER
+            )
         else:
             raise ValueError(f"compression must be gzip or none, not {compression!r}")
         writer = self.layout.new_blob_writer(media_type)
@@ -200,7 +202,9 @@ class ImageFactory:
                 gz = gzip.GzipFile(fileobj=sink, mode="wb", mtime=0, compresslevel=1)  # type: ignore[arg-type]
             tee = _Tee(gz or sink)
             with tarfile.open(fileobj=tee, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
-                tar.addfile(_tarinfo(f"data/{seed}.bin", size), _PatternStream(seed, size, compressible))
+                tar.addfile(
+                    _tarinfo(f"data/{seed}.bin", size), _PatternStream(seed, size, compressible)
+                )
             if gz is not None:
                 gz.close()
             descriptor = writer.commit()
@@ -224,7 +228,8 @@ class ImageFactory:
         between images) or sizes, made into layers seeded from ``seed``."""
         plat = Platform.parse(platform) if isinstance(platform, str) else platform
         made = [
-            spec if isinstance(spec, Layer)
+            spec
+            if isinstance(spec, Layer)
             else self.layer(spec, f"{seed}/{plat}/{i}", docker=docker, compressible=compressible)
             for i, spec in enumerate(layers)
         ]
@@ -234,7 +239,9 @@ class ImageFactory:
             "created": EPOCH,
             "config": {"Labels": dict(labels or {}, **{"io.sealpy.test.seed": seed})},
             "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in made]},
-            "history": [{"created": EPOCH, "created_by": f"sealpy test layer {i}"} for i in range(len(made))],
+            "history": [
+                {"created": EPOCH, "created_by": f"sealpy test layer {i}"} for i in range(len(made))
+            ],
         }
         if plat.variant:
             config_doc["variant"] = plat.variant
@@ -329,10 +336,20 @@ class ImageFactory:
             for layer in image.layers:
                 name = f"{media.digest_hex(layer.diff_id)}/layer.tar"
                 with self.layout.open_blob(layer.digest) as raw:
-                    stream = gzip.GzipFile(fileobj=raw) if layer.descriptor.media_type.endswith("gzip") else raw
+                    stream = (
+                        gzip.GzipFile(fileobj=raw)
+                        if layer.descriptor.media_type.endswith("gzip")
+                        else raw
+                    )
                     tar.addfile(_tarinfo(name, layer.tar_size), stream)
                 layer_names.append(name)
-            manifest = [{"Config": config_name, "RepoTags": [repo_tag] if repo_tag else [], "Layers": layer_names}]
+            manifest = [
+                {
+                    "Config": config_name,
+                    "RepoTags": [repo_tag] if repo_tag else [],
+                    "Layers": layer_names,
+                }
+            ]
             data = json.dumps(manifest).encode()
             tar.addfile(_tarinfo("manifest.json", len(data)), io.BytesIO(data))
         return path
@@ -355,6 +372,7 @@ class ImageFactory:
             for digest in dict.fromkeys(digests):
                 blob = self.layout.blob_path(digest)
                 with open(blob, "rb") as f:
-                    tar.addfile(_tarinfo(f"blobs/sha256/{media.digest_hex(digest)}", blob.stat().st_size), f)
+                    tar.addfile(
+                        _tarinfo(f"blobs/sha256/{media.digest_hex(digest)}", blob.stat().st_size), f
+                    )
         return path
-

@@ -52,7 +52,9 @@ def htpasswd_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Regi
     base = tmp_path_factory.mktemp("htpasswd-registry")
     auth = RegistryServer.htpasswd(base / "work", {TEST_USER: TEST_PASSWORD})
     credential = Credential(TEST_USER, TEST_PASSWORD)
-    with RegistryServer(base / "root", workdir=base / "work", auth=auth, credential=credential) as server:
+    with RegistryServer(
+        base / "root", workdir=base / "work", auth=auth, credential=credential
+    ) as server:
         yield server
 
 
@@ -63,7 +65,9 @@ def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registr
     base = tmp_path_factory.mktemp("token-registry")
     with TokenServer(base / "token", {TEST_USER: TEST_PASSWORD}) as tokens:
         server = RegistryServer(
-            base / "root", workdir=base / "work", auth=tokens.auth_config(),
+            base / "root",
+            workdir=base / "work",
+            auth=tokens.auth_config(),
             credential=Credential(TEST_USER, TEST_PASSWORD),
         )
         server.token_server = tokens  # type: ignore[attr-defined]
@@ -79,7 +83,9 @@ def start_registry(tmp_path: Path) -> Iterator[Callable[..., RegistryServer]]:
     started: list[RegistryServer] = []
 
     def start(root: Path, **kwargs) -> RegistryServer:
-        server = RegistryServer(root, workdir=tmp_path / f"registry-{len(started)}", **kwargs).start()
+        server = RegistryServer(
+            root, workdir=tmp_path / f"registry-{len(started)}", **kwargs
+        ).start()
         started.append(server)
         return server
 
@@ -99,5 +105,10 @@ def conformance_catalog(
     """The conformance suite's images, pushed once per session (see conformance.py)."""
     from sealpy.core.testing.conformance import build_catalog
 
-    return build_catalog(image_factory, plain_registry, htpasswd_registry, token_registry,
-                         tmp_path_factory.mktemp("archives"))
+    return build_catalog(
+        image_factory,
+        plain_registry,
+        htpasswd_registry,
+        token_registry,
+        tmp_path_factory.mktemp("archives"),
+    )

@@ -46,11 +46,19 @@ class RegistryServer(RegistryProcess):
     """A registry for tests: ``auth`` is the registry's ``auth`` config section (see
     :meth:`htpasswd` and :class:`TokenServer`); ``credential`` logs in to it."""
 
-    def __init__(self, root: Path, *, workdir: Path | None = None, auth: dict | None = None,
-                 credential: Credential | None = None, tls: tuple[Path, Path] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        workdir: Path | None = None,
+        auth: dict | None = None,
+        credential: Credential | None = None,
+        tls: tuple[Path, Path] | None = None,
+    ) -> None:
         root = Path(root).absolute()
-        super().__init__(root, workdir or root.parent / f".registry-{uuid.uuid4().hex[:8]}",
-                         auth=auth, tls=tls)
+        super().__init__(
+            root, workdir or root.parent / f".registry-{uuid.uuid4().hex[:8]}", auth=auth, tls=tls
+        )
         self.credential = credential
 
     def start(self, *, timeout: float = 15.0) -> RegistryServer:
@@ -91,17 +99,28 @@ def self_signed_certificate(workdir: Path, host: str = "127.0.0.1") -> tuple[Pat
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
     now = dt.datetime.now(dt.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]), False)
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]), False
+        )
         .sign(key, hashes.SHA256())
     )
     workdir.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = workdir / "tls.crt", workdir / "tls.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return cert_path, key_path
 
 
@@ -185,10 +204,22 @@ class TokenServer:
         for scope in scopes:
             parts = scope.split(":")
             if len(parts) >= 3:
-                access.append({"type": parts[0], "name": ":".join(parts[1:-1]), "actions": parts[-1].split(",")})
+                access.append(
+                    {
+                        "type": parts[0],
+                        "name": ":".join(parts[1:-1]),
+                        "actions": parts[-1].split(","),
+                    }
+                )
         claims = {
-            "iss": self.issuer, "sub": user, "aud": self.service, "exp": now + self.ttl,
-            "nbf": now - 10, "iat": now, "jti": uuid.uuid4().hex, "access": access,
+            "iss": self.issuer,
+            "sub": user,
+            "aud": self.service,
+            "exp": now + self.ttl,
+            "nbf": now - 10,
+            "iat": now,
+            "jti": uuid.uuid4().hex,
+            "access": access,
         }
         return jwt.encode(claims, self._key, algorithm="ES256", headers={"x5c": [self._x5c]})
 
@@ -221,9 +252,15 @@ class TokenServer:
                     return self._answer(401, {"errors": [{"code": "UNAUTHORIZED"}]})
                 scopes = [s for s in query.get("scope", "").split(" ") if s]
                 token = server.issue(user, scopes)
-                body = {"token": token, "access_token": token, "expires_in": server.ttl,
-                        "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-                if query.get("grant_type") == "password" or (user and query.get("offline_token") == "true"):
+                body = {
+                    "token": token,
+                    "access_token": token,
+                    "expires_in": server.ttl,
+                    "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                }
+                if query.get("grant_type") == "password" or (
+                    user and query.get("offline_token") == "true"
+                ):
                     body["refresh_token"] = server._refresh_for(user)
                 self._answer(200, body)
 
@@ -275,12 +312,16 @@ def serve_directory(root: Path, workdir: Path) -> RegistryServer:
     return RegistryServer(root, workdir=workdir).start()
 
 
-def skopeo(*args: str, check: bool = True, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+def skopeo(
+    *args: str, check: bool = True, timeout: float = 300, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run skopeo (output as bytes); a failure raises with skopeo's stderr."""
     command = [require_tool("skopeo"), *args]
     result = subprocess.run(command, capture_output=True, timeout=timeout, env=env, check=False)
     if check and result.returncode != 0:
-        raise RuntimeError(f"skopeo {' '.join(args)} failed: {result.stderr.decode(errors='replace').strip()}")
+        raise RuntimeError(
+            f"skopeo {' '.join(args)} failed: {result.stderr.decode(errors='replace').strip()}"
+        )
     return result
 
 
@@ -295,8 +336,13 @@ def skopeo_manifest_digest(reference: str, *, authfile: Path | None = None) -> s
     return "sha256:" + hashlib.sha256(skopeo(*args, reference).stdout).hexdigest()
 
 
-def skopeo_pull(reference: str, destination: Path, *, authfile: Path | None = None,
-                override_arch: str | None = None) -> str:
+def skopeo_pull(
+    reference: str,
+    destination: Path,
+    *,
+    authfile: Path | None = None,
+    override_arch: str | None = None,
+) -> str:
     """Pull ``reference`` with skopeo into a ``dir:`` directory (manifest kept byte for byte,
     every blob verified by skopeo); one platform: the reference's own manifest, or the
     host's (or ``override_arch``'s) child of an index. Returns the pulled manifest's digest."""

@@ -59,7 +59,9 @@ class TarIndex:
             with tarfile.open(path, "r:") as tar:
                 for info in tar:
                     if info.isfile():
-                        self.members[info.name.lstrip("./") or info.name] = _Member(info.offset_data, info.size)
+                        self.members[info.name.lstrip("./") or info.name] = _Member(
+                            info.offset_data, info.size
+                        )
         except FileNotFoundError:
             raise ContextError(f"archive {path} does not exist") from None
         except tarfile.TarError as exc:
@@ -131,7 +133,9 @@ class OCIArchiveSource:
             return Manifest.parse(self._blob(reference), expected_digest=reference, what=reference)
         entries = self.index.get("manifests") or []
         if reference:
-            entries = [e for e in entries if (e.get("annotations") or {}).get(REF_NAME) == reference]
+            entries = [
+                e for e in entries if (e.get("annotations") or {}).get(REF_NAME) == reference
+            ]
         if len(entries) != 1:
             raise ContextError(
                 f"{self.tar.path}: expected exactly one image{' named ' + reference if reference else ''}, "
@@ -139,8 +143,10 @@ class OCIArchiveSource:
             )
         descriptor = Descriptor.from_json(entries[0])
         return Manifest.parse(
-            self._blob(descriptor.digest), descriptor.media_type,
-            expected_digest=descriptor.digest, what=str(self.tar.path),
+            self._blob(descriptor.digest),
+            descriptor.media_type,
+            expected_digest=descriptor.digest,
+            what=str(self.tar.path),
         )
 
     def _blob(self, digest: str) -> bytes:
@@ -150,7 +156,10 @@ class OCIArchiveSource:
         return self.tar.open(f"blobs/sha256/{digest_hex(descriptor.digest)}")
 
     def fetch_blob(
-        self, descriptor: Descriptor, writer: BlobWriter, on_bytes: Callable[[int], None] | None = None
+        self,
+        descriptor: Descriptor,
+        writer: BlobWriter,
+        on_bytes: Callable[[int], None] | None = None,
     ) -> None:
         with self.open_blob(descriptor) as src:
             _stream(src, writer, on_bytes)
@@ -196,7 +205,9 @@ class DockerArchiveSource:
         try:
             entries = json.loads(self.tar.read("manifest.json"))
         except (NotFoundError, ValueError):
-            raise ContextError(f"{path} is not a docker archive (no readable manifest.json)") from None
+            raise ContextError(
+                f"{path} is not a docker archive (no readable manifest.json)"
+            ) from None
         if not isinstance(entries, list) or (entry is None and len(entries) != 1):
             raise ContextError(f"{path}: expected exactly one image in manifest.json")
         if entry is not None and not 0 <= entry < len(entries):
@@ -242,8 +253,9 @@ class DockerArchiveSource:
                     while chunk := src.read(CHUNK):
                         writer.write(chunk)
                 else:
-                    with gzip.GzipFile(fileobj=_WriterFile(writer), mode="wb", mtime=0,
-                                       compresslevel=self._level) as gz:
+                    with gzip.GzipFile(
+                        fileobj=_WriterFile(writer), mode="wb", mtime=0, compresslevel=self._level
+                    ) as gz:
                         gz.write(head)
                         while chunk := src.read(CHUNK):
                             gz.write(chunk)
@@ -252,7 +264,10 @@ class DockerArchiveSource:
                 writer.close()
 
     def fetch_blob(
-        self, descriptor: Descriptor, writer: BlobWriter, on_bytes: Callable[[int], None] | None = None
+        self,
+        descriptor: Descriptor,
+        writer: BlobWriter,
+        on_bytes: Callable[[int], None] | None = None,
     ) -> None:
         with self.sink.open_blob(descriptor.digest) as src:
             _stream(src, writer, on_bytes)
@@ -293,7 +308,9 @@ class _LayoutSink:
         return self.layout.open_blob(digest)
 
 
-def archive_job(entry: ArchiveEntry, layout: DistributionLayout, progress: ProgressReporter) -> CopyJob:
+def archive_job(
+    entry: ArchiveEntry, layout: DistributionLayout, progress: ProgressReporter
+) -> CopyJob:
     """A copy job caching a ``tar.txt`` archive into ``layout`` as its destination name."""
     from sealpy.core.transport.copy import CopyJob
 
@@ -303,6 +320,7 @@ def archive_job(entry: ArchiveEntry, layout: DistributionLayout, progress: Progr
     if entry.transport == "oci-archive":
         source = OCIArchiveSource(entry.path)
     elif entry.transport == "docker-archive":
+
         def existing() -> Manifest | None:
             if not tag:
                 return None

@@ -36,7 +36,10 @@ class ImageSource(Protocol):
         ...
 
     def fetch_blob(
-        self, descriptor: Descriptor, writer: BlobWriter, on_bytes: Callable[[int], None] | None = None
+        self,
+        descriptor: Descriptor,
+        writer: BlobWriter,
+        on_bytes: Callable[[int], None] | None = None,
     ) -> None:
         """Stream a blob into ``writer`` (from ``writer.offset``), leaving it verified."""
         ...
@@ -48,7 +51,10 @@ class ImageDestination(Protocol):
     def has_blob(self, digest: str) -> bool: ...
 
     def receive_blob(
-        self, descriptor: Descriptor, source: ImageSource, on_bytes: Callable[[int], None] | None = None
+        self,
+        descriptor: Descriptor,
+        source: ImageSource,
+        on_bytes: Callable[[int], None] | None = None,
     ) -> None:
         """Take one blob from ``source``; it must only become visible once verified."""
         ...
@@ -142,9 +148,7 @@ class _Plan:
     platforms: tuple[str, ...]
 
 
-def resolve(
-    job: CopyJob, platforms: Sequence[Platform], all_platforms: bool
-) -> _Plan:
+def resolve(job: CopyJob, platforms: Sequence[Platform], all_platforms: bool) -> _Plan:
     top = job.source.get_manifest(job.reference)
     if not top.is_index:
         return _Plan(top, [top], ())
@@ -207,8 +211,10 @@ def copy_images(
             return
         state.done = True
         state.finished = time.monotonic()
-        state.error = error if str(error).startswith(state.job.label) else type(error)(
-            f"{state.job.label}: {error}"
+        state.error = (
+            error
+            if str(error).startswith(state.job.label)
+            else type(error)(f"{state.job.label}: {error}")
         )
         progress.image_failed(state.job.label, str(error))
 
@@ -259,9 +265,12 @@ def copy_images(
         if len(digests) > 1:
             labels = ", ".join(s.job.label for s in group)
             for s in group:
-                fail(s, ConflictError(
-                    f"{labels} would all be stored as {state.job.target} with different content"
-                ))
+                fail(
+                    s,
+                    ConflictError(
+                        f"{labels} would all be stored as {state.job.target} with different content"
+                    ),
+                )
             return
         commit(state)
 
@@ -295,7 +304,10 @@ def copy_images(
                     blob_size[digest] = blob.size
                     blob_waiters[digest].append(state)
                     fut = pool.submit(
-                        state.job.destination.receive_blob, blob, state.job.source, count_bytes(state)
+                        state.job.destination.receive_blob,
+                        blob,
+                        state.job.source,
+                        count_bytes(state),
                     )
                     blob_futures[digest] = fut
                     futures[fut] = ("blob", digest)

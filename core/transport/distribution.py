@@ -91,7 +91,9 @@ class DistributionLayout:
     def blob_writer(self, repository: str, descriptor: Descriptor) -> BlobWriter:
         """A writer for a blob of known digest. Its partial file is named after the digest,
         under the repository's ``_uploads``, so an interrupted download resumes next run."""
-        partial = self._uploads(repository) / f"{PARTIAL_PREFIX}{digest_hex(descriptor.digest)}" / "data"
+        partial = (
+            self._uploads(repository) / f"{PARTIAL_PREFIX}{digest_hex(descriptor.digest)}" / "data"
+        )
         return BlobWriter(
             partial,
             self.blob_path,
@@ -104,7 +106,9 @@ class DistributionLayout:
     def new_blob_writer(self, repository: str, media_type: str = "") -> BlobWriter:
         """A writer for a blob whose digest is known only at the end (compressed on the fly)."""
         partial = self._uploads(repository) / f"{PARTIAL_PREFIX}{uuid.uuid4().hex}" / "data"
-        return BlobWriter(partial, self.blob_path, media_type=media_type, durable=self.durable, resume=False)
+        return BlobWriter(
+            partial, self.blob_path, media_type=media_type, durable=self.durable, resume=False
+        )
 
     def put_blob_bytes(self, data: bytes) -> str:
         from sealpy.core.transport.media import sha256_digest
@@ -124,7 +128,14 @@ class DistributionLayout:
         return self._repo(repository) / "_layers" / "sha256" / digest_hex(digest) / "link"
 
     def revision_link(self, repository: str, digest: str) -> Path:
-        return self._repo(repository) / "_manifests" / "revisions" / "sha256" / digest_hex(digest) / "link"
+        return (
+            self._repo(repository)
+            / "_manifests"
+            / "revisions"
+            / "sha256"
+            / digest_hex(digest)
+            / "link"
+        )
 
     def tag_dir(self, repository: str, tag: str) -> Path:
         return self._repo(repository) / "_manifests" / "tags" / tag
@@ -174,7 +185,9 @@ class DistributionLayout:
         digest = self.resolve(repository, reference)
         if digest is None or not self.has_blob(digest):
             raise NotFoundError(f"{repository}:{reference} is not in {self.root}")
-        return Manifest.parse(self.read_blob(digest), expected_digest=digest, what=f"{repository}@{digest}")
+        return Manifest.parse(
+            self.read_blob(digest), expected_digest=digest, what=f"{repository}@{digest}"
+        )
 
     def stored_manifest(self, repository: str, digest: str) -> Manifest | None:
         """A manifest already stored in ``repository`` with that digest, if intact."""
@@ -205,7 +218,9 @@ class DistributionLayout:
         base = directory / "sha256"
         if not base.is_dir():
             return []
-        return sorted(f"sha256:{p.name}" for p in base.iterdir() if SHA256_RE.match(f"sha256:{p.name}"))
+        return sorted(
+            f"sha256:{p.name}" for p in base.iterdir() if SHA256_RE.match(f"sha256:{p.name}")
+        )
 
     def revisions(self, repository: str) -> list[str]:
         return self._linked(self._repo(repository) / "_manifests" / "revisions")
@@ -256,7 +271,10 @@ class DistributionRepository:
         return self.layout.get_manifest(self.name, reference)
 
     def fetch_blob(
-        self, descriptor: Descriptor, writer: BlobWriter, on_bytes: Callable[[int], None] | None = None
+        self,
+        descriptor: Descriptor,
+        writer: BlobWriter,
+        on_bytes: Callable[[int], None] | None = None,
     ) -> None:
         writer.reset()
         with self.layout.open_blob(descriptor.digest) as f:

@@ -84,8 +84,14 @@ class Manifest:
     data: bytes
 
     @classmethod
-    def parse(cls, data: bytes, media_type: str | None = None, *, expected_digest: str | None = None,
-              what: str = "manifest") -> Manifest:
+    def parse(
+        cls,
+        data: bytes,
+        media_type: str | None = None,
+        *,
+        expected_digest: str | None = None,
+        what: str = "manifest",
+    ) -> Manifest:
         """Check and wrap manifest bytes. ``media_type`` (the Content-Type) falls back to the
         ``mediaType`` field, then to the shape of the document. Schema1 is refused."""
         if expected_digest is not None and sha256_digest(data) != expected_digest:

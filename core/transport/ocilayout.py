@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -75,14 +74,20 @@ class OCILayout:
         self.ensure()
         partial = self.root / ".ingest" / digest_hex(descriptor.digest)
         return BlobWriter(
-            partial, self.blob_path, digest=descriptor.digest, size=descriptor.size,
-            media_type=descriptor.media_type, durable=self.durable,
+            partial,
+            self.blob_path,
+            digest=descriptor.digest,
+            size=descriptor.size,
+            media_type=descriptor.media_type,
+            durable=self.durable,
         )
 
     def new_blob_writer(self, media_type: str = "") -> BlobWriter:
         self.ensure()
         partial = self.root / ".ingest" / f"new-{uuid.uuid4().hex}"
-        return BlobWriter(partial, self.blob_path, media_type=media_type, durable=self.durable, resume=False)
+        return BlobWriter(
+            partial, self.blob_path, media_type=media_type, durable=self.durable, resume=False
+        )
 
     def put_blob_bytes(self, data: bytes) -> str:
         self.ensure()
@@ -129,7 +134,9 @@ class OCILayout:
         return data
 
     def _write_index(self, data: dict) -> None:
-        write_bytes_atomically(self.root / "index.json", json.dumps(data, indent=2).encode(), durable=self.durable)
+        write_bytes_atomically(
+            self.root / "index.json", json.dumps(data, indent=2).encode(), durable=self.durable
+        )
 
     def refs(self) -> dict[str, Descriptor]:
         """Every named entry of index.json: name → descriptor."""
@@ -150,7 +157,9 @@ class OCILayout:
         """Point ``name`` at ``descriptor`` (replacing what it pointed to)."""
         with self.locked():
             data = self._read_index()
-            kept = [m for m in data["manifests"] if (m.get("annotations") or {}).get(REF_NAME) != name]
+            kept = [
+                m for m in data["manifests"] if (m.get("annotations") or {}).get(REF_NAME) != name
+            ]
             entry = descriptor.to_json()
             entry["annotations"] = {REF_NAME: name}
             data["manifests"] = [*kept, entry]
@@ -159,7 +168,9 @@ class OCILayout:
     def remove_ref(self, name: str) -> Descriptor:
         with self.locked():
             data = self._read_index()
-            removed = [m for m in data["manifests"] if (m.get("annotations") or {}).get(REF_NAME) == name]
+            removed = [
+                m for m in data["manifests"] if (m.get("annotations") or {}).get(REF_NAME) == name
+            ]
             if not removed:
                 raise NotFoundError(f"image {name} is not in {self.root}")
             data["manifests"] = [m for m in data["manifests"] if m not in removed]
@@ -189,12 +200,17 @@ class OCIImageEnd:
             return self.layout.get_manifest_by_digest(reference)
         descriptor = self.layout.resolve(self.name)
         return Manifest.parse(
-            self.layout.read_blob(descriptor.digest), descriptor.media_type,
-            expected_digest=descriptor.digest, what=self.name,
+            self.layout.read_blob(descriptor.digest),
+            descriptor.media_type,
+            expected_digest=descriptor.digest,
+            what=self.name,
         )
 
     def fetch_blob(
-        self, descriptor: Descriptor, writer: BlobWriter, on_bytes: Callable[[int], None] | None = None
+        self,
+        descriptor: Descriptor,
+        writer: BlobWriter,
+        on_bytes: Callable[[int], None] | None = None,
     ) -> None:
         writer.reset()
         with self.layout.open_blob(descriptor.digest) as f:
@@ -211,7 +227,10 @@ class OCIImageEnd:
         return self.layout.has_blob(digest)
 
     def receive_blob(
-        self, descriptor: Descriptor, source: ImageSource, on_bytes: Callable[[int], None] | None = None
+        self,
+        descriptor: Descriptor,
+        source: ImageSource,
+        on_bytes: Callable[[int], None] | None = None,
     ) -> None:
         writer = self.layout.blob_writer(descriptor)
         try:

@@ -79,8 +79,10 @@ class Challenge:
         scheme, _, rest = header.strip().partition(" ")
         if not scheme:
             return None
-        params = {m.group(1).lower(): m.group(2) if m.group(2) is not None else m.group(3)
-                  for m in _AUTH_PARAM.finditer(rest)}
+        params = {
+            m.group(1).lower(): m.group(2) if m.group(2) is not None else m.group(3)
+            for m in _AUTH_PARAM.finditer(rest)
+        }
         return cls(scheme.lower(), params)
 
 
@@ -127,7 +129,9 @@ def _is_cert_error(exc: BaseException) -> bool:
         seen.add(id(e))
         if isinstance(e, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(e):
             return True
-        stack.extend([e.__cause__, e.__context__, *[a for a in e.args if isinstance(a, BaseException)]])
+        stack.extend(
+            [e.__cause__, e.__context__, *[a for a in e.args if isinstance(a, BaseException)]]
+        )
         reason = getattr(e, "reason", None)
         if isinstance(reason, BaseException):
             stack.append(reason)
@@ -199,9 +203,7 @@ class RegistryClient:
 
     def _insecure(self, endpoint: Endpoint) -> bool:
         return (
-            not self.tls_verify
-            or endpoint.insecure
-            or self.registries.is_insecure(endpoint.host)
+            not self.tls_verify or endpoint.insecure or self.registries.is_insecure(endpoint.host)
         )
 
     def _base(self, endpoint: Endpoint) -> _Base:
@@ -269,7 +271,9 @@ class RegistryClient:
         scope = f"repository:{endpoint.repository}:{actions}"
         for attempt in range(2):
             auth = self._authorization(endpoint, scope, refresh=attempt > 0)
-            response = self._exchange(method, target, base.verify, headers, auth, stream, data, params)
+            response = self._exchange(
+                method, target, base.verify, headers, auth, stream, data, params
+            )
             if response.status_code != 401:
                 return self._check(response, endpoint)
             response.close()
@@ -280,7 +284,9 @@ class RegistryClient:
                 self._challenges[endpoint.host] = challenge
             # Worth one more try: a (new) token, or Basic credentials we have not sent yet.
             can_retry = challenge.scheme == "bearer" or (
-                challenge.scheme == "basic" and auth is None and self._credential(endpoint) is not None
+                challenge.scheme == "basic"
+                and auth is None
+                and self._credential(endpoint) is not None
             )
             if attempt > 0 or not can_retry:
                 break
@@ -291,7 +297,9 @@ class RegistryClient:
             f"{endpoint.host}: authentication failed ({who} refused for {endpoint.repository})"
         )
 
-    def _exchange(self, method, url, verify, headers, auth, stream, data, params) -> requests.Response:
+    def _exchange(
+        self, method, url, verify, headers, auth, stream, data, params
+    ) -> requests.Response:
         all_headers = dict(headers or {})
         if auth:
             all_headers["Authorization"] = auth
@@ -380,12 +388,19 @@ class RegistryClient:
         return token
 
     def _fetch_token(
-        self, endpoint: Endpoint, realm: str, service: str, scope: str, credential: Credential | None
+        self,
+        endpoint: Endpoint,
+        realm: str,
+        service: str,
+        scope: str,
+        credential: Credential | None,
     ) -> tuple[str, float]:
         realm_host = urlsplit(realm).netloc
         verify = not self._insecure(endpoint)
-        if credential is not None and realm.startswith("http://") and not (
-            is_loopback(realm_host) or self._insecure(endpoint)
+        if (
+            credential is not None
+            and realm.startswith("http://")
+            and not (is_loopback(realm_host) or self._insecure(endpoint))
         ):
             raise AuthenticationError(
                 f"{endpoint.host}: refusing to send credentials to a plain-HTTP token realm {realm}"
@@ -400,7 +415,9 @@ class RegistryClient:
                     "scope": scope,
                     "client_id": "sealpy",
                 }
-                response = self.session.post(realm, data=form, verify=verify, timeout=self._timeout())
+                response = self.session.post(
+                    realm, data=form, verify=verify, timeout=self._timeout()
+                )
             else:
                 query = {"service": service, "scope": scope}
                 auth = None
@@ -412,7 +429,9 @@ class RegistryClient:
                 )
         except requests.exceptions.SSLError as exc:
             if _is_cert_error(exc):
-                raise RegistryError(f"TLS verification failed for token server {realm_host}") from None
+                raise RegistryError(
+                    f"TLS verification failed for token server {realm_host}"
+                ) from None
             raise TransientError(f"TLS error talking to token server {realm_host}") from None
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
             raise TransientError(f"cannot reach token server {realm_host}: {_short(exc)}") from None
@@ -431,7 +450,9 @@ class RegistryClient:
             token = str(body.get("token") or body.get("access_token"))
             lifetime = float(body.get("expires_in") or 60)
         except (ValueError, AttributeError, TypeError):
-            raise AuthenticationError(f"{endpoint.host}: unreadable answer from the token server") from None
+            raise AuthenticationError(
+                f"{endpoint.host}: unreadable answer from the token server"
+            ) from None
         if not token or token == "None":
             raise AuthenticationError(f"{endpoint.host}: the token server sent no token")
         return token, lifetime
@@ -460,7 +481,9 @@ class RegistryClient:
             yield from retrying
         except TransientError as exc:
             attempts = retrying.statistics.get("attempt_number", self.retry.attempts)
-            raise RegistryError(f"{what}: {exc.cause} (gave up after {attempts} attempts)") from None
+            raise RegistryError(
+                f"{what}: {exc.cause} (gave up after {attempts} attempts)"
+            ) from None
 
 
 _CAUSES = (
@@ -536,16 +559,23 @@ class RemoteRepository:
             for attempt in self.client.retrying(what):
                 with attempt:
                     response = self.client.send(
-                        endpoint, "GET", f"/v2/{endpoint.repository}/manifests/{reference}",
-                        headers={"Accept": ACCEPT}, stream=True,
+                        endpoint,
+                        "GET",
+                        f"/v2/{endpoint.repository}/manifests/{reference}",
+                        headers={"Accept": ACCEPT},
+                        stream=True,
                     )
                     data = _read_limited(response, MAX_MANIFEST_BYTES, what)
                     served = response.headers.get("Docker-Content-Digest")
-                    expected = pinned or (served if served and served.startswith("sha256:") else None)
+                    expected = pinned or (
+                        served if served and served.startswith("sha256:") else None
+                    )
                     try:
                         return Manifest.parse(
-                            data, response.headers.get("Content-Type"),
-                            expected_digest=expected, what=what,
+                            data,
+                            response.headers.get("Content-Type"),
+                            expected_digest=expected,
+                            what=what,
                         )
                     except DigestMismatchError as exc:
                         # Wrong bytes in transit are retried; a source that keeps lying fails.
@@ -563,7 +593,9 @@ class RemoteRepository:
                 with attempt:
                     try:
                         response = self.client.send(
-                            endpoint, "HEAD", f"/v2/{endpoint.repository}/manifests/{reference}",
+                            endpoint,
+                            "HEAD",
+                            f"/v2/{endpoint.repository}/manifests/{reference}",
                             headers={"Accept": ACCEPT},
                         )
                     except NotFoundError:
@@ -572,7 +604,8 @@ class RemoteRepository:
                     if not digest.startswith("sha256:"):
                         return None
                     return Descriptor(
-                        response.headers.get("Content-Type", ""), digest,
+                        response.headers.get("Content-Type", ""),
+                        digest,
                         int(response.headers.get("Content-Length") or 0),
                     )
             raise AssertionError("unreachable")
@@ -580,7 +613,10 @@ class RemoteRepository:
         return self._over_endpoints(head)
 
     def fetch_blob(
-        self, descriptor: Descriptor, writer: BlobWriter, on_bytes: Callable[[int], None] | None = None
+        self,
+        descriptor: Descriptor,
+        writer: BlobWriter,
+        on_bytes: Callable[[int], None] | None = None,
     ) -> None:
         """Stream a blob into ``writer``, resuming from ``writer.offset`` after a break, and
         verify it: wrong content is fetched again from zero, and fails once retries run out."""
@@ -649,7 +685,10 @@ class RemoteRepository:
             with attempt:
                 try:
                     self.client.send(
-                        endpoint, "HEAD", f"/v2/{endpoint.repository}/blobs/{digest}", actions=actions
+                        endpoint,
+                        "HEAD",
+                        f"/v2/{endpoint.repository}/blobs/{digest}",
+                        actions=actions,
                     ).close()
                     return True
                 except NotFoundError:
@@ -681,7 +720,9 @@ class RemoteRepository:
         for attempt in self.client.retrying(what):
             with attempt:
                 params = {"mount": descriptor.digest, "from": mount_from} if mount_from else None
-                response = self.client.send(endpoint, "POST", uploads, actions="pull,push", params=params)
+                response = self.client.send(
+                    endpoint, "POST", uploads, actions="pull,push", params=params
+                )
                 response.close()
                 if response.status_code == 201:
                     return False
@@ -689,7 +730,10 @@ class RemoteRepository:
                 separator = "&" if "?" in location else "?"
                 with open_blob() as stream:
                     response = self.client.send(
-                        endpoint, "PUT", "", actions="pull,push",
+                        endpoint,
+                        "PUT",
+                        "",
+                        actions="pull,push",
                         url=f"{location}{separator}{urlencode({'digest': descriptor.digest})}",
                         headers={
                             "Content-Type": "application/octet-stream",
@@ -706,8 +750,11 @@ class RemoteRepository:
         for attempt in self.client.retrying(f"push manifest {reference}"):
             with attempt:
                 self.client.send(
-                    endpoint, "PUT", f"/v2/{endpoint.repository}/manifests/{reference}",
-                    actions="pull,push", headers={"Content-Type": manifest.media_type},
+                    endpoint,
+                    "PUT",
+                    f"/v2/{endpoint.repository}/manifests/{reference}",
+                    actions="pull,push",
+                    headers={"Content-Type": manifest.media_type},
                     data=manifest.data,
                 ).close()
 
@@ -733,7 +780,9 @@ class RemotePushDestination:
         open_blob = getattr(source, "open_blob", None)
         if open_blob is None:
             raise RegistryError(f"cannot push from {source}: it is not a local image")
-        if self.repository.push_blob(descriptor, lambda: open_blob(descriptor), mount_from=self.mount_from):
+        if self.repository.push_blob(
+            descriptor, lambda: open_blob(descriptor), mount_from=self.mount_from
+        ):
             self.blobs_sent += 1
             if on_bytes:
                 on_bytes(descriptor.size)

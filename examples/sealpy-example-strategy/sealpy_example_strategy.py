@@ -22,7 +22,7 @@ from pathlib import Path
 
 from sealpy.core.errors import CacheError
 from sealpy.core.hookspecs import hookimpl
-from sealpy.core.model import CacheOptions, CachedImage, CacheReport, ImageSet
+from sealpy.core.model import CachedImage, CacheOptions, CacheReport, ImageSet
 from sealpy.core.strategy import CacheStrategy
 from sealpy.core.transport.archive import archive_job
 from sealpy.core.transport.copy import CopyJob, copy_images
@@ -73,9 +73,14 @@ class SerialStrategy(CacheStrategy):
                 errors.extend(str(f.error) for f in outcome.failures)
                 cached.extend(
                     CachedImage(
-                        source=r.label, repository=repository, tag=tag, digest=r.digest,
-                        platforms=r.platforms, blobs_fetched=r.blobs_fetched,
-                        blobs_reused=r.blobs_reused, bytes_fetched=r.bytes_fetched,
+                        source=r.label,
+                        repository=repository,
+                        tag=tag,
+                        digest=r.digest,
+                        platforms=r.platforms,
+                        blobs_fetched=r.blobs_fetched,
+                        blobs_reused=r.blobs_reused,
+                        bytes_fetched=r.bytes_fetched,
                         seconds=r.seconds,
                     )
                     for r in outcome.results
