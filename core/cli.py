@@ -379,6 +379,7 @@ def build(
         str, typer.Option("--builder", help="native (default) or buildah (for RUN).")
     ] = "native",
     root: RootOpt = None,
+    retry_times: RetryOpt = None,
     strict: StrictOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -404,6 +405,7 @@ def build(
         tls_verify=tls_verify,
         registry_mirror=registry_mirror,
         quiet=quiet,
+        retry_times=retry_times,
     )
     scanned = pipeline.scan(context, build_file=file, extra_images=_split(images), strict=strict)
     _print_warnings(scanned.images)
@@ -505,7 +507,8 @@ def _run(args: list[str]) -> int:
     try:
         args = normalize_bool_flags(args)
         command = typer.main.get_command(app)
-        result = command.main(args=args, prog_name="sealpy", standalone_mode=False)
+        # Commands read --debug from the context object (merge prints its Sealfile).
+        result = command.main(args=args, prog_name="sealpy", standalone_mode=False, obj={"debug": debug})
         return result if isinstance(result, int) else 0
     except SealpyError as exc:
         if debug:

@@ -381,6 +381,7 @@ def load(
 
 @app.command()
 def merge(
+    ctx: typer.Context,
     images_: Annotated[
         list[str],
         typer.Argument(metavar="IMAGE...", help="Images to merge, in order (at least two)."),
@@ -394,7 +395,7 @@ def merge(
         bool,
         typer.Option(
             "--print-sealfile/--no-print-sealfile",
-            help="Print the Sealfile Sealos would build for this merge.",
+            help="Print the Sealfile Sealos would build for this merge (also with --debug).",
         ),
     ] = False,
     save_image: Annotated[
@@ -446,7 +447,7 @@ def merge(
             resolve=resolve,
             warn=lambda message: typer.echo(f"warn {message}", err=True),
         )
-    if print_sealfile:
+    if print_sealfile or (ctx.obj or {}).get("debug"):
         typer.echo(result.sealfile, nl=False)
     for name in result.names:
         typer.echo(f"Successfully tagged {name}")
