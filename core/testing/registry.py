@@ -149,6 +149,7 @@ class TokenServer:
     refresh_tokens: dict[str, str] = field(default_factory=dict)
     requests: list[TokenRequest] = field(default_factory=list)
     fail_next: list[int] = field(default_factory=list)
+    issued: list[str] = field(default_factory=list)  # every token handed out (leak tests)
     port: int = 0
 
     def __post_init__(self) -> None:
@@ -221,7 +222,9 @@ class TokenServer:
             "jti": uuid.uuid4().hex,
             "access": access,
         }
-        return jwt.encode(claims, self._key, algorithm="ES256", headers={"x5c": [self._x5c]})
+        token = jwt.encode(claims, self._key, algorithm="ES256", headers={"x5c": [self._x5c]})
+        self.issued.append(token)
+        return token
 
     def start(self) -> TokenServer:
         self._make_key()
