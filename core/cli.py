@@ -508,7 +508,9 @@ def _run(args: list[str]) -> int:
         args = normalize_bool_flags(args)
         command = typer.main.get_command(app)
         # Commands read --debug from the context object (merge prints its Sealfile).
-        result = command.main(args=args, prog_name="sealpy", standalone_mode=False, obj={"debug": debug})
+        result = command.main(
+            args=args, prog_name="sealpy", standalone_mode=False, obj={"debug": debug}
+        )
         return result if isinstance(result, int) else 0
     except SealpyError as exc:
         if debug:

@@ -110,9 +110,14 @@ def test_merge_of_a_rootfs_and_an_application_follows_every_rule(tmp_path: Path,
 def test_debug_prints_the_sealfile_too(tmp_path: Path, capsys):
     store = tmp_path / "store"
     make_images(tmp_path, store)
-    code, out, _ = cli(capsys, "--debug", "merge", "-t", "m", "rootfs:v1", "app:v1", "--root", str(store))
+    code, out, _ = cli(
+        capsys, "--debug", "merge", "-t", "m", "rootfs:v1", "app:v1", "--root", str(store)
+    )
     assert code == 0
-    assert out.startswith("FROM scratch\n") and "COPY --from=rootfs:v1 . .\nCOPY --from=app:v1 . .\n" in out
+    assert (
+        out.startswith("FROM scratch\n")
+        and "COPY --from=rootfs:v1 . .\nCOPY --from=app:v1 . .\n" in out
+    )
     _, quiet, _ = cli(capsys, "merge", "-t", "m2", "rootfs:v1", "app:v1", "--root", str(store))
     assert "FROM scratch" not in quiet
 

@@ -58,7 +58,9 @@ class DescendantWatcher:
                     if ppid in family and int(entry.name) != self.pid:
                         # (sealpy's own command line is the user's: --creds is their choice)
                         family.add(int(entry.name))
-                        self.cmdlines.add((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+                        self.cmdlines.add(
+                            (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                        )
                 except (OSError, ValueError, IndexError):
                     continue
             time.sleep(0.005)
@@ -70,8 +72,13 @@ class DescendantWatcher:
 
 
 def sealpy(args: list[str], env: dict[str, str]) -> tuple[int, str, set[str]]:
-    process = subprocess.Popen([sys.executable, "-m", "sealpy.core", *args], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sealpy.core", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     watcher = DescendantWatcher(process.pid)
     out, err = process.communicate(timeout=300)
     return process.returncode, out + err, watcher.stop()
@@ -88,18 +95,29 @@ def context(tmp_path: Path, conformance_catalog: Catalog) -> Path:
     ctx.mkdir()
     (ctx / "images" / "shim").mkdir(parents=True)
     (ctx / "images" / "shim" / "private.txt").write_text(f"{c.ref(c.htpasswd, 'private/app')}\n")
-    (ctx / "Kubefile").write_text(f"FROM {c.ref(c.token, 'private/app')}\nCOPY registry ./registry\n")
+    (ctx / "Kubefile").write_text(
+        f"FROM {c.ref(c.token, 'private/app')}\nCOPY registry ./registry\n"
+    )
     return ctx
 
 
-def test_no_secret_in_any_output_or_child_command_line(conformance_catalog: Catalog, context, tmp_path):
+def test_no_secret_in_any_output_or_child_command_line(
+    conformance_catalog: Catalog, context, tmp_path
+):
     c = conformance_catalog
     path, record = recording_path(tmp_path)
     authfile = tmp_path / "auth.json"
-    write_authfile(authfile, {c.htpasswd.host: c.htpasswd.credential, c.token.host: c.token.credential})
+    write_authfile(
+        authfile, {c.htpasswd.host: c.htpasswd.credential, c.token.host: c.token.credential}
+    )
     wrong = tmp_path / "wrong.json"
-    write_authfile(wrong, {c.htpasswd.host: Credential(TEST_USER, WRONG_SECRET),
-                           c.token.host: Credential(TEST_USER, WRONG_SECRET)})
+    write_authfile(
+        wrong,
+        {
+            c.htpasswd.host: Credential(TEST_USER, WRONG_SECRET),
+            c.token.host: Credential(TEST_USER, WRONG_SECRET),
+        },
+    )
     base = {k: v for k, v in os.environ.items() if k not in ("SEALPY_CREDS", "REGISTRY_AUTH_FILE")}
     base["PATH"] = path
     store = ["--root", str(tmp_path / "store")]
@@ -107,33 +125,133 @@ def test_no_secret_in_any_output_or_child_command_line(conformance_catalog: Cata
     runs = []
     for debug in ([], ["--debug"]):
         for strategy in ("proxy", "sync"):
-            fresh = str(tmp_path / f"cache-{strategy}-{len(debug)}")  # nothing cached yet: real copies
-            runs.append((0, [*debug, "registry", "save", "--strategy", strategy, "--authfile", str(authfile),
-                             "--platform", "linux/amd64", "--registry-dir", fresh, str(context)], base))
-            runs.append((1, [*debug, "registry", "save", "--strategy", strategy, "--authfile", str(wrong),
-                             str(context)], base))
+            fresh = str(
+                tmp_path / f"cache-{strategy}-{len(debug)}"
+            )  # nothing cached yet: real copies
+            runs.append(
+                (
+                    0,
+                    [
+                        *debug,
+                        "registry",
+                        "save",
+                        "--strategy",
+                        strategy,
+                        "--authfile",
+                        str(authfile),
+                        "--platform",
+                        "linux/amd64",
+                        "--registry-dir",
+                        fresh,
+                        str(context),
+                    ],
+                    base,
+                )
+            )
+            runs.append(
+                (
+                    1,
+                    [
+                        *debug,
+                        "registry",
+                        "save",
+                        "--strategy",
+                        strategy,
+                        "--authfile",
+                        str(wrong),
+                        str(context),
+                    ],
+                    base,
+                )
+            )
         runs += [
-            (0, [*debug, "registry", "save", "--registry-dir", str(tmp_path / "r2"), str(context)],
-             {**base, "SEALPY_CREDS": f"{TEST_USER}:{TEST_PASSWORD}"}),
-            (0, [*debug, "build", "-t", "leak/test", "--authfile", str(authfile), *store, str(context)], base),
-            (1, [*debug, "build", "-t", "leak/bad", "--authfile", str(wrong), *store, str(context)], base),
-            (0, [*debug, "build", "--builder", "buildah", "--no-save-image", "-t", "leak/buildah",
-                 "--authfile", str(authfile), *store, str(context)], base),
+            (
+                0,
+                [*debug, "registry", "save", "--registry-dir", str(tmp_path / "r2"), str(context)],
+                {**base, "SEALPY_CREDS": f"{TEST_USER}:{TEST_PASSWORD}"},
+            ),
+            (
+                0,
+                [
+                    *debug,
+                    "build",
+                    "-t",
+                    "leak/test",
+                    "--authfile",
+                    str(authfile),
+                    *store,
+                    str(context),
+                ],
+                base,
+            ),
+            (
+                1,
+                [*debug, "build", "-t", "leak/bad", "--authfile", str(wrong), *store, str(context)],
+                base,
+            ),
+            (
+                0,
+                [
+                    *debug,
+                    "build",
+                    "--builder",
+                    "buildah",
+                    "--no-save-image",
+                    "-t",
+                    "leak/buildah",
+                    "--authfile",
+                    str(authfile),
+                    *store,
+                    str(context),
+                ],
+                base,
+            ),
             (0, [*debug, "pull", "--authfile", str(authfile), *store, private_ref], base),
-            (1, [*debug, "pull", "--creds", f"{TEST_USER}:{WRONG_SECRET}", *store, private_ref], base),
-            (0, [*debug, "push", "--authfile", str(authfile), *store, "localhost/leak/test:latest",
-                 f"{c.htpasswd.host}/private/pushed:1"], base),
-            (1, [*debug, "push", "--authfile", str(wrong), *store, "localhost/leak/test:latest",
-                 f"{c.htpasswd.host}/private/pushed:2"], base),
+            (
+                1,
+                [*debug, "pull", "--creds", f"{TEST_USER}:{WRONG_SECRET}", *store, private_ref],
+                base,
+            ),
+            (
+                0,
+                [
+                    *debug,
+                    "push",
+                    "--authfile",
+                    str(authfile),
+                    *store,
+                    "localhost/leak/test:latest",
+                    f"{c.htpasswd.host}/private/pushed:1",
+                ],
+                base,
+            ),
+            (
+                1,
+                [
+                    *debug,
+                    "push",
+                    "--authfile",
+                    str(wrong),
+                    *store,
+                    "localhost/leak/test:latest",
+                    f"{c.htpasswd.host}/private/pushed:2",
+                ],
+                base,
+            ),
             (0, [*debug, "scan", "--json", str(context)], base),
         ]
-    secrets = [TEST_PASSWORD, WRONG_SECRET,
-               base64.b64encode(f"{TEST_USER}:{TEST_PASSWORD}".encode()).decode(),
-               base64.b64encode(f"{TEST_USER}:{WRONG_SECRET}".encode()).decode()]
+    secrets = [
+        TEST_PASSWORD,
+        WRONG_SECRET,
+        base64.b64encode(f"{TEST_USER}:{TEST_PASSWORD}".encode()).decode(),
+        base64.b64encode(f"{TEST_USER}:{WRONG_SECRET}".encode()).decode(),
+    ]
     children: set[str] = set()
     for expected, args, env in runs:
         code, output, cmdlines = sealpy(args, env)
-        assert (code == 0) == (expected == 0), f"sealpy {' '.join(args)} exited {code}: {output[-600:]}"
+        assert (code == 0) == (expected == 0), (
+            f"sealpy {' '.join(args)} exited {code}: {output[-600:]}"
+        )
         # Issued tokens are secrets too, once they exist.
         leaked = secrets_in(output, secrets + c.token.token_server.issued)
         assert leaked == [], f"sealpy {' '.join(args)} printed a secret"
@@ -154,7 +272,11 @@ def test_tokens_are_requested_with_the_narrowest_scope(conformance_catalog: Cata
     c = conformance_catalog
     tokens = c.token.token_server
     before = len(tokens.requests)
-    pipeline.cache(ImageSet.of([c.ref(c.token, "private/app")]), tmp_path / "r", strategy="proxy",
-                   options=CacheOptions(credentials=ConfiguredCredentials(creds=c.token.credential)))
+    pipeline.cache(
+        ImageSet.of([c.ref(c.token, "private/app")]),
+        tmp_path / "r",
+        strategy="proxy",
+        options=CacheOptions(credentials=ConfiguredCredentials(creds=c.token.credential)),
+    )
     scopes = {r.query.get("scope") for r in tokens.requests[before:]}
     assert scopes == {"repository:private/app:pull"}
