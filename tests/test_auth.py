@@ -300,3 +300,20 @@ def test_token_endpoint_failing_once_is_retried(conformance_catalog, token_regis
             ImageReference(token_registry.host, "private/app", "1")
         ).get_manifest("1")
     assert manifest.digest == conformance_catalog.private.digest
+
+
+def test_netrc_is_never_a_credential_source(conformance_catalog, tmp_path, monkeypatch):
+    """requests reads ~/.netrc by default; sealpy's credentials come only from its own
+    sources, so a plain registry gets no Authorization header at all."""
+    from sealpy.core.testing.faultproxy import FaultProxy
+
+    netrc = tmp_path / ".netrc"
+    netrc.write_text("machine 127.0.0.1 login netrc-user password netrc-secret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("NETRC", str(netrc))
+    with FaultProxy(conformance_catalog.plain.host) as proxy, RegistryClient() as client:
+        repo = client.repository(ImageReference(proxy.host, "library/single", "1"))
+        manifest = repo.get_manifest("1")
+        assert repo.blob_exists(manifest.config.digest)
+    assert proxy.seen and not any(s.authorization for s in proxy.seen)

@@ -58,6 +58,11 @@ _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _AUTH_PARAM = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 
 
+def _no_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    """An explicit "no auth" for requests, which otherwise reads ~/.netrc per request."""
+    return request
+
+
 class TransientError(Exception):
     """A failure worth retrying: carries the cause for the final message and a Retry-After."""
 
@@ -236,7 +241,9 @@ class RegistryClient:
         https = _Base(f"https://{host}", verify)
         try:
             self._count()
-            self.session.get(f"{https.url}/v2/", timeout=self._timeout(), verify=verify).close()
+            self.session.get(
+                f"{https.url}/v2/", timeout=self._timeout(), verify=verify, auth=_no_auth
+            ).close()
             return https
         except requests.exceptions.SSLError as exc:
             if verify and _is_cert_error(exc):
@@ -308,6 +315,7 @@ class RegistryClient:
             return self.session.request(
                 method,
                 url,
+                auth=_no_auth,  # never ~/.netrc: credentials come from the provider only
                 headers=all_headers,
                 stream=stream,
                 data=data,
@@ -416,7 +424,7 @@ class RegistryClient:
                     "client_id": "sealpy",
                 }
                 response = self.session.post(
-                    realm, data=form, verify=verify, timeout=self._timeout()
+                    realm, data=form, verify=verify, timeout=self._timeout(), auth=_no_auth
                 )
             else:
                 query = {"service": service, "scope": scope}
@@ -425,7 +433,7 @@ class RegistryClient:
                     query["account"] = credential.username
                     auth = (credential.username, credential.password)
                 response = self.session.get(
-                    realm, params=query, auth=auth, verify=verify, timeout=self._timeout()
+                    realm, params=query, auth=auth or _no_auth, verify=verify, timeout=self._timeout()
                 )
         except requests.exceptions.SSLError as exc:
             if _is_cert_error(exc):
