@@ -17,7 +17,6 @@ and image layers' whiteouts delete what lower layers had.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import posixpath
 import shutil
@@ -32,7 +31,7 @@ from typing import BinaryIO
 
 from sealpy.core.builder.context import Entry
 from sealpy.core.errors import BuildError
-from sealpy.core.transport.blobio import CHUNK, BlobWriter
+from sealpy.core.transport.blobio import CHUNK, BlobWriter, HashingTee
 from sealpy.core.transport.media import OCI_LAYER_GZIP, Descriptor
 
 WHITEOUT = ".wh."
@@ -98,24 +97,6 @@ class DeterministicGzip:
         self._out.write(struct.pack("<II", self._crc, self._size & 0xFFFFFFFF))
 
 
-class _HashingSink:
-    """The uncompressed tar passes through here: hashed and counted, then gzipped."""
-
-    def __init__(self, target: DeterministicGzip) -> None:
-        self.target = target
-        self.hash = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        self.hash.update(data)
-        self.size += len(data)
-        self.target.write(data)
-        return len(data)
-
-    def flush(self) -> None:
-        pass
-
-
 def tar_info(entry: Entry, epoch: int) -> tarfile.TarInfo:
     info = tarfile.TarInfo(entry.name + "/" if entry.kind == "dir" else entry.name)
     info.mtime = epoch
@@ -144,7 +125,7 @@ def write_layer(
     writer: BlobWriter = new_writer(OCI_LAYER_GZIP)
     try:
         gz = DeterministicGzip(writer, level)
-        sink = _HashingSink(gz)
+        sink = HashingTee(gz)
         with tarfile.open(
             fileobj=sink,
             mode="w|",

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from sealpy.core.reference import ImageReference, Platform
 from sealpy.core.transport import media
+from sealpy.core.transport.blobio import HashingTee
 from sealpy.core.transport.media import Descriptor, Manifest
 from sealpy.core.transport.ocilayout import OCILayout
 
@@ -117,24 +118,6 @@ class _PatternStream:
         return data
 
 
-class _Tee:
-    """Hashes and counts what passes (the uncompressed tar) on its way to ``target``."""
-
-    def __init__(self, target) -> None:
-        self.target = target
-        self.hash = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        self.hash.update(data)
-        self.size += len(data)
-        self.target.write(data)
-        return len(data)
-
-    def flush(self) -> None:
-        pass
-
-
 class _WriterFile:
     def __init__(self, writer) -> None:
         self.writer = writer
@@ -200,7 +183,7 @@ class ImageFactory:
             gz = None
             if compression == "gzip":
                 gz = gzip.GzipFile(fileobj=sink, mode="wb", mtime=0, compresslevel=1)  # type: ignore[arg-type]
-            tee = _Tee(gz or sink)
+            tee = HashingTee(gz or sink)
             with tarfile.open(fileobj=tee, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
                 tar.addfile(
                     _tarinfo(f"data/{seed}.bin", size), _PatternStream(seed, size, compressible)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from sealpy.core.errors import ContextError, ManifestError, NotFoundError
 from sealpy.core.reference import SHA256_RE
-from sealpy.core.transport.blobio import CHUNK, BlobWriter
+from sealpy.core.transport.blobio import CHUNK, BlobWriter, stream_into
 from sealpy.core.transport.media import (
     DOCKER_CONFIG,
     DOCKER_LAYER_GZIP,
@@ -110,14 +110,6 @@ class _Bounded:
         self.close()
 
 
-def _stream(src: BinaryIO, writer: BlobWriter, on_bytes: Callable[[int], None] | None) -> None:
-    writer.reset()
-    while chunk := src.read(CHUNK):
-        writer.write(chunk)
-        if on_bytes:
-            on_bytes(len(chunk))
-
-
 class OCIArchiveSource:
     """An ``oci-archive``: a tar of an OCI image layout."""
 
@@ -162,7 +154,7 @@ class OCIArchiveSource:
         on_bytes: Callable[[int], None] | None = None,
     ) -> None:
         with self.open_blob(descriptor) as src:
-            _stream(src, writer, on_bytes)
+            stream_into(src, writer, on_bytes)
         writer.verify()
 
 
@@ -270,7 +262,7 @@ class DockerArchiveSource:
         on_bytes: Callable[[int], None] | None = None,
     ) -> None:
         with self.sink.open_blob(descriptor.digest) as src:
-            _stream(src, writer, on_bytes)
+            stream_into(src, writer, on_bytes)
         writer.verify()
 
 

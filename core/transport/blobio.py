@@ -14,11 +14,21 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO, Protocol
 
 from sealpy.core.errors import DigestMismatchError
 from sealpy.core.transport.media import Descriptor
 
 CHUNK = 1 << 20  # 1 MiB: constant memory whatever the blob size
+
+
+class BlobSource(Protocol):
+    def fetch_blob(
+        self,
+        descriptor: Descriptor,
+        writer: BlobWriter,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> None: ...
 
 
 class BlobWriter:
@@ -134,6 +144,55 @@ class BlobWriter:
         if self.partial.name == "data":
             with contextlib.suppress(OSError):
                 self.partial.parent.rmdir()
+
+
+def stream_into(
+    source: BinaryIO, writer: BlobWriter, on_bytes: Callable[[int], None] | None = None
+) -> None:
+    """Copy a local file (a blob in a layout or an archive) into ``writer`` from its start."""
+    writer.reset()
+    while chunk := source.read(CHUNK):
+        writer.write(chunk)
+        if on_bytes:
+            on_bytes(len(chunk))
+
+
+def receive_into(
+    writer: BlobWriter,
+    descriptor: Descriptor,
+    source: BlobSource,
+    on_bytes: Callable[[int], None] | None = None,
+) -> None:
+    """Let ``source`` fill ``writer`` (resuming from what it holds), then commit it; an
+    unfinished partial stays for the next run."""
+    try:
+        source.fetch_blob(descriptor, writer, on_bytes)
+        writer.commit()
+    finally:
+        writer.close()
+
+
+class HashingTee:
+    """Passes bytes to ``target`` while hashing and counting them (the uncompressed tar on
+    its way into gzip: its digest is the layer's diff_id)."""
+
+    def __init__(self, target) -> None:
+        self.target = target
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        self.size += len(data)
+        self.target.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self.hash.hexdigest()
 
 
 def write_bytes_atomically(path: Path, data: bytes, *, durable: bool = False) -> None:

@@ -25,7 +25,12 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from sealpy.core.errors import NotFoundError
 from sealpy.core.reference import SHA256_RE
-from sealpy.core.transport.blobio import CHUNK, BlobWriter, write_bytes_atomically
+from sealpy.core.transport.blobio import (
+    BlobWriter,
+    receive_into,
+    stream_into,
+    write_bytes_atomically,
+)
 from sealpy.core.transport.media import Descriptor, Manifest, digest_hex
 
 if TYPE_CHECKING:
@@ -250,12 +255,7 @@ class DistributionRepository:
         on_bytes: Callable[[int], None] | None = None,
     ) -> None:
         """Create (or resume) the blob's partial file, let ``source`` fill it, commit it."""
-        writer = self.layout.blob_writer(self.name, descriptor)
-        try:
-            source.fetch_blob(descriptor, writer, on_bytes)
-            writer.commit()
-        finally:
-            writer.close()
+        receive_into(self.layout.blob_writer(self.name, descriptor), descriptor, source, on_bytes)
 
     def stored_manifest(self, digest: str) -> Manifest | None:
         return self.layout.stored_manifest(self.name, digest)
@@ -276,12 +276,8 @@ class DistributionRepository:
         writer: BlobWriter,
         on_bytes: Callable[[int], None] | None = None,
     ) -> None:
-        writer.reset()
         with self.layout.open_blob(descriptor.digest) as f:
-            while chunk := f.read(CHUNK):
-                writer.write(chunk)
-                if on_bytes:
-                    on_bytes(len(chunk))
+            stream_into(f, writer, on_bytes)
 
     def open_blob(self, descriptor: Descriptor) -> BinaryIO:
         return self.layout.open_blob(descriptor.digest)

@@ -18,7 +18,12 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from sealpy.core.errors import NotFoundError, StoreError
 from sealpy.core.reference import SHA256_RE
-from sealpy.core.transport.blobio import CHUNK, BlobWriter, write_bytes_atomically
+from sealpy.core.transport.blobio import (
+    BlobWriter,
+    receive_into,
+    stream_into,
+    write_bytes_atomically,
+)
 from sealpy.core.transport.media import OCI_INDEX, Descriptor, Manifest, digest_hex, sha256_digest
 
 if TYPE_CHECKING:
@@ -212,12 +217,8 @@ class OCIImageEnd:
         writer: BlobWriter,
         on_bytes: Callable[[int], None] | None = None,
     ) -> None:
-        writer.reset()
         with self.layout.open_blob(descriptor.digest) as f:
-            while chunk := f.read(CHUNK):
-                writer.write(chunk)
-                if on_bytes:
-                    on_bytes(len(chunk))
+            stream_into(f, writer, on_bytes)
 
     def open_blob(self, descriptor: Descriptor) -> BinaryIO:
         return self.layout.open_blob(descriptor.digest)
@@ -232,12 +233,7 @@ class OCIImageEnd:
         source: ImageSource,
         on_bytes: Callable[[int], None] | None = None,
     ) -> None:
-        writer = self.layout.blob_writer(descriptor)
-        try:
-            source.fetch_blob(descriptor, writer, on_bytes)
-            writer.commit()
-        finally:
-            writer.close()
+        receive_into(self.layout.blob_writer(descriptor), descriptor, source, on_bytes)
 
     def stored_manifest(self, digest: str) -> Manifest | None:
         if not self.layout.has_blob(digest):

@@ -433,7 +433,11 @@ class RegistryClient:
                     query["account"] = credential.username
                     auth = (credential.username, credential.password)
                 response = self.session.get(
-                    realm, params=query, auth=auth or _no_auth, verify=verify, timeout=self._timeout()
+                    realm,
+                    params=query,
+                    auth=auth or _no_auth,
+                    verify=verify,
+                    timeout=self._timeout(),
                 )
         except requests.exceptions.SSLError as exc:
             if _is_cert_error(exc):
