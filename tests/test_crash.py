@@ -69,7 +69,7 @@ def run_sealpy(strategy: str, proxy: FaultProxy, images: dict, out: Path) -> sub
     )
 
 
-def assert_servable(out: Path, images: dict, tmp_path: Path, start_registry) -> int:
+def assert_servable(out: Path, images: dict, tmp_path: Path, start_registry, strategy: str) -> int:
     """No corrupt blob anywhere; every tag that exists pulls with skopeo at its digest.
     Returns the number of complete (tagged) images."""
     layout = DistributionLayout(out)
@@ -78,7 +78,12 @@ def assert_servable(out: Path, images: dict, tmp_path: Path, start_registry) -> 
     problems = verify_registry(out).problems
     assert not [p for p in problems if "content has digest" in p.message], problems
     tagged = [(repo, layout.resolve(repo, "1")) for repo in images if layout.resolve(repo, "1")]
-    assert not [p for p in problems if p.repository and "tag" in p.message], problems
+    tag_problems = [p for p in problems if p.repository and "tag" in p.message]
+    if strategy == "sync":
+        # docker-registry writes link files in place: killed mid-write, a tag link can be
+        # left empty. That tag is incomplete (not corrupt); the re-run writes it again.
+        tag_problems = [p for p in tag_problems if "no valid current link" not in p.message]
+    assert not tag_problems, problems
     if tagged:
         server = start_registry(out)
         for repo, digest in tagged:
@@ -94,19 +99,26 @@ def test_sigkill_at_random_points_then_rerun(workload, strategy, tmp_path, start
     proxy, images = workload
     out = tmp_path / "registry"
     rng = random.Random(f"crash-{strategy}")
-    for _ in range(KILLS):
+    for kill in range(KILLS):
         process = run_sealpy(strategy, proxy, images, out)
-        time.sleep(rng.uniform(0.05, 0.8))
+        if kill % 2:  # every other kill lands once copying is under way, however slow the start
+            deadline = time.monotonic() + 30
+            while (
+                not list(out.glob("docker/registry/v2/blobs/sha256/*/*/data"))
+                and time.monotonic() < deadline
+            ):
+                time.sleep(0.01)
+        time.sleep(rng.uniform(0.05, 0.6))
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
-        assert_servable(out, images, tmp_path, start_registry)
+        assert_servable(out, images, tmp_path, start_registry, strategy)
     blobs_before = (
         set(DistributionLayout(out).blob_digests()) if DistributionLayout(out).exists() else set()
     )
     final = run_sealpy(strategy, proxy, images, out)
     _, stderr = final.communicate(timeout=120)
     assert final.returncode == 0, stderr
-    assert assert_servable(out, images, tmp_path, start_registry) == len(images)
+    assert assert_servable(out, images, tmp_path, start_registry, strategy) == len(images)
     assert verify_registry(out).problems == ()
     # The re-run reused what the killed runs had finished.
     total = len({d for image in images.values() for d in image.blob_digests})
