@@ -57,6 +57,15 @@ class DiskSampler:
         self.peak = max(self.peak, directory_size(self.path))
 
 
+def peak_rss_kib() -> int:
+    """This process's own peak RSS (VmHWM). ru_maxrss survives exec on Linux, so it would
+    report the benchmark driver's peak instead."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def run_strategy(spec: dict) -> dict:
     from sealpy.core import pipeline
     from sealpy.core.auth import ConfiguredCredentials
@@ -124,33 +133,33 @@ def run_skopeo_serial(spec: dict) -> dict:
     return {"seconds": time.perf_counter() - started}
 
 
-def _token_for(
-    session: requests.Session, registry: str, repository: str, authfile: str | None
-) -> dict:
-    """A bearer token for the limit baseline (fetched outside the timed part)."""
+def _token_getter(session: requests.Session, registry: str, authfile: str | None):
+    """What a minimal client must do for token auth: ask for the challenge once, then one
+    token per repository (inside the timed part: every contender pays for it too)."""
     if not authfile:
-        return {}
+        return lambda repository: {}
     from sealpy.core.auth import ConfiguredCredentials
     from sealpy.core.transport.remote import Challenge
 
-    credential = ConfiguredCredentials(authfile=Path(authfile)).credentials_for(
-        registry, repository
-    )
-    challenge = Challenge.parse(
-        session.get(f"http://{registry}/v2/").headers.get("WWW-Authenticate", "")
-    )
+    credential = ConfiguredCredentials(authfile=Path(authfile)).credentials_for(registry)
+    header = session.get(f"http://{registry}/v2/").headers.get("WWW-Authenticate", "")
+    challenge = Challenge.parse(header)
     if challenge is None or challenge.scheme != "bearer":
-        return {}
-    answer = session.get(
-        challenge.params["realm"],
-        params={
-            "service": challenge.params.get("service", ""),
-            "scope": f"repository:{repository}:pull",
-            "account": credential.username,
-        },
-        auth=(credential.username, credential.password),
-    ).json()
-    return {"Authorization": f"Bearer {answer['token']}"}
+        return lambda repository: {}
+
+    def token(repository: str) -> dict:
+        answer = session.get(
+            challenge.params["realm"],
+            params={
+                "service": challenge.params.get("service", ""),
+                "scope": f"repository:{repository}:pull",
+                "account": credential.username,
+            },
+            auth=(credential.username, credential.password),
+        ).json()
+        return {"Authorization": f"Bearer {answer['token']}"}
+
+    return token
 
 
 def run_limit(spec: dict, *, verified: bool) -> dict:
@@ -162,10 +171,12 @@ def run_limit(spec: dict, *, verified: bool) -> dict:
     adapter = requests.adapters.HTTPAdapter(pool_maxsize=spec.get("max_parallel", 8) * 2)
     session.mount("http://", adapter)
     registry = spec["registry"]
-    headers = {
-        repo: _token_for(session, registry, repo, spec.get("authfile"))
-        for repo in {b["repository"] for b in spec["transfers"]}
-    }
+    started = time.perf_counter()
+    token = _token_getter(session, registry, spec.get("authfile"))
+    repositories = sorted({b["repository"] for b in spec["transfers"]})
+    with ThreadPoolExecutor(spec.get("max_parallel", 8)) as pool:
+        tokens = list(pool.map(token, repositories))
+    headers = dict(zip(repositories, tokens, strict=True))
 
     def fetch(item: dict) -> int:
         kind = "manifests" if item.get("manifest") else "blobs"
@@ -191,7 +202,6 @@ def run_limit(spec: dict, *, verified: bool) -> dict:
             os.replace(partial, target)
         return item["size"]
 
-    started = time.perf_counter()
     with ThreadPoolExecutor(spec.get("max_parallel", 8)) as pool:
         moved = sum(pool.map(fetch, spec["transfers"]))
     return {"seconds": time.perf_counter() - started, "bytes_fetched": moved}

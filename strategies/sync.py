@@ -30,6 +30,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -51,6 +52,8 @@ from sealpy.core.transport.remote import RegistryClient
 
 SKOPEO_BINARY = "skopeo"
 SKOPEO_RETRY_TIMES = 3
+# Smaller groups are copied one by one: a batch saves a process start-up per image.
+BATCH_MIN = 4
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,19 @@ class _Plan:
     platform: Platform | None
     expected: str | None  # the digest the destination tag will point to, when known
     skip: bool = False
+    ref: ImageReference | None = None
+
+    @property
+    def batchable(self) -> bool:
+        """Copied by tag, so ``skopeo sync`` can take it with others of its namespace."""
+        return (
+            not self.skip and self.ref is not None and not self.copy_reference.startswith("sha256:")
+        )
+
+    def batch_key(self) -> tuple:
+        assert self.ref is not None
+        namespace = self.repository.rsplit("/", 1)[0] if "/" in self.repository else ""
+        return (self.ref.registry, namespace, self.all_platforms, self.platform)
 
 
 def _skopeo_bool(value: bool) -> str:
@@ -191,6 +207,7 @@ class SyncStrategy(CacheStrategy):
             platform,
             expected,
             skip,
+            ref,
         )
 
     @staticmethod
@@ -335,24 +352,34 @@ class _Copier:
 
     def run(self, plans: list[_Plan], archives: tuple[ArchiveEntry, ...]) -> _Outcome:
         outcome = _Outcome([], [])
-        tasks: list[tuple[str, Callable[[], CachedImage]]] = []
-        for plan in plans:
-            tasks.append((plan.label, lambda plan=plan: self._image(plan)))
+        tasks: list[Callable[[], list[tuple[str, CachedImage | SealpyError]]]] = []
+        singles = [p for p in plans if not p.batchable]
+        for batch in self._batches([p for p in plans if p.batchable]):
+            if len(batch) < BATCH_MIN:
+                singles.extend(batch)
+            else:
+                tasks.append(lambda batch=batch: self._batch(batch))
+        for plan in singles:
+            tasks.append(lambda plan=plan: [self._one(plan.label, lambda: self._image(plan))])
         for entry in archives:
             label = f"{entry.transport}:{entry.path}"
-            tasks.append((label, lambda entry=entry, label=label: self._archive(entry, label)))
+            tasks.append(
+                lambda entry=entry, label=label: [
+                    self._one(label, lambda: self._archive(entry, label))
+                ]
+            )
         pool = ThreadPoolExecutor(
             max(1, self.options.max_parallel), thread_name_prefix="sealpy-skopeo"
         )
         try:
-            futures = [(label, pool.submit(task)) for label, task in tasks]
-            for label, future in futures:
-                try:
-                    outcome.results.append(future.result())
-                except SealpyError as exc:
-                    message = str(exc) if str(exc).startswith(label) else f"{label}: {exc}"
+            for future in [pool.submit(task) for task in tasks]:
+                for label, result in future.result():
+                    if isinstance(result, CachedImage):
+                        outcome.results.append(result)
+                        continue
+                    message = str(result) if str(result).startswith(label) else f"{label}: {result}"
                     outcome.failures.append(message)
-                    self.options.progress.image_failed(label, str(exc))
+                    self.options.progress.image_failed(label, str(result))
         except BaseException:
             # Interrupted: stop every skopeo now instead of waiting for it to finish.
             self.cancelled.set()
@@ -364,6 +391,93 @@ class _Copier:
             raise
         pool.shutdown(wait=True)
         return outcome
+
+    @staticmethod
+    def _one(label: str, work: Callable[[], CachedImage]) -> tuple[str, CachedImage | SealpyError]:
+        try:
+            return label, work()
+        except SealpyError as exc:
+            return label, exc
+
+    def _batches(self, plans: list[_Plan]) -> list[list[_Plan]]:
+        """Images copied by tag, grouped by source namespace and platform mode, then split
+        so every worker has a batch: one ``skopeo sync`` moves a whole batch, saving a
+        process start-up and a configuration load per image."""
+        groups: dict[tuple, list[_Plan]] = {}
+        for plan in plans:
+            groups.setdefault(plan.batch_key(), []).append(plan)
+        per_batch = max(BATCH_MIN, -(-len(plans) // max(1, self.options.max_parallel)))
+        return [
+            group[i : i + per_batch]
+            for group in groups.values()
+            for i in range(0, len(group), per_batch)
+        ]
+
+    def _batch(self, batch: list[_Plan]) -> list[tuple[str, CachedImage | SealpyError]]:
+        """``skopeo sync`` a batch; any image it did not deliver as expected is copied on its
+        own, which retries it and gives an error that names it."""
+        first = batch[0]
+        assert first.ref is not None
+        started = time.monotonic()
+        for plan in batch:
+            self.options.progress.image_started(plan.label)
+        namespace = first.batch_key()[1]
+        registry = first.ref.registry
+        images: dict[str, list[str]] = {}
+        for plan in batch:
+            assert plan.ref is not None
+            images.setdefault(plan.ref.repository, []).append(plan.copy_reference)
+        spec = {registry: {"images": images, "tls-verify": not self._insecure(registry)}}
+        spec_file = self.private / f"sync-{uuid.uuid4().hex}.yaml"
+        spec_file.write_text(json.dumps(spec))  # YAML is a superset of JSON
+        destination = f"{self.host}/{namespace}" if namespace else self.host
+        self._run_skopeo(
+            first.label,
+            self._platform_flags(first),
+            "sync",
+            ["--src", "yaml", "--dest", "docker", "--keep-going"],
+            [str(spec_file), destination],
+            retries=1,  # a partial batch is finished image by image below
+        )
+        out: list[tuple[str, CachedImage | SealpyError]] = []
+        for plan in batch:
+            digest = self.layout.resolve(plan.repository, plan.copy_reference)
+            if digest is None or digest != plan.expected:
+                out.append(self._one(plan.label, lambda plan=plan: self._image(plan)))
+                continue
+            out.append((plan.label, self._done(plan, digest, started)))
+        return out
+
+    def _insecure(self, host: str) -> bool:
+        return (
+            not self.options.tls_verify
+            or is_loopback(host)
+            or self.options.registries.is_insecure(host)
+        )
+
+    @staticmethod
+    def _platform_flags(plan: _Plan) -> list[str]:
+        if plan.platform is None:
+            return []
+        flags = ["--override-os", plan.platform.os, "--override-arch", plan.platform.architecture]
+        if plan.platform.variant:
+            flags += ["--override-variant", plan.platform.variant]
+        return flags
+
+    def _done(self, plan: _Plan, digest: str, started: float) -> CachedImage:
+        fetched, reused, size = self._blob_counts(plan.repository, digest)
+        self.options.progress.image_done(plan.label, f"{fetched} blobs fetched, {reused} reused")
+        return CachedImage(
+            plan.label,
+            plan.repository,
+            plan.tag,
+            digest,
+            platforms=(str(plan.platform),) if plan.platform else (),
+            blobs_fetched=fetched,
+            blobs_reused=reused,
+            bytes_fetched=size,
+            seconds=time.monotonic() - started,
+        )
 
     def _image(self, plan: _Plan) -> CachedImage:
         started = time.monotonic()
@@ -383,16 +497,7 @@ class _Copier:
             if not plan.copy_reference.startswith("sha256:")
             else f"docker://{self.host}/{plan.repository}@{plan.copy_reference}"
         )
-        global_flags: list[str] = []
-        if plan.platform is not None:
-            global_flags += [
-                "--override-os",
-                plan.platform.os,
-                "--override-arch",
-                plan.platform.architecture,
-            ]
-            if plan.platform.variant:
-                global_flags += ["--override-variant", plan.platform.variant]
+        global_flags = self._platform_flags(plan)
         flags = ["--all"] if plan.all_platforms else []
         if plan.copy_reference.startswith("sha256:"):
             flags.append("--preserve-digests")
@@ -403,19 +508,7 @@ class _Copier:
             digest = self.layout.resolve(plan.repository, plan.tag)
         if digest is None:
             raise RegistryError("skopeo finished but the image is not in the registry directory")
-        fetched, reused, size = self._blob_counts(plan.repository, digest)
-        progress.image_done(plan.label, f"{fetched} blobs fetched, {reused} reused")
-        return CachedImage(
-            plan.label,
-            plan.repository,
-            plan.tag,
-            digest,
-            platforms=(str(plan.platform),) if plan.platform else (),
-            blobs_fetched=fetched,
-            blobs_reused=reused,
-            bytes_fetched=size,
-            seconds=time.monotonic() - started,
-        )
+        return self._done(plan, digest, started)
 
     def _tag(self, plan: _Plan) -> None:
         """Tag a digest-copied image: put the same manifest under the tag (skopeo 1.9
@@ -471,23 +564,39 @@ class _Copier:
     def _copy(
         self, label: str, global_flags: list[str], flags: list[str], source: str, destination: str
     ) -> None:
+        self._run_skopeo(label, global_flags, "copy", ["--quiet", *flags], [source, destination])
+
+    def _run_skopeo(
+        self,
+        label: str,
+        global_flags: list[str],
+        verb: str,
+        flags: list[str],
+        operands: list[str],
+        *,
+        retries: int | None = None,
+    ) -> None:
+        """Run ``skopeo VERB``, retrying the whole command (skopeo 1.9 does not retry a
+        truncated manifest body itself). Authentication is by auth file only."""
+        auth = (
+            ["--src-authfile", self.env["REGISTRY_AUTH_FILE"]]
+            if verb == "sync"
+            else ["--authfile", self.env["REGISTRY_AUTH_FILE"]]
+        )
         command = [
             self.skopeo,
             "--registries-conf",
             self.env["CONTAINERS_REGISTRIES_CONF"],
             *global_flags,
-            "copy",
-            "--quiet",
-            "--authfile",
-            self.env["REGISTRY_AUTH_FILE"],
+            verb,
+            *auth,
             "--retry-times",
             str(min(SKOPEO_RETRY_TIMES, max(0, self.options.retry.attempts - 1))),
             "--dest-tls-verify=false",
             *flags,
-            source,
-            destination,
+            *operands,
         ]
-        attempts = max(1, self.options.retry.attempts)
+        attempts = max(1, self.options.retry.attempts if retries is None else retries)
         last = ""
         for attempt in range(attempts):
             if self.cancelled.is_set():
@@ -521,9 +630,14 @@ class _Copier:
             if self.cancelled.is_set() or give_up or attempt == attempts - 1:
                 break
             time.sleep(
-                min(self.options.retry.max_backoff, self.options.retry.initial_backoff * 2**attempt)
+                min(
+                    self.options.retry.max_backoff,
+                    self.options.retry.initial_backoff * 2**attempt,
+                )
             )
-        raise RegistryError(f"skopeo copy failed: {last}")
+        if verb == "sync":
+            return  # the caller copies what the batch did not deliver, image by image
+        raise RegistryError(f"skopeo {verb} failed: {last}")
 
 
 def _skopeo_error(stderr: str) -> str:

@@ -199,3 +199,43 @@ def test_no_process_outlives_an_interrupted_or_killed_sealpy(
     finally:
         if process.poll() is None:
             process.kill()
+
+
+@pytest.fixture(scope="module")
+def namespace_of_images(image_factory, plain_registry):
+    """Six images in one namespace: enough for the sync strategy to batch them."""
+    images = {}
+    for i in range(6):
+        image = image_factory.image(f"sync/batch/{i}", [2000, 1000])
+        image_factory.push(image, plain_registry.host, f"batch/app{i}", "1")
+        images[f"batch/app{i}"] = image
+    return images
+
+
+def test_a_namespace_is_copied_in_batches(
+    namespace_of_images, plain_registry, tmp_path, monkeypatch
+):
+    bindir, record = shims(tmp_path)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    refs = [f"{plain_registry.host}/{repo}:1" for repo in namespace_of_images]
+    report = sync(ImageSet.of(refs), tmp_path / "registry", max_parallel=1)
+    assert {(i.repository, i.digest) for i in report.images} == {
+        (repo, image.digest) for repo, image in namespace_of_images.items()
+    }
+    calls = (record / "skopeo.args").read_text().splitlines()
+    assert len(calls) == 1 and " sync " in f" {calls[0]} ", calls  # one skopeo for six images
+    assert report.blobs_fetched == sum(len(i.blob_digests) for i in namespace_of_images.values())
+
+
+def test_an_image_a_batch_cannot_deliver_fails_on_its_own(
+    namespace_of_images, plain_registry, tmp_path
+):
+    refs = [f"{plain_registry.host}/{repo}:1" for repo in namespace_of_images]
+    missing = f"{plain_registry.host}/batch/app0:no-such-tag"
+    with pytest.raises(CacheError) as failure:
+        sync(ImageSet.of([*refs, missing]), tmp_path / "registry", max_parallel=1)
+    assert missing in str(failure.value)
+    assert "1 of" not in str(failure.value)  # only the missing one failed
+    layout = DistributionLayout(tmp_path / "registry")
+    for repo, image in namespace_of_images.items():
+        assert layout.resolve(repo, "1") == image.digest

@@ -176,11 +176,12 @@ class FaultProxy:
                     upstream.putheader("Content-Length", str(len(body)))
                 upstream.endheaders(body)
                 response = upstream.getresponse()
-                data = response.read()
-                upstream.close()
                 if response.status == 401:
                     proxy._challenge = response.getheader("WWW-Authenticate", "")
                 proxy.record(Seen(self.command, self.path, response.status, fault, auth))
+                streamed = fault not in BODY_FAULTS  # only a fault needs the whole body in hand
+                data = b"" if streamed else response.read()
+                length = response.getheader("Content-Length") if streamed else str(len(data))
                 self.send_response(response.status)
                 for key, value in response.getheaders():
                     if key.lower() not in _HOP_HEADERS | {"content-length", "location"}:
@@ -191,8 +192,15 @@ class FaultProxy:
                     if parts.netloc == proxy.upstream:  # keep the client on the proxy
                         location = location.replace(proxy.upstream, proxy.host, 1)
                     self.send_header("Location", location)
-                self.send_header("Content-Length", str(len(data)))
+                self.send_header("Content-Length", length or "0")
                 self.end_headers()
+                if streamed:
+                    if self.command != "HEAD":
+                        while chunk := response.read(1 << 20):
+                            self.wfile.write(chunk)
+                    upstream.close()
+                    return None
+                upstream.close()
                 if self.command == "HEAD" or not data:
                     return None
                 half = max(1, len(data) // 2)
@@ -212,8 +220,6 @@ class FaultProxy:
                     self.wfile.flush()
                     time.sleep(proxy.plan.stall_seconds)
                     self._reset()
-                else:
-                    self.wfile.write(data)
                 return None
 
             def _reset(self) -> None:
