@@ -13,11 +13,14 @@ Workloads live in local registries filled by sealpy's test-image factory:
   warm    the small workload again, everything already cached
   token   small images from a token-auth registry
 
-Each timed run is a subprocess of its own (benchmarks/runner.py): the cache stage is timed
-in-process, and peak RSS, CPU time (children included) and the peak disk used outside the
-registry directory are its own. Contenders alternate within each repeat (rotated order);
-medians and min–max are reported. HTTP requests are counted in a separate, untimed pass
-through a pass-through proxy in front of the source, the same for every contender.
+Every run writes to a fresh directory and nothing is deleted until the end (deleting
+trees on an ext4 disk with online discard slowed the following runs). Budget about 25x
+the large workload in free disk. Each timed run is a subprocess of its own
+(benchmarks/runner.py): the cache stage is timed in-process, and peak RSS, CPU time
+(children included) and the peak disk used outside the registry directory are its own.
+Contenders alternate within each repeat (rotated order); medians and min-max are
+reported. HTTP requests are counted in a separate, untimed pass through a pass-through
+proxy in front of the source, the same for every contender.
 Baselines: ``skopeo-serial`` (Sealos >= 4.3: a local registry and one skopeo at a time),
 ``limit`` (parallel plain GETs of the same manifests and blobs into files) and
 ``limit-verified`` (plus sha256 and fsync). Results go to benchmarks/results/.
@@ -29,7 +32,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -256,13 +258,19 @@ def count_requests(contender: str, workload: Workload, scratch: Path, args, upst
             authfile = scratch / f"proxy-auth-{time.monotonic_ns()}.json"
             write_authfile(authfile, {proxy.host: credential})
             workload = replace(workload, authfile=str(authfile))
-        out = scratch / f"count-{contender}"
+        out = fresh(scratch, f"count-{workload.name}-{contender}")
         if workload.warm:
             run_once(contender, workload, out, scratch / "tmp", args, images)
             proxy.seen.clear()
         run_once(contender, workload, out, scratch / "tmp", args, images)
-        shutil.rmtree(out, ignore_errors=True)
         return len(proxy.seen)
+
+
+def fresh(scratch: Path, name: str) -> Path:
+    """A directory no run has used. Nothing is deleted until the benchmark ends: on this
+    disk (ext4 with online discard) deleting trees made the following runs up to 3x slower
+    in system time, whichever contender came next."""
+    return scratch / "runs" / f"{name}-{time.monotonic_ns()}"
 
 
 def summarize(runs: list[dict], key: str) -> dict:
@@ -318,7 +326,8 @@ def cli_end_to_end(workload: Workload, scratch: Path, repeats: int) -> dict:
     (context / "Kubefile").write_text("FROM scratch\n")
     times = []
     for _ in range(repeats):
-        shutil.rmtree(context / "registry", ignore_errors=True)
+        target = fresh(scratch, "e2e")
+        os.sync()
         started = time.perf_counter()
         subprocess.run(
             [
@@ -330,6 +339,8 @@ def cli_end_to_end(workload: Workload, scratch: Path, repeats: int) -> dict:
                 "linux/amd64",
                 "--images",
                 ",".join(workload.images),
+                "--registry-dir",
+                str(target),
                 str(context),
             ],
             check=True,
@@ -396,7 +407,6 @@ def main() -> None:
         ):
             write_authfile(authfile, {token.host: Credential("bench", "bench-password")})
             workloads = seed_workloads(args, factory, plain, token, authfile)
-            shutil.rmtree(scratch / "factory")  # the registries hold the images now
             # Let the seeding's writes reach the disk first: pending writeback would slow the
             # first runs' fsyncs (measured: 2x on the first workload without this).
             os.sync()
@@ -410,7 +420,7 @@ def main() -> None:
                 warm_dirs = {}
                 if workload.warm:  # every contender starts from its own complete cache
                     for contender in contenders:
-                        warm_dirs[contender] = scratch / f"warm-{contender}"
+                        warm_dirs[contender] = fresh(scratch, f"warm-{contender}")
                         run_once(contender, workload, warm_dirs[contender], scratch / "tmp", args)
                 for repeat in range(args.repeats):
                     order = (
@@ -418,7 +428,9 @@ def main() -> None:
                         + contenders[: repeat % len(contenders)]
                     )
                     for contender in order:
-                        out = warm_dirs.get(contender, scratch / "out")
+                        out = warm_dirs.get(contender) or fresh(
+                            scratch, f"{workload.name}-{contender}"
+                        )
                         print(
                             f"{workload.name:7} {contender:15} run {repeat + 1}/{args.repeats}",
                             file=sys.stderr,
@@ -427,8 +439,6 @@ def main() -> None:
                         runs[contender].append(
                             run_once(contender, workload, out, scratch / "tmp", args)
                         )
-                        if not workload.warm:
-                            shutil.rmtree(out, ignore_errors=True)
                 for contender in contenders:
                     requests = (
                         count_requests(
@@ -454,8 +464,6 @@ def main() -> None:
                             "requests": requests,
                         }
                     )
-                for d in warm_dirs.values():
-                    shutil.rmtree(d, ignore_errors=True)
             e2e = (
                 cli_end_to_end(
                     next(w for w in workloads if w.name == "small"), scratch, args.repeats
@@ -492,10 +500,8 @@ def sweep(args, workloads: list[Workload], scratch: Path) -> None:
             args.max_parallel = procs
             times = []
             for _ in range(args.repeats):
-                times.append(
-                    run_once("proxy", workload, scratch / "out", scratch / "tmp", args)["seconds"]
-                )
-                shutil.rmtree(scratch / "out", ignore_errors=True)
+                out = fresh(scratch, f"sweep-{workload.name}-{procs}")
+                times.append(run_once("proxy", workload, out, scratch / "tmp", args)["seconds"])
             rows.append((workload.name, procs, statistics.median(times)))
             print(
                 f"{workload.name:7} procs={procs:2}  median {statistics.median(times):.3f} s",
