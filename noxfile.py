@@ -21,11 +21,25 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
 
 
+PROBE = (
+    "import importlib.metadata as m, sealpy.core, sealpy.strategies.proxy, sealpy.core.testing.conformance;"
+    "eps = {e.name for e in m.entry_points(group='sealpy')};"
+    "assert {'proxy', 'sync'} <= eps, eps;"
+    "print(sealpy.core.__file__)"
+)
+
+
 @nox.session
 def install_modes(session: nox.Session) -> None:
-    """The package imports from a wheel and from an editable install (package-dir mapping)."""
-    session.install("pytest")
-    session.run("pytest", "tests/test_packaging.py", "-q", *session.posargs)
+    """The package imports from a wheel and from an editable install (the package-dir
+    mapping sealpy.core -> core/, sealpy.strategies -> strategies/), in fresh virtualenvs."""
+    session.install(".")
+    wheel_path = session.run("python", "-c", PROBE, silent=True)
+    assert "site-packages" in wheel_path, wheel_path
+    session.run("sealpy", "strategies")
+    session.install("-e", ".")
+    editable_path = session.run("python", "-c", PROBE, silent=True)
+    assert "site-packages" not in editable_path, editable_path
 
 
 @nox.session

@@ -47,7 +47,7 @@ from sealpy.core.registries import Endpoint, RegistriesConfig, is_loopback
 from sealpy.core.strategy import Availability, CacheStrategy
 from sealpy.core.transport.copy import select_children
 from sealpy.core.transport.distribution import DistributionLayout
-from sealpy.core.transport.media import Manifest
+from sealpy.core.transport.media import IMAGE_TYPES, Manifest
 from sealpy.core.transport.remote import RegistryClient
 
 SKOPEO_BINARY = "skopeo"
@@ -178,25 +178,30 @@ class SyncStrategy(CacheStrategy):
         options: CacheOptions,
     ) -> _Plan:
         repository = ref.cache_repository
-        top = client.repository(ref).get_manifest(ref.reference)
+        source_repo = client.repository(ref)
+        # A HEAD answers for most images (digest and media type); only an index needs its
+        # body, to choose the platform's child.
+        head = source_repo.head_manifest(ref.reference)
+        top: Manifest | None = None
+        if head is None or head.media_type.split(";")[0] not in IMAGE_TYPES:
+            top = source_repo.get_manifest(ref.reference)
+        is_index = top is not None and top.is_index
         source = f"docker://{ref.name}@{ref.digest}" if ref.digest else f"docker://{ref}"
         copy_reference = ref.digest or ref.tag or "latest"
         all_platforms = bool(
-            top.is_index and (options.all_platforms or len(options.platforms) > 1 or ref.digest)
+            is_index and (options.all_platforms or len(options.platforms) > 1 or ref.digest)
         )
         platform: Platform | None = None
-        expected = top.digest
-        if top.is_index and not all_platforms:
+        expected = top.digest if top is not None else head.digest  # type: ignore[union-attr]
+        if top is not None and top.is_index and not all_platforms:
             platform = options.platforms[0]
             child = select_children(top, [platform], False)[0]
             expected = child.digest
-        elif top.is_index:
+        elif is_index:
             options.progress.info(
                 f"copying every platform of {ref} (keeps the index digest; moves more bytes)"
             )
-        skip = self._already_stored(
-            layout, repository, ref.tag or copy_reference, expected, top, all_platforms
-        )
+        skip = self._already_stored(layout, repository, ref.tag or copy_reference, expected)
         return _Plan(
             str(ref),
             source,
@@ -212,12 +217,7 @@ class SyncStrategy(CacheStrategy):
 
     @staticmethod
     def _already_stored(
-        layout: DistributionLayout,
-        repository: str,
-        reference: str,
-        expected: str,
-        top: Manifest,
-        all_platforms: bool,
+        layout: DistributionLayout, repository: str, reference: str, expected: str
     ) -> bool:
         if layout.resolve(repository, reference) != expected:
             return False
@@ -403,10 +403,14 @@ class _Copier:
         """Images copied by tag, grouped by source namespace and platform mode, then split
         so every worker has a batch: one ``skopeo sync`` moves a whole batch, saving a
         process start-up and a configuration load per image."""
+        per_batch = -(-len(plans) // max(1, self.options.max_parallel))
+        if per_batch < BATCH_MIN:
+            # Fewer images than workers can each take a few: parallel copies are faster
+            # (4 large images in one batch were copied one after another).
+            return [[plan] for plan in plans]
         groups: dict[tuple, list[_Plan]] = {}
         for plan in plans:
             groups.setdefault(plan.batch_key(), []).append(plan)
-        per_batch = max(BATCH_MIN, -(-len(plans) // max(1, self.options.max_parallel)))
         return [
             group[i : i + per_batch]
             for group in groups.values()

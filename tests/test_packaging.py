@@ -119,3 +119,31 @@ def test_wheel_holds_the_mapped_packages_and_entry_points(tmp_path):
 
 def test_distribution_metadata():
     assert importlib.metadata.version("sealpy") == sealpy.core.__version__
+
+
+def test_manifest_parsing_refuses_schema1_and_checks_digests():
+    import json
+
+    import pytest
+
+    from sealpy.core.errors import DigestMismatchError, ManifestError
+    from sealpy.core.transport.media import Manifest
+
+    schema1 = json.dumps({"schemaVersion": 1, "name": "x", "tag": "1", "fsLayers": []}).encode()
+    with pytest.raises(ManifestError, match="schema1"):
+        Manifest.parse(schema1, "application/vnd.docker.distribution.manifest.v1+prettyjws")
+    with pytest.raises(ManifestError, match="schema1"):
+        Manifest.parse(schema1)  # recognised by its shape too
+    good = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "x", "digest": "sha256:" + "a" * 64, "size": 1},
+            "layers": [],
+        }
+    ).encode()
+    with pytest.raises(DigestMismatchError):
+        Manifest.parse(good, expected_digest="sha256:" + "b" * 64)
+    evil = good.replace(b"sha256:" + b"a" * 64, b"sha256:../../etc/passwd")
+    with pytest.raises(ManifestError, match="digest"):
+        Manifest.parse(evil)  # a digest becomes a path: only sha256 hex is accepted

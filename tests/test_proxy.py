@@ -260,3 +260,53 @@ def test_image_reference_with_tag_and_digest_is_fetched_by_digest(
     ref = ImageReference(c.plain.host, "library/single", "latest-pinned", c.single.digest)
     report = proxy(ImageSet.of([ref]), tmp_path / "registry")
     assert (report.images[0].tag, report.images[0].digest) == ("latest-pinned", c.single.digest)
+
+
+def test_a_warm_rerun_sends_no_blob_request(conformance_catalog: Catalog, tmp_path):
+    """Counted on the wire: the second run asks for manifests only."""
+    from sealpy.core.testing.faultproxy import FaultProxy
+
+    c = conformance_catalog
+    out = tmp_path / "registry"
+    with FaultProxy(c.plain.host) as wire:
+        refs = [
+            ImageReference(wire.host, "library/single", "1"),
+            ImageReference(wire.host, "library/multi", "1"),
+        ]
+        proxy(ImageSet.of(refs), out)
+        assert any("/blobs/" in s.path for s in wire.seen)
+        wire.seen.clear()
+        proxy(ImageSet.of(refs), out)
+        assert wire.seen, "the source is still asked what the tags point to"
+        assert [s.path for s in wire.seen if "/blobs/" in s.path] == []
+        assert all("/manifests/" in s.path or s.path == "/v2/" for s in wire.seen)
+
+
+def test_build_with_the_proxy_strategy_needs_no_binaries(conformance_catalog: Catalog, tmp_path):
+    c = conformance_catalog
+    context = tmp_path / "ctx"
+    (context / "images" / "shim").mkdir(parents=True)
+    (context / "images" / "shim" / "list.txt").write_text(f"{c.ref(c.plain, 'library/single')}\n")
+    (context / "Kubefile").write_text("FROM scratch\nCOPY registry ./registry\n")
+    bindir = Path(sys.executable).parent
+    result = subprocess.run(
+        [
+            str(bindir / "sealpy"),
+            "build",
+            "--strategy",
+            "proxy",
+            "--platform",
+            "linux/amd64",
+            "-t",
+            "nobin",
+            "--root",
+            str(tmp_path / "store"),
+            str(context),
+        ],
+        env={**os.environ, "PATH": str(bindir)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Successfully tagged localhost/nobin:latest" in result.stdout

@@ -194,6 +194,9 @@ class DockerArchiveSource:
         self._level = compress_level
         self._lock = threading.Lock()
         self._manifest: Manifest | None = None
+        # Blobs this source wrote itself (compressed layers, the config): the copy engine
+        # finds them present, so they are counted here as fetched.
+        self.converted: list[Descriptor] = []
         try:
             entries = json.loads(self.tar.read("manifest.json"))
         except (NotFoundError, ValueError):
@@ -225,7 +228,9 @@ class DockerArchiveSource:
             and all(self.sink.has_blob(b.digest) for b in existing.blobs)
         ):
             return existing
-        self.sink.put_blob_bytes(config)
+        if not self.sink.has_blob(config_digest):
+            self.sink.put_blob_bytes(config)
+            self.converted.append(Descriptor(DOCKER_CONFIG, config_digest, len(config)))
         layers = [self._layer(name) for name in self.entry.get("Layers") or []]
         document = {
             "schemaVersion": 2,
@@ -251,7 +256,9 @@ class DockerArchiveSource:
                         gz.write(head)
                         while chunk := src.read(CHUNK):
                             gz.write(chunk)
-                return writer.commit()
+                descriptor = writer.commit()
+                self.converted.append(descriptor)
+                return descriptor
             finally:
                 writer.close()
 

@@ -345,19 +345,7 @@ def copy_images(
     for state in states:
         if not state.done:  # waiting on a conflicting partner that failed
             fail(state, SealpyError("not stored: another image for the same tag failed"))
-    results = tuple(
-        CopyResult(
-            s.job.label,
-            s.plan.top.digest,
-            s.plan.platforms,
-            s.fetched,
-            s.reused,
-            s.bytes,
-            s.finished - s.started,
-        )
-        for s in states
-        if s.error is None and s.plan is not None
-    )
+    results = tuple(_result(s) for s in states if s.error is None and s.plan is not None)
     failures = tuple(CopyFailure(s.job.label, s.error) for s in states if s.error is not None)
     return CopyOutcome(results, failures)
 
@@ -368,3 +356,20 @@ def _as_error(digest: str, error: BaseException | None) -> SealpyError:
     if isinstance(error, OSError):
         return SealpyError(f"blob {digest}: writing failed: {error.strerror or error}")
     return SealpyError(f"blob {digest}: {type(error).__name__}: {error}")
+
+
+def _result(state: _JobState) -> CopyResult:
+    # A source that writes blobs into the destination itself (a docker-archive compressing
+    # its layers) lists them in ``converted``: the engine found them present, yet they
+    # are this job's work, not reuse.
+    converted = list(getattr(state.job.source, "converted", ()))
+    assert state.plan is not None
+    return CopyResult(
+        state.job.label,
+        state.plan.top.digest,
+        state.plan.platforms,
+        state.fetched + len(converted),
+        max(0, state.reused - len(converted)),
+        state.bytes + sum(b.size for b in converted),
+        state.finished - state.started,
+    )
