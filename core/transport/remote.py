@@ -237,7 +237,11 @@ class RegistryClient:
         """Loopback or insecure: HTTPS if the host speaks it, else plain HTTP (as Docker).
 
         A host that speaks TLS with a certificate we cannot verify is not downgraded: that
-        is a TLS failure, reported as such unless verification was turned off."""
+        is a TLS failure, reported as such unless verification was turned off. A loopback
+        host is asked in plain HTTP first, as that is what local registries speak (and a
+        TLS handshake with certificate loading costs more than the whole request)."""
+        if is_loopback(host) and self._answers_plain_http(host):
+            return _Base(f"http://{host}", False)
         https = _Base(f"https://{host}", verify)
         try:
             self._count()
@@ -254,6 +258,21 @@ class RegistryClient:
             return _Base(f"http://{host}", False)
         except requests.exceptions.ConnectionError:
             return _Base(f"http://{host}", False)
+
+    def _answers_plain_http(self, host: str) -> bool:
+        """A registry's own answer to /v2/ over plain HTTP: 200 or 401 with distribution's
+        API version header (a TLS-only server answers 400, or not at all)."""
+        self._count()
+        try:
+            response = self.session.get(
+                f"http://{host}/v2/", timeout=self._timeout(), auth=_no_auth, allow_redirects=False
+            )
+            response.close()
+        except requests.exceptions.RequestException:
+            return False
+        return response.status_code in (200, 401) and (
+            "Docker-Distribution-Api-Version" in response.headers
+        )
 
     def send(
         self,
