@@ -22,7 +22,7 @@ def lint(session: nox.Session) -> None:
 
 
 PROBE = (
-    "import importlib.metadata as m, sealpy.core, sealpy.strategies.proxy, sealpy.core.testing.conformance;"
+    "import importlib.metadata as m, sealpy.core, sealpy.strategies.proxy, sealpy.core.testing.images;"
     "eps = {e.name for e in m.entry_points(group='sealpy')};"
     "assert {'proxy', 'sync'} <= eps, eps;"
     "print(sealpy.core.__file__)"
