@@ -238,13 +238,16 @@ def count_requests(contender: str, workload: Workload, scratch: Path, args, upst
     from sealpy.core.reference import ImageReference
     from sealpy.core.testing.faultproxy import FaultProxy
 
-    if contender.startswith("limit"):
-        return (
-            len(workload.transfers)
-            if not workload.warm
-            else len([t for t in workload.transfers if t.get("manifest")])
-        )
     with FaultProxy(upstream) as proxy:
+        if contender.startswith("limit"):  # the limit's GETs go through the proxy too
+            run_once(
+                contender,
+                replace(workload, registry=proxy.host),
+                fresh(scratch, "count"),
+                scratch / "tmp",
+                args,
+            )
+            return len(proxy.seen)
         images = [
             str(ImageReference(proxy.host, ImageReference.parse(r).repository, "1"))
             for r in workload.images
@@ -316,6 +319,30 @@ def cli_timings(repeats: int = 10) -> dict:
             "max": max(times) * 1000,
         }
     }
+
+
+def proxy_cold_warm(workload: Workload, scratch: Path, args, count: int = 20) -> dict:
+    """The proxy strategy on the first ``count`` small images: a cold run into a fresh
+    directory, then a warm re-run into the same directory, ``args.repeats`` times."""
+    from sealpy.core.reference import ImageReference
+
+    count = min(count, len(workload.images))
+    repos = {ImageReference.parse(r).repository for r in workload.images[:count]}
+    subset = replace(
+        workload,
+        images=workload.images[:count],
+        transfers=[t for t in workload.transfers if t["repository"] in repos],
+    )
+    cold, warm = [], []
+    for _ in range(args.repeats):
+        out = fresh(scratch, "cold-warm")
+        cold.append(run_once("proxy", subset, out, scratch / "tmp", args)["seconds"])
+        warm.append(run_once("proxy", subset, out, scratch / "tmp", args)["seconds"])
+    return {"images": count, "cold": summarize_values(cold), "warm": summarize_values(warm)}
+
+
+def summarize_values(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 def cli_end_to_end(workload: Workload, scratch: Path, repeats: int) -> dict:
@@ -464,6 +491,8 @@ def main() -> None:
                             "requests": requests,
                         }
                     )
+            small_workload = next((w for w in workloads if w.name == "small"), None)
+            cold_warm = proxy_cold_warm(small_workload, scratch, args) if small_workload else None
             e2e = (
                 cli_end_to_end(
                     next(w for w in workloads if w.name == "small"), scratch, args.repeats
@@ -485,7 +514,7 @@ def main() -> None:
             for w in workloads
         ],
         "results": results,
-        "cli": {**cli_timings(), "registry_save_end_to_end": e2e},
+        "cli": {**cli_timings(), "registry_save_end_to_end": e2e, "proxy_cold_warm": cold_warm},
     }
     write_outputs(report, Path(args.output))
 
@@ -581,9 +610,54 @@ def markdown(report: dict) -> str:
             f"`sealpy registry save` end to end on the small workload (proxy, interpreter start-up "
             f"included): {e['median']:.2f} s median ({e['min']:.2f}–{e['max']:.2f})."
         )
+    if cli.get("proxy_cold_warm"):
+        cw = cli["proxy_cold_warm"]
+        lines.append(
+            f"proxy on the first {cw['images']} small images, cache stage: cold "
+            f"{cw['cold']['median']:.3f} s, warm {cw['warm']['median']:.3f} s (medians)."
+        )
     for w in report["workloads"]:
         lines.append(f"- **{w['name']}**: {w['description']} ({w['bytes'] / 1e6:.1f} MB to move).")
+    targets = target_lines(report)
+    if targets:
+        lines += ["", "Targets (issue 7), from the medians above:", "", *targets]
     return "\n".join(lines) + "\n"
+
+
+def target_lines(report: dict) -> list[str]:
+    """Each target as a figure and met/missed: figures, not assertions."""
+    by = {(r["workload"], r["contender"]): r for r in report["results"]}
+    out = []
+
+    def ratio_target(label, workload, contender, baseline, limit, *, faster=False):
+        ratio = _ratio(report, workload, contender, baseline)
+        if ratio is None:
+            return
+        if faster:  # "at least N× faster than the baseline"
+            speedup = 1 / ratio
+            verdict = "met" if speedup >= limit else "missed"
+            out.append(f"- {label}: {speedup:.2f}× (target ≥ {limit}×) — {verdict}")
+        else:
+            verdict = "met" if ratio <= limit else "missed"
+            out.append(f"- {label}: {ratio:.2f}× (target ≤ {limit}×) — {verdict}")
+
+    ratio_target("proxy ÷ verified limit, small", "small", "proxy", "limit-verified", 1.5)
+    ratio_target("proxy ÷ verified limit, large", "large", "proxy", "limit-verified", 1.3)
+    ratio_target("proxy warm ÷ limit", "warm", "proxy", "limit", 2.0)
+    ratio_target(
+        "sync speed-up over serial skopeo, small",
+        "small",
+        "sync",
+        "skopeo-serial",
+        1.5,
+        faster=True,
+    )
+    large = by.get(("large", "proxy"))
+    if large and large["peak_rss_mib"]:
+        rss = large["peak_rss_mib"]["max"]
+        verdict = "met" if rss < 100 else "missed"
+        out.append(f"- proxy peak RSS, large (worst run): {rss:.0f} MiB (target < 100) — {verdict}")
+    return out
 
 
 def chart(report: dict, path: Path) -> None:

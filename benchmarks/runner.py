@@ -57,13 +57,66 @@ class DiskSampler:
         self.peak = max(self.peak, directory_size(self.path))
 
 
+def _vmhwm_kib(pid: int | str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:  # gone while we looked
+        pass
+    return 0
+
+
 def peak_rss_kib() -> int:
-    """This process's own peak RSS (VmHWM). ru_maxrss survives exec on Linux, so it would
-    report the benchmark driver's peak instead."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    """This process's own peak RSS (VmHWM). ru_maxrss survives fork and exec on Linux, so
+    it would report the benchmark driver's peak instead."""
+    return _vmhwm_kib("self")
+
+
+def _descendants(pid: int) -> list[int]:
+    found, queue = [], [pid]
+    while queue:
+        parent = queue.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                children = Path(f"/proc/{parent}/task/{task}/children").read_text().split()
+            except OSError:
+                continue
+            for child in map(int, children):
+                found.append(child)
+                queue.append(child)
+    return found
+
+
+class ChildrenSampler:
+    """Largest peak RSS (VmHWM) of any descendant process (skopeo, docker-registry), sampled
+    every 20 ms while the run lasts. RUSAGE_CHILDREN's ru_maxrss cannot be used: Linux keeps
+    ru_maxrss across fork and exec, so every child would report at least this process's
+    size at the time it forked."""
+
+    def __init__(self) -> None:
+        self.peak_kib = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = os.getpid()
+        while not self._stop.is_set():
+            for pid in _descendants(me):
+                self.peak_kib = max(self.peak_kib, _vmhwm_kib(pid))
+            self._stop.wait(0.02)
+
+    def __enter__(self) -> ChildrenSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def run_strategy(spec: dict) -> dict:
@@ -217,7 +270,7 @@ def main() -> None:
 
     tempfile.tempdir = str(tmp)
     contender = spec["contender"]
-    with DiskSampler(tmp) as disk:
+    with DiskSampler(tmp) as disk, ChildrenSampler() as children_rss:
         if contender == "skopeo-serial":
             result = run_skopeo_serial(spec)
         elif contender in ("limit", "limit-verified"):
@@ -229,8 +282,8 @@ def main() -> None:
     result.update(
         {
             "cpu_seconds": me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime,
-            "peak_rss_mib": me.ru_maxrss / 1024,
-            "children_peak_rss_mib": children.ru_maxrss / 1024,
+            "peak_rss_mib": peak_rss_kib() / 1024,
+            "children_peak_rss_mib": children_rss.peak_kib / 1024,
             "peak_extra_disk_mib": disk.peak / (1 << 20),
         }
     )
