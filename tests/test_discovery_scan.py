@@ -314,3 +314,27 @@ def test_scan_exit_code_with_warnings_and_strict(
     clean = make_context(tmp_path / "clean", {"images/shim/list": "nginx\n"})
     assert main(["scan", "--strict", str(clean)]) == 0
     capfd.readouterr()
+
+
+EXAMPLES = Path(__file__).parents[1] / "examples"
+
+
+def test_the_demo_context_scans_as_committed(tmp_path: Path) -> None:
+    """`sealpy scan examples/demo-context` works on a fresh clone: the archive tar.txt
+    names is committed, and it is exactly what the demo's deterministic factory makes."""
+    import importlib.util
+
+    from sealpy.core.testing.images import ImageFactory
+
+    spec = importlib.util.spec_from_file_location("sealpy_demo", EXAMPLES / "demo.py")
+    assert spec is not None and spec.loader is not None
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    committed = EXAMPLES / "demo-context" / "images" / "skopeo" / "pause.tar"
+    made = demo.make_archive(ImageFactory(tmp_path / "factory"), tmp_path / "pause.tar")
+    assert made.read_bytes() == committed.read_bytes()
+    assert committed.stat().st_size <= 32 * 1024
+    result = scan(EXAMPLES / "demo-context", strict=True)
+    (archive,) = result.images.archives
+    assert archive.path == committed.resolve()
+    assert "docker.io/library/nginx:1.25" in found(result)
