@@ -86,7 +86,8 @@ FileOpt = Annotated[
     typer.Option(
         "-f",
         "--file",
-        help="Build file (default: every Sealfile, Kubefile, Dockerfile, Containerfile in the context).",
+        help="Build file, relative to the current directory, else to the context (default: "
+        "every Sealfile, Kubefile, Dockerfile, Containerfile in the context).",
     ),
 ]
 ImagesOpt = Annotated[

@@ -94,7 +94,7 @@ def cache(
     """Cache ``images`` into ``registry_dir`` (a registry storage root) with a strategy."""
     options = options or CacheOptions()
     chosen = strategy if isinstance(strategy, type) else select_strategy(strategy, manager=manager)
-    registry_dir = Path(registry_dir).absolute()
+    registry_dir = check_directory(Path(registry_dir), "registry directory").absolute()
     if not images.images and not images.archives:
         return CacheReport(strategy=chosen.name)
     registry_dir.mkdir(parents=True, exist_ok=True)
