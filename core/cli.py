@@ -86,7 +86,8 @@ FileOpt = Annotated[
     typer.Option(
         "-f",
         "--file",
-        help="Build file (default: every Sealfile, Kubefile, Dockerfile, Containerfile in the context).",
+        help="Build file, relative to the current directory, else to the context (default: "
+        "every Sealfile, Kubefile, Dockerfile, Containerfile in the context).",
     ),
 ]
 ImagesOpt = Annotated[
@@ -321,9 +322,21 @@ def registry_save(
         quiet=quiet,
         retry_times=retry_times,
     )
-    scanned = pipeline.scan(context, build_file=file, extra_images=_split(images), strict=strict)
+    # The build file plays no part in caching (as in Sealos): a context may have none.
+    scanned = pipeline.scan(
+        context,
+        build_file=file,
+        extra_images=_split(images),
+        strict=strict,
+        require_build_file=False,
+    )
     _print_warnings(scanned.images)
-    _run_cache(scanned, registry_dir or Path(context) / "registry", chosen, options)
+    # Checked after the scan (which reports a missing context best), before any download.
+    if registry_dir is not None:
+        target = pipeline.check_directory(registry_dir, "--registry-dir")
+    else:
+        target = pipeline.check_directory(Path(context) / "registry", "registry directory")
+    _run_cache(scanned, target, chosen, options)
 
 
 @registry_app.command("verify")
@@ -386,7 +399,8 @@ def build(
     """Scan the context, cache its images, and build the image (like `sealos build`)."""
     from sealpy.core import pipeline
 
-    chosen = pipeline.select_strategy(strategy) if save_image else None
+    # The name is validated even without --save-image; only caching needs it available.
+    chosen = pipeline.select_strategy(strategy, check_available=save_image)
     build_platforms = None
     if platform:
         from sealpy.core.reference import parse_platforms
@@ -409,8 +423,15 @@ def build(
     )
     scanned = pipeline.scan(context, build_file=file, extra_images=_split(images), strict=strict)
     _print_warnings(scanned.images)
+    # A wrong build file or --root fails now, not after every image has been downloaded.
+    pipeline.check_build_file(
+        scanned, builder_class, registry_pending=bool(save_image and len(scanned.images))
+    )
+    if root is not None:
+        pipeline.check_directory(root, "--root")
     if save_image:
-        _run_cache(scanned, Path(context) / "registry", chosen, options)  # closes the progress
+        registry_dir = pipeline.check_directory(Path(context) / "registry", "registry directory")
+        _run_cache(scanned, registry_dir, chosen, options)  # closes the progress
     else:
         options.progress.close()
     result = pipeline.build(

@@ -11,6 +11,7 @@ renders the results. Callable from Python::
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import pluggy
 
-from sealpy.core.errors import ContextError, StrategyUnavailableError, UsageError
+from sealpy.core.errors import BuildError, ContextError, StrategyUnavailableError, UsageError
 from sealpy.core.model import CacheOptions, CacheReport, ImageSet, ScanResult
 from sealpy.core.plugins import plugin_manager, resolve_strategy
 from sealpy.core.strategy import CacheStrategy
@@ -36,15 +37,20 @@ def scan(
     build_file: Path | None = None,
     extra_images: Sequence[str] = (),
     strict: bool = False,
+    require_build_file: bool = True,
     manager: pluggy.PluginManager | None = None,
 ) -> ScanResult:
-    """Find the build files and every image the context needs (see :mod:`sealpy.core.discovery`)."""
+    """Find the build files and every image the context needs (see :mod:`sealpy.core.discovery`).
+
+    ``require_build_file=False`` is for the cache stage alone (``registry save``): in Sealos
+    the build file plays no part in caching, so a context without one is fine there."""
     from sealpy.core.discovery import scan_context
 
     result = scan_context(
         Path(context_dir),
         build_file=build_file,
         extra_images=extra_images,
+        require_build_file=require_build_file,
         manager=manager or plugin_manager(),
     )
     warnings = result.images.warnings
@@ -58,10 +64,17 @@ def select_strategy(
     *,
     environ: Mapping[str, str] | None = None,
     manager: pluggy.PluginManager | None = None,
+    check_available: bool = True,
 ) -> type[CacheStrategy]:
     """The strategy to use (``--strategy``, ``SEALPY_CACHE_STRATEGY``,
-    ``SEALOS_REGISTRY_SYNC_EXPERIMENTAL=true``, else ``proxy``), checked to be available."""
+    ``SEALOS_REGISTRY_SYNC_EXPERIMENTAL=true``, else ``proxy``), checked to be available.
+
+    The name is always resolved (an unknown one is an error even when nothing will be
+    cached); ``check_available=False`` skips only the availability check, for a build
+    that does not cache (``--save-image=false``) and so needs no skopeo."""
     strategy = resolve_strategy(name, os.environ if environ is None else environ, manager)
+    if not check_available:
+        return strategy
     availability = strategy.availability()
     if not availability.available:
         raise StrategyUnavailableError(
@@ -81,7 +94,7 @@ def cache(
     """Cache ``images`` into ``registry_dir`` (a registry storage root) with a strategy."""
     options = options or CacheOptions()
     chosen = strategy if isinstance(strategy, type) else select_strategy(strategy, manager=manager)
-    registry_dir = Path(registry_dir).absolute()
+    registry_dir = check_directory(Path(registry_dir), "registry directory").absolute()
     if not images.images and not images.archives:
         return CacheReport(strategy=chosen.name)
     registry_dir.mkdir(parents=True, exist_ok=True)
@@ -92,6 +105,94 @@ def cache(
             report.strategy, report.images, time.monotonic() - started, report.requests
         )
     return report
+
+
+def check_directory(path: Path, what: str) -> Path:
+    """``path`` as a directory sealpy may create or write into, or a one-line
+    :class:`UsageError`: neither it nor any existing parent may be something other than a
+    directory. Checked before any work starts, so a typo does not surface as an internal
+    error once every image has been downloaded."""
+    path = Path(path)
+    probe = path.absolute()
+    while not probe.exists() and not probe.is_symlink() and probe != probe.parent:
+        probe = probe.parent
+    if probe.is_symlink() and not probe.exists():
+        raise UsageError(f"{what} {path}: {probe} is a dangling symlink")
+    if not probe.is_dir():
+        if probe == path.absolute():
+            raise UsageError(f"{what} {path} is not a directory")
+        raise UsageError(f"{what} {path}: {probe} is not a directory")
+    return path
+
+
+def check_build_file(
+    scanned: ScanResult,
+    builder: str | type[ImageBuilder] = "native",
+    *,
+    registry_pending: bool = False,
+    manager: pluggy.PluginManager | None = None,
+) -> None:
+    """Cheap checks of the build files, for before the cache stage so that a wrong build
+    file fails before a single image is downloaded: they parse (unknown or malformed
+    instructions) and, for the native builder, it can run every instruction (no RUN) and
+    each literal COPY/ADD source exists inside the context and is not ignored.
+
+    Sources with variables (``$VAR``), ``--from`` sources and URLs are left to the builder,
+    which knows ``ARG`` and ``ENV``. ``registry_pending``: the cache stage is about to
+    create ``registry/``, so sources under it are not checked yet."""
+    from sealpy.core.builder.context import IgnoreMatcher, Tree
+    from sealpy.core.builder.native import NativeBuilder, split_stages
+    from sealpy.core.builder.parser import parse_files
+
+    chosen = builder if isinstance(builder, type) else select_builder(builder, manager=manager)
+    context = scanned.context
+    instructions = parse_files(context.build_files, root=context.root)
+    if not issubclass(chosen, NativeBuilder):
+        # Other builders (buildah) have their own rules for sources (symlinks, ignore
+        # files); only the parse is common ground.
+        return
+    split_stages(instructions)
+    tree = Tree(context.root, ignore=IgnoreMatcher.for_context(context.root))
+    for ins in instructions:
+        if ins.keyword not in ("COPY", "ADD") or ins.has_flag("from") or "$" in ins.args:
+            continue
+        for source in _literal_sources(ins):
+            if registry_pending and _under_registry(source):
+                continue
+            try:
+                _check_source(tree, source, ins.keyword)
+            except BuildError as exc:
+                raise ins.error(str(exc)) from None
+
+
+_URL_SOURCE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://|^git@")
+
+
+def _literal_sources(ins) -> list[str]:
+    from sealpy.core.builder.parser import expand_words
+
+    words = expand_words(ins, {})
+    return [w for w in words[:-1] if not _URL_SOURCE.match(w)]
+
+
+def _under_registry(source: str) -> bool:
+    parts = [p for p in source.split("/") if p not in ("", ".")]
+    return bool(parts) and parts[0] == "registry"
+
+
+def _check_source(tree, source: str, keyword: str) -> None:
+    """What the native builder's plan checks first for one source (missing, outside the
+    context, excluded by .dockerignore), without walking directories."""
+    from sealpy.core.builder.context import IGNORE_FILES, has_glob
+
+    if has_glob(source):
+        if not tree.glob(source):
+            raise BuildError(f"{keyword} {source}: no file in {tree.what} matches")
+        return
+    path = tree.resolve(source.lstrip("/"))
+    rel = tree.relative(path)
+    if tree.ignore and rel and tree.ignore.ignored(rel):
+        raise BuildError(f"{keyword} {source}: excluded by {IGNORE_FILES[1]} or {IGNORE_FILES[0]}")
 
 
 def select_builder(name: str = "native", *, manager: pluggy.PluginManager | None = None):

@@ -3,7 +3,8 @@
 No internet is needed. The demo
 1. starts a local registry (Debian's docker-registry) and seeds it with sample images —
    deterministic stand-ins made by sealpy's test-image factory — for every docker.io
-   image the context needs (some multi-platform), plus a docker-archive for tar.txt;
+   image the context needs (some multi-platform); the docker-archive tar.txt names,
+   ``images/skopeo/pause.tar``, is committed (``make_archive`` reproduces it);
 2. runs the real CLI: ``sealpy build -t demo/app:v1 --registry-mirror
    docker.io=http://127.0.0.1:PORT examples/demo-context``, so docker.io is served by
    the local mirror while every image keeps its name;
@@ -29,6 +30,15 @@ from sealpy.core.testing.registry import RegistryServer
 HERE = Path(__file__).parent
 CONTEXT = HERE / "demo-context"
 MULTI_PLATFORM = {"library/nginx", "library/busybox"}
+ARCHIVE = CONTEXT / "images/skopeo/pause.tar"
+
+
+def make_archive(factory: ImageFactory, path: Path = ARCHIVE) -> Path:
+    """The context's ``images/skopeo/pause.tar``, as ``docker save`` writes it. It is
+    committed (so ``sealpy scan examples/demo-context`` works on a fresh clone); the factory
+    is deterministic, so this rewrites the same bytes (a test checks that)."""
+    image = factory.image("demo/pause:3.9", [4 * 1024])
+    return factory.docker_archive(image, path, "registry.k8s.io/pause:3.9")
 
 
 def seed(factory: ImageFactory, mirror: RegistryServer, references: list[ImageReference]) -> None:
@@ -67,10 +77,8 @@ def main() -> None:
         work = Path(tmp)
         shutil.rmtree(CONTEXT / "registry", ignore_errors=True)
         factory = ImageFactory(work / "factory")
-        archive_image = factory.image("demo/pause:3.9", [64 * 1024])
-        factory.docker_archive(
-            archive_image, CONTEXT / "images/skopeo/pause.tar", "registry.k8s.io/pause:3.9"
-        )
+        if not ARCHIVE.exists():  # deleted by hand: the same bytes come back
+            make_archive(factory)
 
         print("== what the context needs (sealpy scan)")
         run([sealpy, "scan", str(CONTEXT)])
@@ -109,7 +117,6 @@ def main() -> None:
             print(f"kept the image store in {kept} and the registry in {CONTEXT / 'registry'}")
         else:
             shutil.rmtree(CONTEXT / "registry", ignore_errors=True)
-            (CONTEXT / "images/skopeo/pause.tar").unlink(missing_ok=True)
     print("demo: done")
 
 

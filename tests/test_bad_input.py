@@ -39,9 +39,66 @@ BROKEN_CHART = {
     "charts/bad/templates/x.yaml": "kind: Pod\nimage: {{ .Values.nope.missing }}\n",
 }
 
+SAVE = ["registry", "save"]
+BUILD = ["build", "--root", "{tmp}/store"]
+SCAN = ["scan"]
+UNREACHABLE = ["--images", "127.0.0.1:1/app:1", "--retry-times", "0"]
+
+# name: (arguments, context files, message[, command (default registry save)]). Cases that
+# pass UNREACHABLE must fail before the cache stage: otherwise the error is "cannot reach".
 CASES = {
     "missing context": ([], {"__nocontext__": ""}, "does not exist"),
-    "no build file": ([], {"__nokubefile__": ""}, "no build file"),
+    "no build file (scan)": ([], {"__nokubefile__": ""}, "no build file", SCAN),
+    "no build file (build)": (UNREACHABLE, {"__nokubefile__": ""}, "no build file", BUILD),
+    "-f names a directory": (["-f", "{ctx}/sub"], {"sub/x": ""}, "is a directory", SCAN),
+    "-f names a missing file": (["-f", "Kubefile.nope"], {}, "does not exist", SCAN),
+    "--registry-dir is a file": (
+        ["--registry-dir", "{ctx}/afile", *UNREACHABLE],
+        {"afile": ""},
+        "--registry-dir",
+    ),
+    "--registry-dir under a file": (
+        ["--registry-dir", "{ctx}/afile/registry", *UNREACHABLE],
+        {"afile": ""},
+        "afile is not a directory",
+    ),
+    "<context>/registry is a file": (UNREACHABLE, {"registry": ""}, "registry directory"),
+    "build --root is a file": (
+        ["--root", "{ctx}/afile", *UNREACHABLE],
+        {"afile": "", "Kubefile": "FROM scratch\n"},
+        "--root",
+        ["build"],
+    ),
+    "malformed instruction (build)": (
+        UNREACHABLE,
+        {"Kubefile": "FROM scratch\nFROBNICATE registry\n"},
+        "Kubefile:2: unknown instruction FROBNICATE",
+        BUILD,
+    ),
+    "RUN without buildah (build)": (
+        UNREACHABLE,
+        {"Kubefile": "FROM scratch\nRUN true\nCOPY registry ./registry\n"},
+        "Kubefile:2: RUN: RUN needs a container",
+        BUILD,
+    ),
+    "COPY of a missing path (build)": (
+        UNREACHABLE,
+        {"Kubefile": "FROM scratch\nCOPY registry ./registry\nCOPY nothere /x\n"},
+        "Kubefile:3: COPY: nothere: no such file",
+        BUILD,
+    ),
+    "COPY escaping the context (build)": (
+        UNREACHABLE,
+        {"Kubefile": "FROM scratch\nCOPY ../outside /x\n"},
+        "Kubefile:2: COPY: ../outside: outside the build context",
+        BUILD,
+    ),
+    "unknown strategy without --save-image (build)": (
+        ["--save-image=false", "--strategy", "nope", *UNREACHABLE],
+        {},
+        "unknown strategy 'nope'",
+        BUILD,
+    ),
     "unknown strategy": (["--strategy", "fast"], {}, "unknown strategy 'fast'"),
     "invalid --images reference": (["--images", "Bad Name:1"], {}, "invalid image reference"),
     "invalid reference in a manifest, --strict": (
@@ -84,7 +141,7 @@ CASES = {
 
 @pytest.mark.parametrize("case", CASES, ids=list(CASES))
 def test_bad_input_table(case, tmp_path, capsys):
-    extra, files, message = CASES[case]
+    extra, files, message, *command = CASES[case]
     ctx = tmp_path / "ctx"
     if "__nocontext__" not in files:
         ctx.mkdir()
@@ -92,7 +149,9 @@ def test_bad_input_table(case, tmp_path, capsys):
         if "__nokubefile__" in files:
             (ctx / "Kubefile").unlink()
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    args = ["registry", "save", *[a.replace("{ctx}", str(ctx)) for a in extra], str(ctx)]
+    words = [*(command[0] if command else SAVE), *extra]
+    args = [a.replace("{ctx}", str(ctx)).replace("{tmp}", str(tmp_path)) for a in words]
+    args.append(str(ctx))
     code, error = run(capsys, args)
     assert code != 0
     assert message in error

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from sealpy.core.cli import main, normalize_bool_flags
@@ -152,3 +154,116 @@ def test_sealos_sync_switch_selects_sync(conformance_catalog, context, capsys, m
     )
     assert code == 0, capsys.readouterr().err
     assert "cached by sync" in capsys.readouterr().err
+
+
+def test_build_file_errors_fail_before_any_registry_request(
+    conformance_catalog, context, tmp_path, capsys
+):
+    """RUN (native builder) is found before the cache stage: no request, no registry/."""
+    from sealpy.core.testing.faultproxy import FaultProxy
+
+    (context / "Kubefile").write_text("FROM scratch\nCOPY registry ./registry\nRUN true\n")
+    with FaultProxy(conformance_catalog.plain.host) as proxy:
+        code = main(
+            [
+                "build",
+                "--root",
+                str(tmp_path / "store"),
+                "--platform",
+                "linux/amd64",
+                "--images",
+                f"{proxy.host}/library/single:1",
+                str(context),
+            ]
+        )
+        seen = list(proxy.seen)
+    assert code != 0
+    assert "Kubefile:3: RUN: RUN needs a container" in one_error_line_after_info(capsys)
+    assert seen == []
+    assert not (context / "registry").exists()
+    assert not (tmp_path / "store").exists()
+
+
+def one_error_line_after_info(capsys) -> str:
+    """The error line of a run that may print info/warn lines first."""
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("error: ")]
+    assert len(errors) == 1 and err[-1] == errors[0], err
+    assert not any("Traceback" in line for line in err)
+    return errors[0]
+
+
+def test_file_option_falls_back_to_the_context_directory(tmp_path, monkeypatch, capsys):
+    """buildah reads -f relative to the current directory, else relative to the context."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Kubefile").write_text("FROM scratch\nCOPY Kubefile /default\n")
+    (ctx / "Kubefile.prod").write_text("FROM scratch\nCOPY Kubefile.prod /prod\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    store = tmp_path / "store"
+    code = main(["build", "--root", str(store), "-f", "Kubefile.prod", "-t", "app:1", "ctx"])
+    assert code != 0  # ctx is not under the current directory
+    capsys.readouterr()
+    code = main(["build", "--root", str(store), "-f", "Kubefile.prod", "-t", "app:1", str(ctx)])
+    assert code == 0, capsys.readouterr().err
+    assert "COPY Kubefile.prod /prod" in capsys.readouterr().out
+    # A file of that name in the current directory wins, as in buildah.
+    (elsewhere / "Kubefile.prod").write_text("FROM scratch\nCOPY Kubefile /from-cwd\n")
+    code = main(["build", "--root", str(store), "-f", "Kubefile.prod", str(ctx)])
+    assert code == 0, capsys.readouterr().err
+    assert "COPY Kubefile /from-cwd" in capsys.readouterr().out
+
+
+def test_registry_save_needs_no_build_file(conformance_catalog, tmp_path, capsys):
+    """In Sealos the build file plays no part in caching; scan and build still need one."""
+    c = conformance_catalog
+    ctx = tmp_path / "ctx"
+    (ctx / "images" / "shim").mkdir(parents=True)
+    (ctx / "images" / "shim" / "list").write_text(f"{c.ref(c.plain, 'library/single')}\n")
+    code = main(["registry", "save", "--platform", "linux/amd64", str(ctx)])
+    assert code == 0, capsys.readouterr().err
+    assert DistributionLayout(ctx / "registry").resolve("library/single", "1") == c.single.digest
+    capsys.readouterr()
+    assert main(["scan", str(ctx)]) != 0
+    assert "no build file" in one_error_line(capsys)
+
+
+def test_save_image_false_validates_the_name_but_needs_no_available_strategy(
+    context, tmp_path, monkeypatch, capsys
+):
+    """--save-image=false: the strategy name is still checked; whether it could run is not
+    (sync needs skopeo and docker-registry, which an empty PATH does not have)."""
+    (context / "Kubefile").write_text("FROM scratch\nCOPY Kubefile /k\n")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    store = str(tmp_path / "store")
+    args = ["build", "--root", store, "--save-image=false", str(context)]
+    assert main([*args[:-1], "--strategy", "nope", str(context)]) == 2
+    assert "unknown strategy 'nope'" in one_error_line(capsys)
+    assert main([*args[:-1], "--strategy", "sync", str(context)]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["build", "--root", store, "--strategy", "sync", str(context)]) != 0
+    assert "strategy sync is unavailable" in one_error_line_after_info(capsys)
+
+
+def test_images_option_takes_commas_and_repeats(context, capsys):
+    code = main(
+        [
+            "scan",
+            "--json",
+            "--images",
+            "nginx:1.25, quay.io/a/b:2",
+            "--images",
+            "busybox,nginx:1.25",
+            str(context),
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    found = json.loads(capsys.readouterr().out)["images"]
+    assert [i["reference"] for i in found] == [
+        "docker.io/library/busybox:latest",
+        "docker.io/library/nginx:1.25",
+        "quay.io/a/b:2",
+    ]
+    assert all(s == {"file": "<command line>", "line": None} for i in found for s in i["sources"])

@@ -173,7 +173,7 @@ def test_missing_declared_dependency_is_a_warning(tmp_path: Path) -> None:
     assert "'metrics'" in warning.message
 
 
-def test_invalid_rendered_reference_is_a_warning_naming_the_template(tmp_path: Path) -> None:
+def test_invalid_rendered_reference_is_a_warning_in_the_template_file(tmp_path: Path) -> None:
     ctx = make_context(tmp_path / "ctx")
     make_chart(
         ctx / "charts" / "app",
@@ -184,8 +184,35 @@ def test_invalid_rendered_reference_is_a_warning_naming_the_template(tmp_path: P
     result = scan(ctx)
     assert found(result) == {}
     (warning,) = result.images.warnings
-    assert warning.file == "charts/app"
-    assert warning.message.startswith("app/templates/pod.yaml:8: invalid image reference")
+    # The template's own file; its source line is unknown (the line is templated).
+    assert (warning.file, warning.line) == ("charts/app/templates/pod.yaml", None)
+    assert warning.message.startswith("rendered line 8: invalid image reference")
+    assert "Nginx:1" in warning.message
+
+
+def test_chart_warnings_have_the_template_file_and_line_where_known(tmp_path: Path) -> None:
+    """A literal line of a template is found again in its source: file and line point
+    there. Inside a .tgz there is no file in the context: the chart and the template."""
+    ctx = make_context(tmp_path / "ctx")
+    templates = {
+        "pod.yaml": "# a comment\n{{- if true }}\n" + pod_template("Bad:Ref") + "{{- end }}\n",
+        "bad.yaml": "kind: ConfigMap\ndata: {{ .Values.broken }}: [\n  image: redis:7.2\n",
+    }
+    make_chart(ctx / "charts" / "app", "app", values={"broken": "x"}, templates=templates)
+    result = scan(ctx, strict=False)
+    assert found(result) == {REDIS: (Location("charts/app", None, "app/templates/bad.yaml"),)}
+    bad, pod = result.images.warnings
+    assert (pod.file, pod.line) == ("charts/app/templates/pod.yaml", 10)
+    assert "Bad:Ref" in pod.message and "rendered" not in pod.message
+    # Rendered output that is not YAML is line-scanned, and says so.
+    assert (bad.file, bad.line) == ("charts/app/templates/bad.yaml", None)
+    assert "rendered output is not valid YAML" in bad.message
+    shutil.move(ctx / "charts" / "app", tmp_path / "app")
+    helm_python.package(tmp_path / "app", destination=ctx / "charts")
+    bad, pod = scan(ctx).images.warnings
+    assert (pod.file, pod.line) == ("charts/app-0.1.0.tgz", None)
+    assert pod.message.startswith("app/templates/pod.yaml, rendered line 9: ")
+    assert bad.message.startswith("app/templates/bad.yaml: rendered output is not valid YAML")
 
 
 def test_chart_and_manifest_findings_are_merged(tmp_path: Path) -> None:

@@ -194,10 +194,20 @@ spec:
     - image: redis:7
   sidecarImage: "not a reference"
   note: "this image: is not a reference either"
+  previewImage: "https://example.com/preview.png"
+  pullImage: Always
+  foo_image: "-bad-"
+  initImage: busybox:1.36
 """
     scanned = images_in_text(text)
-    assert [str(r) for _, r in scanned.found] == ["docker.io/library/redis:7"]
-    assert sorted(scanned.problems) == [3, 6, 7]
+    assert sorted((line, str(r)) for line, r in scanned.found) == [
+        (5, "docker.io/library/redis:7"),
+        (11, "docker.io/library/busybox:1.36"),
+    ]
+    # A key named exactly `image` (what Sealos reads) and the line scan (line 7: `image:`
+    # inside a string) report what is not a reference; other *Image keys whose values are
+    # not references (URLs, pull policies) name no image and are skipped without a word.
+    assert sorted(scanned.problems) == [3, 7]
     assert "Nginx:1.25" in scanned.problems[3]
 
 

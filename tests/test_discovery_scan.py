@@ -254,6 +254,39 @@ def test_scan_json_is_one_object_with_the_documented_keys(
     assert str(tmp_path) not in out  # every path is relative to the context
 
 
+def test_scan_json_key_sets_and_types_are_pinned(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The README documents `scan --json` as a stable interface: these are its keys and
+    types, every one of them (a new key is a documented change, not an accident)."""
+    ctx = _full_context(tmp_path)
+    (ctx / "charts" / "not-a-chart").mkdir()  # a warning without a line
+    assert main(["scan", "--json", "--images", "busybox:1.36", str(ctx)]) == 0
+    data = json.loads(capfd.readouterr().out)
+    assert list(data) == ["images", "archives", "ignored", "warnings"]
+    sources = [s for image in data["images"] for s in image["sources"]]
+    assert all(set(i) == {"reference", "sources"} for i in data["images"])
+    assert all(isinstance(i["reference"], str) and i["sources"] for i in data["images"])
+    assert {tuple(sorted(s)) for s in sources} == {("file", "line"), ("detail", "file", "line")}
+    for source in sources:
+        assert isinstance(source["file"], str)
+        assert source["line"] is None or isinstance(source["line"], int)
+        if "detail" in source:  # a chart: the template it was rendered from, no line
+            assert isinstance(source["detail"], str) and source["line"] is None
+    assert {"file": "<command line>", "line": None} in sources
+    (archive,) = data["archives"]
+    assert set(archive) == {"transport", "path", "destination", "source"}
+    assert set(archive["source"]) == {"file", "line"}
+    assert all(set(i) == {"reference", "rule"} for i in data["ignored"])
+    assert data["ignored"]
+    assert all(set(w) == {"file", "line", "message"} for w in data["warnings"])
+    assert {w["line"] is None for w in data["warnings"]} == {True, False}
+    refs = [i["reference"] for i in data["images"]]
+    assert refs == sorted(refs)
+    keys = [(w["file"] or "", w["line"] or 0, w["message"]) for w in data["warnings"]]
+    assert keys == sorted(keys)
+
+
 def test_scan_table_lists_references_places_and_warnings(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -314,3 +347,27 @@ def test_scan_exit_code_with_warnings_and_strict(
     clean = make_context(tmp_path / "clean", {"images/shim/list": "nginx\n"})
     assert main(["scan", "--strict", str(clean)]) == 0
     capfd.readouterr()
+
+
+EXAMPLES = Path(__file__).parents[1] / "examples"
+
+
+def test_the_demo_context_scans_as_committed(tmp_path: Path) -> None:
+    """`sealpy scan examples/demo-context` works on a fresh clone: the archive tar.txt
+    names is committed, and it is exactly what the demo's deterministic factory makes."""
+    import importlib.util
+
+    from sealpy.core.testing.images import ImageFactory
+
+    spec = importlib.util.spec_from_file_location("sealpy_demo", EXAMPLES / "demo.py")
+    assert spec is not None and spec.loader is not None
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    committed = EXAMPLES / "demo-context" / "images" / "skopeo" / "pause.tar"
+    made = demo.make_archive(ImageFactory(tmp_path / "factory"), tmp_path / "pause.tar")
+    assert made.read_bytes() == committed.read_bytes()
+    assert committed.stat().st_size <= 32 * 1024
+    result = scan(EXAMPLES / "demo-context", strict=True)
+    (archive,) = result.images.archives
+    assert archive.path == committed.resolve()
+    assert "docker.io/library/nginx:1.25" in found(result)

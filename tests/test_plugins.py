@@ -236,3 +236,40 @@ def test_strategies_command_shows_availability_and_the_install_hint(tmp_path):
         "error: strategy sync is unavailable: skopeo not found; apt-get install -y skopeo; "
         "docker-registry not found; apt-get install -y docker-registry"
     ]
+
+
+def test_the_installed_example_plugin_is_called_by_build(
+    example_plugin_dir, conformance_catalog, tmp_path
+):
+    """`sealpy build --strategy serial`: the flag picks the plugin's strategy, whose cache
+    fills registry/, which the build then copies into the image."""
+    from sealpy.core.transport.distribution import DistributionLayout
+
+    c = conformance_catalog
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Kubefile").write_text("FROM scratch\nCOPY registry ./registry\n")
+    env = {k: v for k, v in os.environ.items() if k != "SEALPY_CACHE_STRATEGY"}
+    result = _sealpy(
+        [
+            "build",
+            "--strategy",
+            "serial",
+            "--root",
+            str(tmp_path / "store"),
+            "--platform",
+            "linux/amd64",
+            "--images",
+            str(c.ref(c.plain, "library/single")),
+            "-t",
+            "plugin/app:1",
+            str(context),
+        ],
+        {**env, "PYTHONPATH": str(example_plugin_dir)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "1 images cached by serial" in result.stderr
+    assert "Successfully tagged localhost/plugin/app:1" in result.stdout
+    assert DistributionLayout(context / "registry").resolve("library/single", "1") == (
+        c.single.digest
+    )

@@ -36,16 +36,17 @@ SEALIGNORE = ".sealignore"
 _COMMENT = re.compile(r"\s#.*$")
 
 
-def find_build_files(root: Path, build_file: Path | None = None) -> tuple[Path, ...]:
-    """``-f FILE`` (relative to the current directory, as buildah reads it), else every one
-    of Sealfile, Kubefile, Dockerfile, Containerfile in the context root, in that order."""
+def find_build_files(
+    root: Path, build_file: Path | None = None, *, required: bool = True
+) -> tuple[Path, ...]:
+    """``-f FILE``, else every one of Sealfile, Kubefile, Dockerfile, Containerfile in the
+    context root, in that order. ``-f`` is read as buildah reads it: relative to the current
+    directory, else relative to the context (``sealpy build -f Kubefile.prod ctx``).
+    ``required=False``: no build file in the context is fine (an empty tuple)."""
     if build_file is not None:
-        path = Path(build_file)
-        if not path.is_file():
-            raise ContextError(f"build file {build_file} does not exist")
-        return (path.absolute(),)
+        return (resolve_build_file(root, Path(build_file)),)
     found = tuple(root / name for name in BUILD_FILE_NAMES if (root / name).is_file())
-    if not found:
+    if not found and required:
         raise ContextError(
             f"no build file in {root}: expected one of {', '.join(BUILD_FILE_NAMES)}"
             " (or use -f FILE)"
@@ -53,14 +54,36 @@ def find_build_files(root: Path, build_file: Path | None = None) -> tuple[Path, 
     return found
 
 
-def open_context(context_dir: Path, build_file: Path | None = None) -> BuildContext:
+def resolve_build_file(root: Path, build_file: Path) -> Path:
+    """The ``-f`` file: as given (relative to the current directory), else, for a relative
+    path that does not exist there, the same path inside the context (buildah's fallback)."""
+    candidates = [build_file]
+    if not build_file.is_absolute():
+        candidates.append(root / build_file)
+    for candidate in candidates:
+        if candidate.is_dir():
+            raise ContextError(f"build file {build_file} is a directory, not a file")
+        if candidate.is_file():
+            return candidate.absolute()
+    if not build_file.is_absolute():
+        raise ContextError(
+            f"build file {build_file} does not exist (looked in the current directory "
+            f"and in the context {root})"
+        )
+    raise ContextError(f"build file {build_file} does not exist")
+
+
+def open_context(
+    context_dir: Path, build_file: Path | None = None, *, require_build_file: bool = True
+) -> BuildContext:
     root = Path(context_dir)
     if not root.exists():
         raise ContextError(f"build context {context_dir} does not exist")
     if not root.is_dir():
         raise ContextError(f"build context {context_dir} is not a directory")
     root = root.resolve()
-    return BuildContext(root=root, build_files=find_build_files(root, build_file))
+    files = find_build_files(root, build_file, required=require_build_file)
+    return BuildContext(root=root, build_files=files)
 
 
 @dataclass(frozen=True)
@@ -128,9 +151,10 @@ def scan_context(
     *,
     build_file: Path | None = None,
     extra_images: Sequence[str] = (),
+    require_build_file: bool = True,
     manager: pluggy.PluginManager,
 ) -> ScanResult:
-    context = open_context(context_dir, build_file)
+    context = open_context(context_dir, build_file, require_build_file=require_build_file)
     places: dict[ImageReference, list[Location]] = {}
     archives: list[ArchiveEntry] = []
     warnings: list[ScanWarning] = []

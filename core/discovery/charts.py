@@ -6,7 +6,10 @@ namespace ``default``, dependencies whose ``condition``/``tags`` the values disa
 out, and values from ``charts/<name in Chart.yaml>.values.yaml`` when that file exists
 (Sealos's convention). So an image only a values override enables is found, and the images
 of a disabled subchart are not. Images are then taken from every rendered template as from
-a manifest (see :mod:`sealpy.core.discovery.yamlimages`).
+a manifest (see :mod:`sealpy.core.discovery.yamlimages`). A finding's location is the chart,
+with the rendered template as its detail; a warning names the template's own file where the
+chart is a directory (and its line where the rendered line appears there verbatim), and
+rendered output that is not YAML gets a warning of its own, as a manifest file does.
 
 Rendering uses ``helm-python-sdk`` (``helm_python``, Helm's Go SDK in a shared library),
 imported only when a context has charts so that ``sealpy --help`` stays fast. A chart that
@@ -18,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sealpy.core.discovery.yamlimages import images_in_text
+from sealpy.core.discovery.yamlimages import TextImages, images_in_text, text_lines
 from sealpy.core.errors import ContextError
 from sealpy.core.hookspecs import hookimpl
 from sealpy.core.model import BuildContext, DiscoveryResult, Finding, Location, ScanWarning
@@ -102,6 +105,10 @@ def render_chart(path: Path, context: BuildContext) -> DiscoveryResult:
                         "its images are not scanned",
                     )
                 )
+            # Render once only: helm-python-sdk's render removes the subcharts that the
+            # values disable from this loaded Chart, in place, so a second render of the
+            # same object (with other values) would silently miss their images. It does
+            # honour `condition`/`tags` in the values passed here.
             rendered = chart.render(values, name=RELEASE_NAME, namespace=NAMESPACE)
     except helm_python.HelmError as exc:
         raise ContextError(f"chart {relative} does not render: {_one_line(exc)}") from None
@@ -113,11 +120,64 @@ def render_chart(path: Path, context: BuildContext) -> DiscoveryResult:
         findings.extend(
             Finding(ref, Location(relative, None, template)) for _line, ref in scanned.found
         )
-        warnings.extend(
-            ScanWarning(relative, None, f"{template}:{line}: {message}")
-            for line, message in scanned.problems.items()
-        )
+        warnings.extend(_template_warnings(path, relative, template, manifest, scanned))
     return DiscoveryResult(findings=tuple(findings), warnings=tuple(warnings))
+
+
+def _template_warnings(
+    chart_path: Path, relative: str, template: str, manifest: str, scanned: TextImages
+) -> list[ScanWarning]:
+    """Warnings about one rendered template, placed in the template's own file when the
+    chart is a directory holding it (``charts/app/templates/pod.yaml``), with the source
+    line where the rendered line appears there verbatim, exactly once. Otherwise (a
+    ``.tgz``, a templated line) the chart, and the rendered line in the message."""
+    source = _template_source(chart_path, template)
+    file = relative if source is None else f"{relative}/{template.split('/', 1)[1]}"
+    source_lines = _source_lines(source)
+    rendered_lines = text_lines(manifest)
+    out: list[ScanWarning] = []
+    for line, message in scanned.problems.items():
+        text = rendered_lines[line - 1].strip() if line <= len(rendered_lines) else ""
+        at = [n for n, s in enumerate(source_lines, 1) if s.strip() == text] if text else []
+        if len(at) == 1:
+            out.append(ScanWarning(file, at[0], message))
+        elif source is not None:
+            out.append(ScanWarning(file, None, f"rendered line {line}: {message}"))
+        else:
+            out.append(ScanWarning(file, None, f"{template}, rendered line {line}: {message}"))
+    if scanned.yaml_error:
+        where = "" if source is not None else f"{template}: "
+        out.append(
+            ScanWarning(
+                file,
+                None,
+                f"{where}rendered output is not valid YAML ({scanned.yaml_error}); "
+                "read with Sealos's line scan only",
+            )
+        )
+    return out
+
+
+def _template_source(chart_path: Path, template: str) -> Path | None:
+    """The file a rendered template came from (Helm names it ``<chart name>/templates/…``,
+    subcharts ``<chart name>/charts/<sub>/templates/…``), when it is on disk."""
+    if not chart_path.is_dir() or "/" not in template:
+        return None
+    candidate = chart_path / template.split("/", 1)[1]
+    try:
+        candidate.resolve().relative_to(chart_path.resolve())
+    except ValueError:
+        return None
+    return candidate if candidate.is_file() else None
+
+
+def _source_lines(source: Path | None) -> list[str]:
+    if source is None:
+        return []
+    try:
+        return text_lines(source.read_bytes().decode("utf-8-sig", errors="replace"))
+    except OSError:
+        return []
 
 
 @hookimpl

@@ -4,8 +4,10 @@ Two passes over the same text, so that sealpy finds at least what Sealos finds a
 
 * **The YAML pass** composes every document (PyYAML nodes keep their line numbers) and
   takes the string value of every key whose name ends in ``image`` in any case (``image``,
-  ``sidecarImage``, ``foo_image``) at any depth. It sees what a line scan cannot: values
-  with trailing comments, quoted values, flow style (``{name: a, image: x}``), CRD keys.
+  ``sidecarImage``, ``foo_image``) at any depth, when it parses as a reference (a value
+  that does not is a problem only under a key named exactly ``image``). It sees what a
+  line scan cannot: values with trailing comments, quoted values, flow style
+  (``{name: a, image: x}``), CRD keys.
 * **Sealos's line scan** (``pkg/buildimage/manifests``): in each trimmed line that does
   not start with ``#``, the text after the first case-sensitive ``image:`` substring,
   trimmed and unquoted. It also sees ``image:`` inside strings (embedded configuration,
@@ -16,7 +18,8 @@ knows the value exactly, so ``image: nginx # pinned`` is ``nginx`` and ``image: 
 no image at all. Text that is not YAML (a templated ``.tmpl``) gets the line scan alone,
 made a little more lenient (comments, quotes and flow punctuation are cut off) since there
 is no parser to rely on. Whatever cannot be used becomes a problem with its line number:
-the callers turn problems into warnings, never silently dropping a line.
+the callers turn problems into warnings, never silently dropping a line (the one exception:
+values of keys like ``pullImage: Always`` that merely end in ``image`` and name none).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from sealpy.core.reference import ImageReference
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 _SEALOS_MARKER = "image:"
+SEALOS_KEY = "image"
 _STR = "tag:yaml.org,2002:str"
 _NULL = "tag:yaml.org,2002:null"
 # Plain scalars YAML reads as numbers are still written as a reference would be (``image:
@@ -139,7 +143,12 @@ def _take_image_value(
 
     A mapping value is left to the line scan of the key's line: ``image:`` over a block
     mapping gives it nothing, while ``image: {{ .Values.image }}`` (a template that happens
-    to parse as a flow mapping) is reported there instead of passing silently."""
+    to parse as a flow mapping) is reported there instead of passing silently.
+
+    Only a key named exactly ``image`` (the one Sealos reads) reports a value that is not
+    a reference; other keys ending in ``image`` count only when the value parses as one,
+    since ``pullImage: Always`` or ``previewImage: https://…`` name no image at all and
+    would otherwise break ``--strict`` for nothing."""
     if isinstance(node, yaml.ScalarNode):
         if node.tag == _NULL and not node.value:
             # Nothing after the key: the line scan finds nothing there either, unless the
@@ -159,7 +168,7 @@ def _take_image_value(
         reference, error = _parse(scalar.value)
         if reference is not None:
             out.found.append((line, reference))
-        elif error is not None:
+        elif error is not None and key.value == SEALOS_KEY:
             out.problem(line, error)
 
 
