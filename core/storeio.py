@@ -63,7 +63,7 @@ def pull(
         label=name,
         source=client.repository(ref),
         reference=ref.reference,
-        destination=store.layout.image(name),
+        destination=store.destination(name),  # Docker media types become OCI ones
         tag=ref.tag or ref.digest,  # any value: the store names the image `name`
     )
     with store.writing():
@@ -388,7 +388,9 @@ def load(store: Store, path: Path, *, progress: ProgressReporter | None = None) 
         _raise_first(outcome)
         for job in jobs:
             if job.tag is None:  # an image without a name: keep it, untagged
-                store.add_untagged(store.manifest(Descriptor("", job.reference, 0)))
+                stored = job.destination.converted.get(job.reference)  # type: ignore[attr-defined]
+                digest = stored.digest if stored is not None else job.reference
+                store.add_untagged(store.manifest(Descriptor("", digest, 0)))
     return names
 
 
@@ -407,6 +409,6 @@ def _load_job(store: Store, source, digest: str, name: str | None, names: list[s
         label=name or digest,
         source=source,
         reference=digest,
-        destination=store.layout.image(name or ""),
+        destination=store.destination(name or ""),
         tag=name,
     )
