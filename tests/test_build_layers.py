@@ -215,6 +215,30 @@ def test_add_unpacks_a_local_tar_and_refuses_urls(tmp_path: Path):
         build(context, store)
 
 
+def test_the_umask_does_not_change_the_digest(tmp_path: Path):
+    # Directories an archive (or an image's layer) implies but does not list are created
+    # while unpacking: their mode goes into the layer, so it must not come from the umask.
+    context = make_context(
+        tmp_path / "ctx",
+        "FROM scratch\nADD bundle.tar /opt/\nFROM scratch\nCOPY --from=0 /opt /opt\n",
+    )
+    with tarfile.open(context / "bundle.tar", "w") as tar:
+        info = tarfile.TarInfo("bundle/deep/data.bin")
+        info.size, info.mode = 1, 0o644
+        tar.addfile(info, io.BytesIO(b"x"))
+    digests = []
+    for umask in (0o022, 0o077):
+        previous = os.umask(umask)
+        try:
+            store = tmp_path / f"store-{umask:o}"
+            digests.append(build(context, store).result.digest)
+        finally:
+            os.umask(previous)
+        modes = {m.name: m.mode for m in members(store, layer_of(store)) if m.isdir()}
+        assert modes == {"opt": 0o755, "opt/bundle": 0o755, "opt/bundle/deep": 0o755}
+    assert digests[0] == digests[1]
+
+
 def test_an_archive_member_climbing_out_is_refused(tmp_path: Path):
     context = make_context(tmp_path / "ctx", "FROM scratch\nADD evil.tar /opt/\n")
     with tarfile.open(context / "evil.tar", "w") as tar:

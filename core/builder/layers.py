@@ -276,7 +276,7 @@ def _inside(root: Path, relpath: str, what: str, *, create: bool) -> Path | None
         except FileNotFoundError:
             if not create:
                 return None
-            current.mkdir()
+            _implicit_dir(current)
             continue
         if stat.S_ISLNK(st.st_mode):
             raise BuildError(f"{what}: member path {relpath} goes through a symlink")
@@ -284,8 +284,18 @@ def _inside(root: Path, relpath: str, what: str, *, create: bool) -> Path | None
             if not create:
                 return None
             current.unlink()
-            current.mkdir()
+            _implicit_dir(current)
     return current
+
+
+IMPLICIT_DIR_MODE = 0o755
+
+
+def _implicit_dir(path: Path) -> None:
+    """A directory the tar names no entry for: a fixed mode, not the umask's (the mode ends
+    up in the layer, and the same context must give the same digest under any umask)."""
+    path.mkdir()
+    os.chmod(path, IMPLICIT_DIR_MODE)
 
 
 def _remove(path: Path) -> None:
