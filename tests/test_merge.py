@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
+import tarfile
 from pathlib import Path
 
 from _build_support import build, cli, config_of, manifest_of
 
-from sealpy.core.builder.native import DEFAULT_PATH
+from sealpy.core.builder.native import DEFAULT_PATH, unpack_image
+from sealpy.core.store import Store
+from sealpy.core.transport.media import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, Descriptor
 from sealpy.core.merge import merge_configs, sealfile
 from sealpy.core.testing.registry import skopeo_manifest_digest
 
@@ -249,3 +254,69 @@ def test_merge_for_several_platforms_gives_an_index(tmp_path: Path, capsys):
         merged = json.loads((store / "blobs/sha256" / child["digest"].split(":")[1]).read_bytes())
         assert config_of(store, merged)["config"]["Labels"] == {"a": "1", "b": "2", "arch": arch}
         assert len(merged["layers"]) == 2
+
+
+def _layer(store: Store, members: dict[str, bytes]) -> tuple[Descriptor, str]:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    compressed = gzip.compress(raw.getvalue(), mtime=0)
+    digest = store.layout.put_blob_bytes(compressed)
+    diff_id = store.layout.put_blob_bytes(raw.getvalue())  # only its digest matters
+    return Descriptor(OCI_LAYER_GZIP, digest, len(compressed)), diff_id
+
+
+def test_whiteouts_of_a_later_input_do_not_delete_files_of_earlier_ones(tmp_path: Path, capsys):
+    store_dir = tmp_path / "store"
+    make_images(tmp_path, store_dir)
+    store = Store(store_dir)
+    # a patch image whose second layer whites out its own etc/ (opaque) and a file that
+    # only the rootfs has: Sealos's COPY --from=patch copies patch's file system, in which
+    # both whiteouts already happened, so the rootfs keeps etc/kube.conf and bin/kubeadm
+    layers = [
+        _layer(store, {"etc/old.conf": b"old", "bin/tool": b"tool"}),
+        _layer(store, {"etc/.wh..wh..opq": b"", "etc/new.conf": b"new", "bin/.wh.kubeadm": b""}),
+    ]
+    config = store.put_json(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [d for _, d in layers]},
+        },
+        OCI_CONFIG,
+    )
+    manifest = store.put_manifest(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": config.to_json(),
+            "layers": [d.to_json() for d, _ in layers],
+        }
+    )
+    store.name("localhost/patch:v1", manifest)
+    code, _, err = cli(
+        capsys, "merge", "-t", "m", "rootfs:v1", "patch:v1", "--root", str(store_dir)
+    )
+    assert code == 0, err
+    assert "patch:v1 has whiteouts in its layers: flattened into one layer" in err
+    merged = store.require_platform(store.get("localhost/m:latest"), None)
+    rootfs = manifest_of(store_dir, "localhost/rootfs:v1")
+    assert [d.digest for d in merged.layers[:-1]] == [d["digest"] for d in rootfs["layers"]]
+    root = tmp_path / "merged-fs"
+    root.mkdir()
+    unpack_image(store, merged.layers, root, "merged")
+    files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    assert files == ["bin/kubeadm", "bin/tool", "etc/kube.conf", "etc/new.conf"]
+    history = config_of(store_dir, manifest_of(store_dir, "localhost/m:latest"))["history"]
+    assert history[-1]["created_by"].endswith("COPY --from=patch:v1 . . (flattened)")
+    # an input without whiteouts keeps its layers (shared blobs)
+    code, _, err = cli(capsys, "merge", "-t", "n", "patch:v1", "app:v1", "--root", str(store_dir))
+    assert code == 0 and "flattened" not in err
+    assert store.require_platform(store.get("localhost/n:latest"), None).layers == (
+        *manifest.layers,
+        *store.require_platform(store.get("localhost/app:v1"), None).layers,
+    )

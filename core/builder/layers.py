@@ -189,6 +189,15 @@ def open_layer(stream: BinaryIO) -> tarfile.TarFile:
         raise BuildError(f"not a tar archive: {exc}") from None
 
 
+def has_whiteouts(stream: BinaryIO, what: str) -> bool:
+    """Whether a layer holds whiteout entries (``.wh.<name>`` or ``.wh..wh..opq``)."""
+    try:
+        with open_layer(stream) as tar:
+            return any(posixpath.basename(m.name.rstrip("/")).startswith(WHITEOUT) for m in tar)
+    except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as exc:
+        raise BuildError(f"{what}: cannot read layer: {exc}") from None
+
+
 def unpack(tar: tarfile.TarFile, root: Path, *, whiteouts: bool, what: str) -> None:
     """Unpack a streamed tar into ``root``. With ``whiteouts`` (an image layer) ``.wh.``
     members delete what earlier layers put there. Devices and fifos are skipped: a cluster

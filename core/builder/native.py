@@ -28,7 +28,7 @@ import re
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -650,10 +650,7 @@ class _Build:
             image = StoredImage(part.label, Descriptor("", part.image, 0))
             layers = self.store.require_platform(image, wanted).layers
         root = self._unpack_dir(scratch)
-        for layer in layers:
-            with self.store.layout.open_blob(layer.digest) as f, open_layer(f) as tar:
-                unpack(tar, root, whiteouts=True, what=f"COPY --from={part.label}")
-        tree = Tree(root, what=part.label, jail=True)
+        tree = unpack_image(self.store, layers, root, part.label)
         entries, _ = plan_sources(tree, list(part.sources), part.dest, part.workdir, part.ownership)
         return entries
 
@@ -670,6 +667,28 @@ class _Build:
         return self.store.put_manifest(
             {"schemaVersion": 2, "mediaType": media.OCI_INDEX, "manifests": entries}
         )
+
+
+def unpack_image(store: Store, layers: Sequence[Descriptor], root: Path, label: str) -> Tree:
+    """An image's file system: its ``layers`` unpacked in order into ``root``, each
+    layer's whiteouts deleting what the layers below put there (``COPY --from``)."""
+    for layer in layers:
+        with store.layout.open_blob(layer.digest) as f, open_layer(f) as tar:
+            unpack(tar, root, whiteouts=True, what=f"COPY --from={label}")
+    return Tree(root, what=label, jail=True)
+
+
+def flatten_image(store: Store, layers: Sequence[Descriptor], label: str, epoch: int) -> LayerBlob:
+    """One layer holding what ``COPY --from=<image> . .`` copies: the image's layers
+    applied in order (whiteouts done), written as a deterministic layer into the store."""
+    root = Path(tempfile.mkdtemp(prefix="flatten-", dir=store.temp_dir()))
+    try:
+        root.chmod(0o755)
+        tree = unpack_image(store, layers, root, label)
+        entries, _ = plan_sources(tree, ["."], ".", "/", Ownership())
+        return write_layer(merge_entries([entries]), store.layout.new_blob_writer, epoch=epoch)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @dataclass
