@@ -70,15 +70,27 @@ def merge_configs(configs: Sequence[dict]) -> MergedConfig:
     return MergedConfig(labels, env, entrypoint, cmd)
 
 
+def quote(value: str) -> str:
+    """``value`` as a double-quoted Dockerfile word that reads back as exactly ``value``:
+    inside double quotes the escape character only escapes ``"``, ``$`` and itself, and
+    every ``$`` is escaped — a ``$(`` would stay literal unescaped too, but ``$B`` or
+    ``${B}`` would be expanded by the rebuild. Non-ASCII text is kept as it is (JSON's
+    ``\u00e9`` would read back as those six characters). A newline cannot be written in a
+    Dockerfile value at all; it stays as it is."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+    return f'"{escaped}"'
+
+
 def sealfile(inputs: Sequence[str], merged: MergedConfig) -> str:
     """The Sealfile Sealos would build for this merge (shown by ``--print-sealfile``)."""
     lines = ["FROM scratch"]
-    lines += [f"LABEL {json.dumps(k)}={json.dumps(v)}" for k, v in merged.labels.items()]
-    lines += [f"ENV {k}={json.dumps(v)}" for k, v in merged.env.items()]
+    lines += [f"LABEL {quote(k)}={quote(v)}" for k, v in merged.labels.items()]
+    lines += [f"ENV {k}={quote(v)}" for k, v in merged.env.items()]
+    # The exec form is JSON and is not expanded: only non-ASCII needs care.
     if merged.entrypoint:
-        lines.append(f"ENTRYPOINT {json.dumps(merged.entrypoint)}")
+        lines.append(f"ENTRYPOINT {json.dumps(merged.entrypoint, ensure_ascii=False)}")
     if merged.cmd:
-        lines.append(f"CMD {json.dumps(merged.cmd)}")
+        lines.append(f"CMD {json.dumps(merged.cmd, ensure_ascii=False)}")
     lines += [f"COPY --from={name} . ." for name in inputs]
     return "\n".join(lines) + "\n"
 

@@ -127,9 +127,26 @@ def test_debug_prints_the_sealfile_too(tmp_path: Path, capsys):
     assert "FROM scratch" not in quiet
 
 
+TRICKY_KUBEFILE = r"""FROM scratch
+LABEL tricky='back\slash "quoted" $HOME ${HOME} $(cmd) café'
+ENV DOLLAR='$B ${B:-x} $(B) \ ünï'
+CMD ["echo $(B) $B \\ café"]
+COPY manifests ./manifests
+"""
+
+
 def test_the_printed_sealfile_builds_an_image_with_the_same_config(tmp_path: Path, capsys):
     store = tmp_path / "store"
     make_images(tmp_path, store)
+    # values with $, backslashes, quotes and non-ASCII must come back the same
+    tricky = tmp_path / "tricky"
+    (tricky / "manifests").mkdir(parents=True)
+    (tricky / "manifests" / "t.yaml").write_text("t: 1\n")
+    (tricky / "Kubefile").write_text(TRICKY_KUBEFILE)
+    build(tricky, store, tags=["tricky:v1"])
+    tricky_config = config_of(store, manifest_of(store, "localhost/tricky:v1"))["config"]
+    assert tricky_config["Labels"]["tricky"] == 'back\\slash "quoted" $HOME ${HOME} $(cmd) café'
+    assert "DOLLAR=$B ${B:-x} $(B) \\ ünï" in tricky_config["Env"]
     _, out, _ = cli(
         capsys,
         "merge",
@@ -137,10 +154,12 @@ def test_the_printed_sealfile_builds_an_image_with_the_same_config(tmp_path: Pat
         "merged",
         "rootfs:v1",
         "app:v1",
+        "tricky:v1",
         "--print-sealfile",
         "--root",
         str(store),
     )
+    assert "café" in out and "\\u00e9" not in out
     context = tmp_path / "sealfile-ctx"
     context.mkdir()
     (context / "Sealfile").write_text("\n".join(out.splitlines()[:-2]) + "\n")
@@ -148,6 +167,7 @@ def test_the_printed_sealfile_builds_an_image_with_the_same_config(tmp_path: Pat
     merged = config_of(store, manifest_of(store, "localhost/merged:latest"))["config"]
     built = config_of(store, manifest_of(store, "localhost/from-sealfile:latest"))["config"]
     assert built == merged
+    assert merged["Labels"]["tricky"] == tricky_config["Labels"]["tricky"]
 
 
 def test_the_rootfs_rule_also_reads_apps_sealos_io_type():
