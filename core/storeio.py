@@ -55,9 +55,11 @@ def pull(
     platforms: Sequence[Platform] = (),
     all_platforms: bool = False,
     progress: ProgressReporter | None = None,
+    max_parallel: int = 8,
 ) -> StoredImage:
     """Copy ``ref`` from its registry into the store, named by its full reference. An
-    index is stored as it is, with the manifests and blobs of the chosen platforms."""
+    index is stored (with OCI media types) with the manifests and blobs of the chosen
+    platforms."""
     name = str(ref)
     job = CopyJob(
         label=name,
@@ -72,6 +74,7 @@ def pull(
             platforms=tuple(platforms) or (Platform.host(),),
             all_platforms=all_platforms,
             progress=progress,
+            max_parallel=max_parallel,
         )
     _raise_first(outcome)
     return store.get(name)
@@ -84,17 +87,26 @@ def ensure_image(
     client: Callable[[], RegistryClient],
     *,
     echo: Callable[[str], None] | None = None,
+    all_platforms: bool = False,
+    max_parallel: int = 8,
 ) -> StoredImage:
     """The stored image ``text`` if the store has it whole for ``platform`` (``None``: any
     single-platform image, or the host's child of an index); else pulled (as buildah's
-    default pull policy, "missing")."""
+    default pull policy, "missing"): that platform, or every one with ``all_platforms``."""
     found = store.find(text)
     if found is not None and store.for_platform(store.manifest(found), platform) is not None:
         return found
     ref = ImageReference.parse(text)
     if echo:
         echo(f"Trying to pull {ref}...")
-    return pull(store, ref, client(), platforms=(platform or Platform.host(),))
+    return pull(
+        store,
+        ref,
+        client(),
+        platforms=(platform or Platform.host(),),
+        all_platforms=all_platforms,
+        max_parallel=max_parallel,
+    )
 
 
 # --- push --------------------------------------------------------------------------------

@@ -340,3 +340,33 @@ def test_whiteouts_of_a_later_input_do_not_delete_files_of_earlier_ones(tmp_path
         *manifest.layers,
         *store.require_platform(store.get("localhost/app:v1"), None).layers,
     )
+
+
+def test_merge_takes_builds_registry_flags_for_the_inputs_it_pulls(
+    tmp_path: Path, capsys, image_factory, plain_registry
+):
+    from sealpy.core.testing.faultproxy import FaultPlan, FaultProxy
+
+    store = tmp_path / "store"
+    make_images(tmp_path, store)
+    multi = image_factory.multi_platform("merge-flags", ["linux/amd64", "linux/arm64"], [300])
+    image_factory.push(multi, plain_registry.host, "apps/multi", "1")
+    flags = ["--max-pull-procs", "2", "--tls-verify=false", "--quiet", "--root", str(store)]
+    # the first request fails: without retries the merge fails...
+    with FaultProxy(plain_registry.host, FaultPlan(at={1: "503"})) as proxy:
+        ref = f"{proxy.host}/apps/multi:1"
+        code, _, err = cli(capsys, "merge", "-t", "x", "rootfs:v1", ref, "--retry-times", "0",
+                           *flags)  # fmt: skip
+        assert code == 1 and "503" in err, err
+    # ...with --retry-times it is retried, and --all pulls every platform of the input
+    with FaultProxy(plain_registry.host, FaultPlan(at={1: "503", 2: "503"})) as proxy:
+        ref = f"{proxy.host}/apps/multi:1"
+        code, out, err = cli(capsys, "merge", "-t", "x", "rootfs:v1", ref, "--retry-times", "2",
+                             "--all", "--platform", "linux/amd64", *flags)  # fmt: skip
+        assert code == 0, err
+        assert len(proxy.faults) == 2 and "Trying to pull" not in err  # --quiet
+    blobs = {p.name for p in (store / "blobs" / "sha256").iterdir()}
+    assert {d.split(":")[1] for d in multi.blob_digests} <= blobs
+    merged = manifest_of(store, "localhost/x:latest")
+    amd64 = multi.for_platform("linux/amd64")
+    assert merged["layers"][-1]["digest"] == amd64.layers[0].digest
