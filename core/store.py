@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +34,7 @@ from sealpy.core.errors import (
 )
 from sealpy.core.reference import ImageReference, Platform, select_platform
 from sealpy.core.transport import media
+from sealpy.core.transport.blobio import write_bytes_atomically
 from sealpy.core.transport.media import Descriptor, Manifest
 from sealpy.core.transport.ocilayout import REF_NAME, OCIImageEnd, OCILayout
 
@@ -386,6 +387,46 @@ class Store:
         else:
             self.layout.remove_untagged(image.digest)
 
+    # --- where blobs were pushed ---------------------------------------------------------
+
+    # {registry: {digest: repository}}: a repository of that registry that has the blob
+    # (the last one it was pushed to), offered as a cross-repository mount source.
+    PUSHED = ".sealpy-pushed.json"
+
+    def _read_pushed(self) -> dict[str, dict[str, str]]:
+        try:
+            data = json.loads((self.root / self.PUSHED).read_text())
+        except (FileNotFoundError, ValueError):
+            return {}  # a lost or damaged record only costs uploads
+        return data if isinstance(data, dict) else {}
+
+    def _write_pushed(self, data: dict[str, dict[str, str]]) -> None:
+        write_bytes_atomically(self.root / self.PUSHED, canonical_json(data))
+
+    def pushed_blobs(self, registry: str) -> dict[str, str]:
+        """digest → a repository of ``registry`` a push from this store put it in."""
+        entries = self._read_pushed().get(registry)
+        return {str(k): str(v) for k, v in entries.items()} if isinstance(entries, dict) else {}
+
+    def record_pushed(self, registry: str, repository: str, digests: Iterable[str]) -> None:
+        with self.layout.locked():
+            data = self._read_pushed()
+            entries = data.get(registry) if isinstance(data.get(registry), dict) else {}
+            entries.update(dict.fromkeys(digests, repository))
+            data[registry] = entries
+            self._write_pushed(data)
+
+    def _prune_pushed(self, keep: set[str]) -> None:
+        """Forget blobs the store no longer has (called under the layout lock)."""
+        data = self._read_pushed()
+        if data:
+            pruned = {
+                registry: {d: r for d, r in entries.items() if d in keep}
+                for registry, entries in data.items()
+                if isinstance(entries, dict)
+            }
+            self._write_pushed({k: v for k, v in pruned.items() if v})
+
     # --- garbage collection ------------------------------------------------------------------
 
     def reachable(self) -> set[str]:
@@ -425,6 +466,7 @@ class Store:
                         if digest not in keep:
                             self.layout.blob_path(digest).unlink(missing_ok=True)
                             removed += 1
+                    self._prune_pushed(keep)
                 for leftover in (".ingest", ".tmp"):
                     shutil.rmtree(self.root / leftover, ignore_errors=True)
                 return removed

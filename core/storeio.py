@@ -149,8 +149,13 @@ class _MountingPushDestination(RemotePushDestination):
 
 def mount_sources(store: Store, destination: ImageReference) -> dict[str, str]:
     """digest → a repository of the destination's registry that has it, as far as the
-    store knows (images pulled from, or pushed... named after, that registry)."""
-    out: dict[str, str] = {}
+    store knows: where earlier pushes put it, and images named after that registry
+    (pulled from it)."""
+    out = {
+        digest: repository
+        for digest, repository in store.pushed_blobs(destination.registry).items()
+        if repository != destination.repository
+    }
     for image in store.images():
         if not image.name:
             continue
@@ -204,6 +209,9 @@ def push(
     outcome = copy_images([job], platforms=(), all_platforms=True, progress=progress)
     _raise_first(outcome)
     result = outcome.results[0]
+    blobs: dict[str, int] = {}
+    _collect(store, manifest, blobs)  # manifests too: harmless, never asked for
+    store.record_pushed(destination.registry, destination.repository, blobs)
     return PushResult(
         str(destination), manifest.digest, target.blobs_sent, target.mounted, result.blobs_reused
     )

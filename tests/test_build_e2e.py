@@ -118,6 +118,12 @@ def test_push_then_skopeo_copy_back(tmp_path: Path, capsys, image_factory, plain
         capsys, "push", "localhost/test:latest", f"docker://{target}", "--root", str(store)
     )
     assert code == 0 and "0 blobs uploaded, 0 mounted, 3 already there" in err
+    # another repository of the same registry: the store remembers where its blobs went,
+    # so they are mounted, not sent again
+    code, _, err = cli(
+        capsys, "push", "test", f"{plain_registry.host}/other/app:1", "--root", str(store)
+    )
+    assert code == 0 and "0 blobs uploaded, 3 mounted, 0 already there" in err, err
 
 
 def test_kubefile_image_gets_labels_cmd_and_every_layer(
