@@ -433,8 +433,8 @@ def merge(
     Inputs missing from the store are pulled with build's registry flags (--all: every
     platform of them)."""
     from sealpy.core import pipeline, storeio
-    from sealpy.core.model import DEFAULT_MAX_PARALLEL
     from sealpy.core.merge import merge as merge_images
+    from sealpy.core.model import DEFAULT_MAX_PARALLEL
     from sealpy.core.reference import parse_platforms
     from sealpy.core.store import store_name
 

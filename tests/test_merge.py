@@ -12,10 +12,10 @@ from pathlib import Path
 from _build_support import build, cli, config_of, manifest_of
 
 from sealpy.core.builder.native import DEFAULT_PATH, unpack_image
-from sealpy.core.store import Store
-from sealpy.core.transport.media import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, Descriptor
 from sealpy.core.merge import merge_configs, sealfile
+from sealpy.core.store import Store
 from sealpy.core.testing.registry import skopeo_manifest_digest
+from sealpy.core.transport.media import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, Descriptor
 
 ROOTFS_KUBEFILE = """FROM scratch
 LABEL sealos.io.type=rootfs sealos.io.version=v1beta1 shared=from-rootfs only.rootfs=1
@@ -361,8 +361,8 @@ def test_merge_takes_builds_registry_flags_for_the_inputs_it_pulls(
     # ...with --retry-times it is retried, and --all pulls every platform of the input
     with FaultProxy(plain_registry.host, FaultPlan(at={1: "503", 2: "503"})) as proxy:
         ref = f"{proxy.host}/apps/multi:1"
-        code, out, err = cli(capsys, "merge", "-t", "x", "rootfs:v1", ref, "--retry-times", "2",
-                             "--all", "--platform", "linux/amd64", *flags)  # fmt: skip
+        code, _, err = cli(capsys, "merge", "-t", "x", "rootfs:v1", ref, "--retry-times", "2",
+                           "--all", "--platform", "linux/amd64", *flags)  # fmt: skip
         assert code == 0, err
         assert len(proxy.faults) == 2 and "Trying to pull" not in err  # --quiet
     blobs = {p.name for p in (store / "blobs" / "sha256").iterdir()}
