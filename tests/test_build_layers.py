@@ -215,6 +215,32 @@ def test_add_unpacks_a_local_tar_and_refuses_urls(tmp_path: Path):
         build(context, store)
 
 
+def test_add_unpacks_archives_a_wildcard_matches_and_copies_a_file_of_zeros(tmp_path: Path):
+    context = make_context(
+        tmp_path / "ctx", "FROM scratch\nADD bundle-* /opt/\nADD zeros.tar /z/\n"
+    )
+    for name, mode in (("bundle-1.tar.gz", "w:gz"), ("bundle-2.tar", "w")):
+        with tarfile.open(context / name, mode) as tar:
+            info = tarfile.TarInfo(f"{name.split('.')[0]}/data.bin")
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"x"))
+    (context / "bundle-notes.txt").write_text("notes")
+    # 1024 zero bytes: tarfile.is_tarfile says yes (an empty tar's end marker); Docker
+    # finds no member and copies the file
+    (context / "zeros.tar").write_bytes(bytes(1024))
+    store = tmp_path / "store"
+    build(context, store)
+    assert member_names(store, layer_of(store, index=0)) == [
+        "opt/bundle-1",
+        "opt/bundle-1/data.bin",
+        "opt/bundle-2",
+        "opt/bundle-2/data.bin",
+        "opt/bundle-notes.txt",
+    ]
+    zeros = {m.name: m for m in members(store, layer_of(store, index=1))}
+    assert list(zeros) == ["z/zeros.tar"] and zeros["z/zeros.tar"].size == 1024
+
+
 def test_the_umask_does_not_change_the_digest(tmp_path: Path):
     # Directories an archive (or an image's layer) implies but does not list are created
     # while unpacking: their mode goes into the layer, so it must not come from the umask.

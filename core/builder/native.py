@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import copy
 import datetime
+import glob
+import lzma
 import posixpath
 import re
 import shutil
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -482,11 +485,22 @@ class _Build:
                 f"ADD with several sources needs a directory destination ending in /, not {dest}"
             )
         for source in sources:
-            path = self.context_tree.resolve(source.lstrip("/")) if not _has_glob(source) else None
-            if path is not None and path.is_file() and _is_tar(path):
-                archives.append(ArchivePart(path, target))
-            else:
-                plain.append(source)
+            if not _has_glob(source):
+                path = self.context_tree.resolve(source.lstrip("/"))
+                if path.is_file() and _is_tar(path):
+                    archives.append(ArchivePart(path, target))
+                else:
+                    plain.append(source)
+                continue
+            # A wildcard: each match that is an archive is unpacked, as Docker does; the
+            # rest is copied (by escaped name: a match may hold wildcard characters).
+            matches = [(m, self.context_tree.resolve(m)) for m in self.context_tree.glob(source)]
+            tars = [(m, p) for m, p in matches if p.is_file() and _is_tar(p)]
+            if not tars:
+                plain.append(source)  # unchanged, so "no file matches" is reported as for COPY
+                continue
+            archives.extend(ArchivePart(p, target) for _, p in tars)
+            plain.extend(glob.escape(m) for m, p in matches if (m, p) not in tars)
         parts: list[Part] = []
         if plain:
             entries, _ = plan_sources(
@@ -770,9 +784,13 @@ def _has_glob(source: str) -> bool:
 
 
 def _is_tar(path: Path) -> bool:
+    """Whether ADD unpacks ``path``: a (possibly compressed) tar with at least one member,
+    as Docker decides. ``tarfile.is_tarfile`` alone accepts any 512 zero bytes (an empty
+    archive's end marker), which would make such a file vanish instead of being copied."""
     try:
-        return tarfile.is_tarfile(path)
-    except OSError:
+        with open(path, "rb") as f, open_layer(f) as tar:
+            return tar.next() is not None
+    except (BuildError, tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError):
         return False
 
 
