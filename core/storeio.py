@@ -16,14 +16,15 @@ import hashlib
 import io
 import json
 import os
+import re
 import tarfile
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
 
-from sealpy.core.errors import ContextError, SealpyError, StoreError
+from sealpy.core.errors import ContextError, InvalidReferenceError, SealpyError, StoreError
 from sealpy.core.progress import ProgressReporter
 from sealpy.core.reference import ImageReference, Platform
 from sealpy.core.store import Store, StoredImage, store_name
@@ -312,11 +313,19 @@ def _save_docker(
 ) -> None:
     """``docker save``'s format: config ``<hex>.json``, uncompressed layers ``<hex>.tar``,
     ``manifest.json``; one platform per image (the host's unless ``platform``)."""
-    entries: list[dict] = []
+    # One manifest.json entry per image, with every name of it in RepoTags: Docker and
+    # skopeo (`docker-archive:f`, "expected 1 item") expect that, not an entry per name.
+    entries: dict[str, dict] = {}
     written: set[str] = set()
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
         for image in images:
             manifest = store.require_platform(image, platform)
+            tag = docker_name(image.name)
+            if manifest.digest in entries:
+                tags = entries[manifest.digest]["RepoTags"]
+                if tag and tag not in tags:
+                    tags.append(tag)
+                continue
             config_bytes = store.layout.read_blob(manifest.config.digest)
             config = json.loads(config_bytes)
             diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
@@ -336,11 +345,12 @@ def _save_docker(
                     _add_uncompressed(store, tar, layer, diff_id, name)
                     written.add(name)
                 layer_names.append(name)
-            tag = docker_name(image.name)
-            entries.append(
-                {"Config": config_name, "RepoTags": [tag] if tag else [], "Layers": layer_names}
-            )
-        data = json.dumps(entries).encode()
+            entries[manifest.digest] = {
+                "Config": config_name,
+                "RepoTags": [tag] if tag else [],
+                "Layers": layer_names,
+            }
+        data = json.dumps(list(entries.values())).encode()
         tar.addfile(_tarinfo("manifest.json", len(data)), io.BytesIO(data))
 
 
@@ -389,9 +399,8 @@ def load(store: Store, path: Path, *, progress: ProgressReporter | None = None) 
     if kind == "oci-archive":
         source = OCIArchiveSource(path)
         for entry in source.index.get("manifests") or []:
-            ref_name = (entry.get("annotations") or {}).get(REF_NAME)
             descriptor = Descriptor.from_json(entry)
-            name = _loaded_name(ref_name) if ref_name else None
+            name = _oci_entry_name(entry.get("annotations") or {}, path)
             jobs.append(_load_job(store, source, descriptor.digest, name, names))
     else:
         entries = json.loads(TarIndex(path).read("manifest.json"))
@@ -412,6 +421,36 @@ def load(store: Store, path: Path, *, progress: ProgressReporter | None = None) 
                 digest = stored.digest if stored is not None else job.reference
                 store.add_untagged(store.manifest(Descriptor("", digest, 0)))
     return names
+
+
+CONTAINERD_NAME = "io.containerd.image.name"
+
+
+def _oci_entry_name(annotations: Mapping[str, str], path: Path) -> str | None:
+    """The store name of an oci-archive's image. ``docker save`` (containerd) puts the full
+    name in ``io.containerd.image.name``; skopeo and buildah put what the user gave in
+    ``org.opencontainers.image.ref.name``: a full name (sealpy's own archives), or — the
+    OCI convention, ``skopeo copy ... oci-archive:app.tar:1.0`` — only a tag. A bare
+    ``1.0`` is not taken for an image named ``1.0``: the image is named after the
+    archive file, ``localhost/app:1.0``, the way a name without a registry is stored."""
+    full = annotations.get(CONTAINERD_NAME)
+    if full:
+        return _loaded_name(full)
+    ref_name = annotations.get(REF_NAME)
+    if not ref_name:
+        return None
+    if "/" in ref_name or ":" in ref_name or "@" in ref_name:
+        return _loaded_name(ref_name)
+    stem = path.name.lower()
+    for suffix in (".tar.gz", ".tgz", ".tar", ".oci"):
+        stem = stem.removesuffix(suffix)
+    repository = re.sub(r"[^a-z0-9._-]+", "-", stem).strip("._-") or "image"
+    try:
+        return store_name(f"{repository}:{ref_name}")
+    except InvalidReferenceError:
+        raise StoreError(
+            f"{path}: image ref.name {ref_name!r} is neither a name nor a tag"
+        ) from None
 
 
 def _loaded_name(text: str) -> str:

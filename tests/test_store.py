@@ -270,6 +270,12 @@ def test_save_and_load_an_oci_archive(tmp_path: Path, capsys):
         store, "localhost/first:latest"
     )
     assert skopeo_manifest_digest(f"oci:{other}:localhost/second:latest") == second
+    # an archive skopeo wrote with only a tag as its name is named after the file
+    tagged = tmp_path / "My App.tar"
+    skopeo("copy", f"oci:{store}:localhost/first:latest", f"oci-archive:{tagged}:1.0")
+    code, out, err = cli(capsys, "load", "-i", str(tagged), "--root", str(other))
+    assert code == 0, err
+    assert out.strip() == "Loaded image: localhost/my-app:1.0"
 
 
 def test_save_and_load_a_docker_archive(tmp_path: Path, capsys, image_factory):
@@ -305,6 +311,20 @@ def test_save_and_load_a_docker_archive(tmp_path: Path, capsys, image_factory):
     assert loaded["Id"] == image.config.digest
     code, out, err = cli(capsys, "load", "-i", str(archive), "--root", str(tmp_path / "s2"))
     assert code == 0 and out.strip() == "Loaded image: localhost/dock:latest"
+    # two names of one image: one entry with both names (skopeo wants exactly one)
+    assert cli(capsys, "tag", "dock", "dock:2", "--root", str(store))[0] == 0
+    both = tmp_path / "both.tar"
+    code, _, err = cli(capsys, "save", "--format", "docker-archive", "-o", str(both),
+                       "dock", "dock:2", "--root", str(store))  # fmt: skip
+    assert code == 0, err
+    assert json.loads(skopeo("inspect", f"docker-archive:{both}").stdout)["Labels"] == {
+        "name": "dock"
+    }
+    code, out, _ = cli(capsys, "load", "-i", str(both), "--root", str(tmp_path / "s3"))
+    assert code == 0 and out.splitlines() == [
+        "Loaded image: localhost/dock:latest",
+        "Loaded image: localhost/dock:2",
+    ]
 
 
 def test_store_errors_are_one_line(tmp_path: Path, capsys):
