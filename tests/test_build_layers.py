@@ -109,6 +109,18 @@ def test_dockerignore_is_honoured_with_exceptions(tmp_path: Path):
     assert not any(n.startswith(("ctx/debug.log", "ctx/app/tmp", "ctx/Kubefile")) for n in names)
 
 
+def test_sealignore_leaves_out_images_not_files(tmp_path: Path):
+    # .sealignore is the scan's list of images to leave out; COPY does not read it, even
+    # when its lines look like paths of the context
+    context = make_context(tmp_path / "ctx", "FROM scratch\nCOPY . /ctx/\n")
+    (context / ".sealignore").write_text("app\napp/conf/*\n*.yaml\nKubefile\nbusybox:1.36\n")
+    store = tmp_path / "store"
+    build(context, store)
+    names = member_names(store, layer_of(store))
+    for name in ("ctx/app/conf/a.yaml", "ctx/app/link.yaml", "ctx/Kubefile", "ctx/.sealignore"):
+        assert name in names
+
+
 def test_containerignore_wins_over_dockerignore(tmp_path: Path):
     context = make_context(tmp_path / "ctx", "FROM scratch\nCOPY app /app\n")
     (context / ".dockerignore").write_text("app/conf\n")
