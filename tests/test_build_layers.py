@@ -153,8 +153,28 @@ def test_file_to_directory_and_file_to_file_and_globs(tmp_path: Path):
     )
     store = tmp_path / "store"
     build(context, store)
-    assert member_names(store, layer_of(store, index=0)) == ["srv/conf/a.yaml", "srv/conf/run.sh"]
-    assert member_names(store, layer_of(store, index=1)) == ["etc/renamed"]
+    assert member_names(store, layer_of(store, index=0)) == ["srv"]  # WORKDIR creates it
+    assert member_names(store, layer_of(store, index=1)) == ["srv/conf/a.yaml", "srv/conf/run.sh"]
+    assert member_names(store, layer_of(store, index=2)) == ["etc/renamed"]
+
+
+def test_workdir_creates_only_the_directories_the_image_lacks(tmp_path: Path):
+    context = make_context(
+        tmp_path / "ctx",
+        "FROM scratch\nCOPY app /opt/app\nWORKDIR /opt/app/conf\nWORKDIR data/x\n"
+        "WORKDIR /opt\nWORKDIR /\n",
+    )
+    store = tmp_path / "store"
+    build(context, store)
+    manifest = manifest_of(store, "localhost/test:latest")
+    assert len(manifest["layers"]) == 2  # the COPY, then data/x under the existing conf
+    infos = members(store, manifest["layers"][1]["digest"])
+    assert [(m.name, m.isdir(), m.mode, m.uid) for m in infos] == [
+        ("opt/app/conf/data", True, 0o755, 0),
+        ("opt/app/conf/data/x", True, 0o755, 0),
+    ]
+    history = config_of(store, manifest)["history"]
+    assert [bool(h.get("empty_layer")) for h in history] == [False, True, False, True, True]
 
 
 def test_several_sources_need_a_directory_destination(tmp_path: Path):

@@ -5,6 +5,8 @@ image pulled with the registry client into the store), COPY and ADD (one determi
 layer each; ADD unpacks local tar archives), ``COPY --from`` (a stage or an image), ENV,
 LABEL, ARG, CMD, ENTRYPOINT, WORKDIR, USER, EXPOSE, VOLUME, MAINTAINER, STOPSIGNAL — and
 refuses RUN (and SHELL, HEALTHCHECK, ONBUILD), which need a container: ``--builder buildah``.
+WORKDIR creates its directory as Docker and buildah do: a small layer with the parts the
+stage's file system lacks (mode 0755, root's), none when it has them all.
 
 A build has two phases, so a wrong build file leaves nothing behind:
 
@@ -31,7 +33,7 @@ import shutil
 import tarfile
 import tempfile
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +48,13 @@ from sealpy.core.builder.context import (
     merge_entries,
     plan_sources,
 )
-from sealpy.core.builder.layers import LayerBlob, open_layer, unpack, write_layer
+from sealpy.core.builder.layers import (
+    IMPLICIT_DIR_MODE,
+    LayerBlob,
+    open_layer,
+    unpack,
+    write_layer,
+)
 from sealpy.core.builder.parser import (
     NATIVE,
     Instruction,
@@ -113,7 +121,15 @@ class ImagePart:
     label: str = ""
 
 
-Part = ContextPart | ArchivePart | ImagePart
+@dataclass(frozen=True)
+class WorkdirPart:
+    """WORKDIR: the directory (no leading ``/``) is created if the stage lacks it, as
+    Docker and buildah do (mode 0755, owned by root)."""
+
+    path: str
+
+
+Part = ContextPart | ArchivePart | ImagePart | WorkdirPart
 
 
 @dataclass
@@ -217,6 +233,7 @@ class _Build:
         self.consumed_args: set[str] = set()
         self._client = None
         self._layers: dict[object, LayerBlob] = {}
+        self._paths: dict[str, frozenset[str]] = {}  # layer digest -> paths it names
         self._names = tuple(store_name(t) for t in request.tags)
         self.echo = request.echo
         self.warn = request.warn
@@ -420,6 +437,8 @@ class _Build:
             body["WorkingDir"] = posixpath.normpath(
                 posixpath.join(body.get("WorkingDir") or "/", path)
             )
+            if body["WorkingDir"].strip("/"):
+                layer = (WorkdirPart(body["WorkingDir"].strip("/")),)
         elif keyword == "USER":
             body["User"] = expand_word(ins, env)
         elif keyword == "STOPSIGNAL":
@@ -580,7 +599,14 @@ class _Build:
             if number == 1:
                 continue  # FROM: its layers and history are the base's
             entry = {"created": self.created, "created_by": step.created_by}
-            if step.layer is None:
+            if step.layer and isinstance(step.layer[0], WorkdirPart):
+                blob = self._workdir_layer(step.layer[0], layers)
+                if blob is None:
+                    entry["empty_layer"] = True
+                else:
+                    layers.append(blob.descriptor)
+                    diff_ids.append(blob.diff_id)
+            elif step.layer is None:
                 entry["empty_layer"] = True
             else:
                 try:
@@ -627,11 +653,37 @@ class _Build:
                 groups.append(self._archive_entries(part, scratch))
             else:
                 groups.append(self._image_entries(part, results, platform, scratch))
-        blob = write_layer(
-            merge_entries(groups), self.store.layout.new_blob_writer, epoch=self.epoch
-        )
+        entries = merge_entries(groups)
+        blob = write_layer(entries, self.store.layout.new_blob_writer, epoch=self.epoch)
+        self._paths[blob.descriptor.digest] = _with_parents(e.name for e in entries)
         self._layers[key] = blob
         return blob
+
+    def _workdir_layer(self, part: WorkdirPart, layers: list[Descriptor]) -> LayerBlob | None:
+        """A layer holding the WORKDIR directory and its parents that the stage's file
+        system lacks; ``None`` when it has them all (nothing is changed)."""
+        existing: set[str] = set()
+        for layer in layers:
+            existing |= self._layer_paths(layer)
+        components = part.path.split("/")
+        wanted = ["/".join(components[: i + 1]) for i in range(len(components))]
+        missing = [Entry(name, "dir", IMPLICIT_DIR_MODE) for name in wanted if name not in existing]
+        if not missing:
+            return None
+        blob = write_layer(missing, self.store.layout.new_blob_writer, epoch=self.epoch)
+        self._paths[blob.descriptor.digest] = frozenset(wanted)
+        return blob
+
+    def _layer_paths(self, layer: Descriptor) -> frozenset[str]:
+        """Every path a layer names (and their parents); a base image's layer is read for
+        its tar headers once. Whiteouts are not applied: a path deleted later still counts
+        as present, so WORKDIR then leaves it alone rather than guess."""
+        if layer.digest not in self._paths:
+            names: list[str] = []
+            with self.store.layout.open_blob(layer.digest) as f, open_layer(f) as tar:
+                names.extend(posixpath.normpath("/" + m.name).strip("/") for m in tar)
+            self._paths[layer.digest] = _with_parents(names)
+        return self._paths[layer.digest]
 
     def _unpack_dir(self, scratch: ExitStack) -> Path:
         path = Path(tempfile.mkdtemp(prefix="unpack-", dir=self.store.temp_dir()))
@@ -718,6 +770,15 @@ class _StageState:
             key, _, value = item.partition("=")
             env[key] = value
         return env
+
+
+def _with_parents(names: Iterable[str]) -> frozenset[str]:
+    out: set[str] = set()
+    for name in names:
+        while name and name not in out:
+            out.add(name)
+            name = posixpath.dirname(name)
+    return frozenset(out)
 
 
 def _defined(values: Mapping[str, str | None]) -> dict[str, str]:
