@@ -277,7 +277,9 @@ def pull(
     retry_times: RetryOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Pull an image from a registry into the store."""
+    """Pull an image from a registry into the store. Docker-typed images are stored with
+    OCI media types, as `skopeo copy docker://... oci:` does (same blobs; the manifest
+    digest printed is the stored one, not the registry's)."""
     from sealpy.core import storeio
     from sealpy.core.reference import ImageReference, Platform, parse_platforms
 
@@ -375,7 +377,8 @@ def load(
     root: RootOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Load the images of an archive into the store."""
+    """Load the images of an archive into the store (Docker media types become OCI ones;
+    an oci-archive image named by a tag only, e.g. `1.0`, becomes localhost/<file>:1.0)."""
     from sealpy.core import storeio
     from sealpy.core.errors import ContextError
 

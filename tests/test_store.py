@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 from _build_support import build, cli, manifest_of, store_snapshot
 
-from sealpy.core.store import Store, default_root, store_name
+from sealpy.core.errors import ManifestError
+from sealpy.core.store import Store, default_root, store_name, to_oci
 from sealpy.core.testing.pytest_plugin import TEST_PASSWORD, TEST_USER
 from sealpy.core.testing.registry import skopeo, skopeo_manifest_digest
+from sealpy.core.transport import media
+from sealpy.core.transport.media import Manifest
 
 CREDS = f"{TEST_USER}:{TEST_PASSWORD}"
 
@@ -210,6 +213,25 @@ def test_docker_images_enter_the_store_with_oci_media_types(
     assert len(_skopeo_layers(store, "docker.io/team/loaded:2")) == 2  # recompressed layers
     config = json.loads(skopeo("inspect", "--config", loaded).stdout)
     assert config["rootfs"]["diff_ids"] == [layer.diff_id for layer in image.layers]
+
+
+def test_foreign_layers_are_refused_clearly():
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": media.DOCKER_MANIFEST,
+        "config": {"mediaType": media.DOCKER_CONFIG, "digest": "sha256:" + "1" * 64, "size": 2},
+        "layers": [
+            {
+                "mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+                "digest": "sha256:" + "2" * 64,
+                "size": 3,
+                "urls": ["https://example.invalid/layer"],
+            }
+        ],
+    }
+    manifest = Manifest.parse(json.dumps(doc).encode())
+    with pytest.raises(ManifestError, match=r"foreign .* layers are not supported"):
+        to_oci(manifest, {})
 
 
 def test_pull_of_an_index_keeps_it_and_the_chosen_platforms(
