@@ -22,7 +22,9 @@ from sealpy.core.cli import (
     CredsOpt,
     MirrorOpt,
     PlatformOpt,
+    ProcsOpt,
     QuietOpt,
+    RetryOpt,
     RootOpt,
     StrategyOpt,
     TLSOpt,
@@ -41,10 +43,17 @@ def _store(root: Path | None):
 
 
 @contextmanager
-def _client(authfile: Path | None, creds: str | None, tls_verify: bool, mirrors: list[str] | None):
+def _client(
+    authfile: Path | None,
+    creds: str | None,
+    tls_verify: bool,
+    mirrors: list[str] | None,
+    retry_times: int | None = None,
+):
     """A registry client with credentials built as for `build` (--creds, SEALPY_CREDS,
-    --authfile and the standard auth files)."""
+    --authfile and the standard auth files), retrying as `--retry-times` says."""
     from sealpy.core.auth import CREDS_ENV, ConfiguredCredentials, Credential
+    from sealpy.core.model import RetryPolicy
     from sealpy.core.registries import RegistriesConfig
     from sealpy.core.transport.remote import RegistryClient
 
@@ -57,6 +66,7 @@ def _client(authfile: Path | None, creds: str | None, tls_verify: bool, mirrors:
         credentials=credentials,
         tls_verify=tls_verify,
         registries=RegistriesConfig.load(mirrors=mirrors or ()),
+        retry=None if retry_times is None else RetryPolicy(attempts=retry_times + 1),
     )
     try:
         yield client
@@ -264,9 +274,12 @@ def pull(
     creds: CredsOpt = None,
     tls_verify: TLSOpt = True,
     registry_mirror: MirrorOpt = None,
+    retry_times: RetryOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Pull an image from a registry into the store."""
+    """Pull an image from a registry into the store. Docker-typed images are stored with
+    OCI media types, as `skopeo copy docker://... oci:` does (same blobs; the manifest
+    digest printed is the stored one, not the registry's)."""
     from sealpy.core import storeio
     from sealpy.core.reference import ImageReference, Platform, parse_platforms
 
@@ -276,7 +289,7 @@ def pull(
     typer.echo(f"Trying to pull {ref}...", err=True)
     progress = _progress(quiet)
     try:
-        with _client(authfile, creds, tls_verify, registry_mirror) as client:
+        with _client(authfile, creds, tls_verify, registry_mirror, retry_times) as client:
             stored = storeio.pull(
                 store,
                 ref,
@@ -303,6 +316,7 @@ def push(
     authfile: AuthfileOpt = None,
     creds: CredsOpt = None,
     tls_verify: TLSOpt = True,
+    retry_times: RetryOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Push an image from the store to a registry (blobs it has are skipped; blobs another
@@ -322,7 +336,7 @@ def push(
     ref = ImageReference.parse(target.removeprefix("docker://"))
     progress = _progress(quiet)
     try:
-        with _client(authfile, creds, tls_verify, None) as client:
+        with _client(authfile, creds, tls_verify, None, retry_times) as client:
             result = storeio.push(store, stored, ref, client, progress=progress)
     finally:
         progress.close()
@@ -363,7 +377,8 @@ def load(
     root: RootOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Load the images of an archive into the store."""
+    """Load the images of an archive into the store (Docker media types become OCI ones;
+    an oci-archive image named by a tag only, e.g. `1.0`, becomes localhost/<file>:1.0)."""
     from sealpy.core import storeio
     from sealpy.core.errors import ContextError
 
@@ -407,15 +422,22 @@ def merge(
         ),
     ] = False,
     strategy: StrategyOpt = None,
+    all_platforms: AllOpt = False,
+    max_pull_procs: ProcsOpt = None,
     authfile: AuthfileOpt = None,
     creds: CredsOpt = None,
     tls_verify: TLSOpt = True,
     registry_mirror: MirrorOpt = None,
+    retry_times: RetryOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Merge cluster images into one, by Sealos's rules (layers in order; labels and ENV
-    merged, later wins, PATH dropped, rootfs type kept; ENTRYPOINT and CMD concatenated)."""
+    merged, later wins, PATH dropped, rootfs type kept; ENTRYPOINT and CMD concatenated).
+    Inputs missing from the store are pulled with build's registry flags (--all: every
+    platform of them)."""
     from sealpy.core import pipeline, storeio
     from sealpy.core.merge import merge as merge_images
+    from sealpy.core.model import DEFAULT_MAX_PARALLEL
     from sealpy.core.reference import parse_platforms
     from sealpy.core.store import store_name
 
@@ -431,11 +453,17 @@ def merge(
         )
     platforms = parse_platforms(platform) if platform else None
     store = _store(root)
-    with _client(authfile, creds, tls_verify, registry_mirror) as client:
+    with _client(authfile, creds, tls_verify, registry_mirror, retry_times) as client:
 
         def resolve(text, wanted):
             return storeio.ensure_image(
-                store, text, wanted, lambda: client, echo=lambda line: typer.echo(line, err=True)
+                store,
+                text,
+                wanted,
+                lambda: client,
+                echo=None if quiet else lambda line: typer.echo(line, err=True),
+                all_platforms=all_platforms,
+                max_parallel=max_pull_procs or DEFAULT_MAX_PARALLEL,
             )
 
         result = merge_images(

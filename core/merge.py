@@ -5,7 +5,10 @@ then ``COPY --from=<image> . .`` per input — and builds it. The result here is
 that build gives, except that each input keeps its own layers instead of being flattened
 into one (the same files, and the blobs are shared with the inputs):
 
-- layers: every input's layers, inputs in order;
+- layers: every input's layers, inputs in order — except an input after the first whose
+  layers hold whiteouts: kept, they would delete files of the inputs before it, so it is
+  flattened into one layer (its whiteouts applied among its own layers), as Sealos's
+  ``COPY --from`` does;
 - labels: merged, a later input wins; if any input has ``sealos.io.type`` or
   ``apps.sealos.io/type`` equal to ``rootfs``, both are ``rootfs`` in the result;
 - ENV: merged by name, a later input wins, ``PATH`` dropped — the result has the
@@ -20,7 +23,8 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sealpy.core.builder.native import DEFAULT_PATH, timestamp
+from sealpy.core.builder.layers import has_whiteouts
+from sealpy.core.builder.native import DEFAULT_PATH, flatten_image, timestamp
 from sealpy.core.errors import StoreError, UsageError
 from sealpy.core.reference import Platform
 from sealpy.core.store import Store, StoredImage, oci_media_type
@@ -66,15 +70,27 @@ def merge_configs(configs: Sequence[dict]) -> MergedConfig:
     return MergedConfig(labels, env, entrypoint, cmd)
 
 
+def quote(value: str) -> str:
+    """``value`` as a double-quoted Dockerfile word that reads back as exactly ``value``:
+    inside double quotes the escape character only escapes ``"``, ``$`` and itself, and
+    every ``$`` is escaped — a ``$(`` would stay literal unescaped too, but ``$B`` or
+    ``${B}`` would be expanded by the rebuild. Non-ASCII text is kept as it is (JSON's
+    ``\u00e9`` would read back as those six characters). A newline cannot be written in a
+    Dockerfile value at all; it stays as it is."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+    return f'"{escaped}"'
+
+
 def sealfile(inputs: Sequence[str], merged: MergedConfig) -> str:
     """The Sealfile Sealos would build for this merge (shown by ``--print-sealfile``)."""
     lines = ["FROM scratch"]
-    lines += [f"LABEL {json.dumps(k)}={json.dumps(v)}" for k, v in merged.labels.items()]
-    lines += [f"ENV {k}={json.dumps(v)}" for k, v in merged.env.items()]
+    lines += [f"LABEL {quote(k)}={quote(v)}" for k, v in merged.labels.items()]
+    lines += [f"ENV {k}={quote(v)}" for k, v in merged.env.items()]
+    # The exec form is JSON and is not expanded: only non-ASCII needs care.
     if merged.entrypoint:
-        lines.append(f"ENTRYPOINT {json.dumps(merged.entrypoint)}")
+        lines.append(f"ENTRYPOINT {json.dumps(merged.entrypoint, ensure_ascii=False)}")
     if merged.cmd:
-        lines.append(f"CMD {json.dumps(merged.cmd)}")
+        lines.append(f"CMD {json.dumps(merged.cmd, ensure_ascii=False)}")
     lines += [f"COPY --from={name} . ." for name in inputs]
     return "\n".join(lines) + "\n"
 
@@ -163,12 +179,30 @@ def _merge_one(
                     "empty_layer": True,
                 }
             )
-    for (name, manifest), config in zip(inputs, configs, strict=True):
+    for position, ((name, manifest), config) in enumerate(zip(inputs, configs, strict=True)):
         ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
         if len(ids) != len(manifest.layers):
             raise StoreError(
                 f"{name}: its config lists {len(ids)} layers, its manifest {len(manifest.layers)}"
             )
+        if position > 0 and _has_whiteouts(store, manifest, name):
+            # Kept as they are, its whiteouts would delete files of the inputs before it;
+            # Sealos's COPY --from copies its file system, whiteouts applied among its own
+            # layers only: one layer with that content does the same.
+            warn(
+                f"{name} has whiteouts in its layers: flattened into one layer, so they do "
+                "not delete files of the images before it"
+            )
+            blob = flatten_image(store, manifest.layers, name, epoch)
+            layers.append(blob.descriptor)
+            diff_ids.append(blob.diff_id)
+            history.append(
+                {
+                    "created": created,
+                    "created_by": f"/bin/sh -c #(nop) COPY --from={name} . . (flattened)",
+                }
+            )
+            continue
         for number, layer in enumerate(manifest.layers, 1):
             layers.append(Descriptor(oci_media_type(layer.media_type), layer.digest, layer.size))
             history.append(
@@ -199,6 +233,14 @@ def _merge_one(
         }
     )
     return manifest, sealfile([name for name, _ in inputs], merged)
+
+
+def _has_whiteouts(store: Store, manifest: Manifest, name: str) -> bool:
+    for layer in manifest.layers:
+        with store.layout.open_blob(layer.digest) as f:
+            if has_whiteouts(f, f"{name}: layer {layer.digest}"):
+                return True
+    return False
 
 
 def _index(store: Store, manifests: list[Manifest]) -> Manifest:

@@ -19,7 +19,8 @@ import fcntl
 import json
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +34,9 @@ from sealpy.core.errors import (
 )
 from sealpy.core.reference import ImageReference, Platform, select_platform
 from sealpy.core.transport import media
+from sealpy.core.transport.blobio import write_bytes_atomically
 from sealpy.core.transport.media import Descriptor, Manifest
-from sealpy.core.transport.ocilayout import REF_NAME, OCILayout
+from sealpy.core.transport.ocilayout import REF_NAME, OCIImageEnd, OCILayout
 
 UNTAGGED = "<none>"
 # Docker media types of layers and configs, and their OCI names (same bytes).
@@ -43,7 +45,10 @@ _OCI_EQUIVALENT = {
     "application/vnd.docker.image.rootfs.diff.tar": media.OCI_LAYER,
     media.DOCKER_CONFIG: media.OCI_CONFIG,
 }
-_FOREIGN = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+_FOREIGN = (
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+    "application/vnd.docker.image.rootfs.foreign.diff.tar",
+)
 
 
 def default_root(environ: Mapping[str, str] | None = None) -> Path:
@@ -67,14 +72,72 @@ def store_name(text: str) -> str:
 
 def oci_media_type(media_type: str) -> str:
     """A layer or config media type as it must appear in an OCI manifest."""
-    if media_type == _FOREIGN:
-        raise ManifestError("images with foreign (non-distributable) layers are not supported")
+    if media_type in _FOREIGN:
+        raise ManifestError(
+            "images with foreign (non-distributable, e.g. Windows base) layers are not supported"
+        )
     return _OCI_EQUIVALENT.get(media_type, media_type)
 
 
 def canonical_json(document: dict) -> bytes:
     """JSON with sorted keys and no spaces: the same document always gives the same digest."""
     return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
+def to_oci(manifest: Manifest, converted: Mapping[str, Manifest]) -> Manifest:
+    """``manifest`` with OCI media types, as ``skopeo copy docker://... oci:`` stores it: a
+    Docker manifest becomes an OCI manifest (config and layer types mapped, blobs the same),
+    a Docker manifest list an OCI index whose entries point at the ``converted`` children
+    (original digest → stored manifest). skopeo's ``oci:`` transport only finds OCI-typed
+    entries of index.json. An OCI manifest that needs no change is returned as it is.
+
+    A list entry whose child was not copied (a platform not pulled) keeps its Docker type
+    and digest: that manifest is not in the store, and is converted if pulled later."""
+    doc = json.loads(manifest.data)
+    if manifest.is_index:
+        entries = []
+        for entry in doc["manifests"]:
+            child = converted.get(entry.get("digest", ""))
+            if child is not None:
+                entry = {**entry, "mediaType": child.media_type}
+                entry.update(digest=child.digest, size=child.size)
+            entries.append(entry)
+        doc["manifests"] = entries
+        doc["mediaType"] = media.OCI_INDEX
+    else:
+        doc["mediaType"] = media.OCI_MANIFEST
+        doc["config"] = {**doc["config"], "mediaType": oci_media_type(doc["config"]["mediaType"])}
+        doc["layers"] = [
+            {**layer, "mediaType": oci_media_type(layer.get("mediaType", ""))}
+            for layer in doc["layers"]
+        ]
+    if doc == json.loads(manifest.data) and manifest.media_type == doc["mediaType"]:
+        return manifest
+    return Manifest.parse(canonical_json(doc), doc["mediaType"])
+
+
+class OCIStoreEnd(OCIImageEnd):
+    """An image of the store as a copy destination: manifests are stored with OCI media
+    types (:func:`to_oci`), so the store is an OCI layout skopeo and umoci read, and the
+    name points at the converted manifest. ``converted`` maps the source's manifest
+    digests to what was stored."""
+
+    def __init__(self, layout: OCILayout, name: str) -> None:
+        super().__init__(layout, name)
+        self.converted: dict[str, Manifest] = {}
+        self._lock = threading.Lock()
+
+    def put_manifest(self, manifest: Manifest) -> None:
+        with self._lock:
+            stored = to_oci(manifest, self.converted)
+            self.converted[manifest.digest] = stored
+        self.layout.put_manifest(stored)
+
+    def stored(self, manifest: Manifest) -> Manifest:
+        return self.converted.get(manifest.digest, manifest)
+
+    def set_tag(self, tag: str, manifest: Manifest) -> None:
+        super().set_tag(tag, self.stored(manifest))
 
 
 @dataclass(frozen=True)
@@ -155,6 +218,10 @@ class Store:
                 yield
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def destination(self, name: str) -> OCIStoreEnd:
+        """Where a copy puts an image named ``name`` (``""``: unnamed) into the store."""
+        return OCIStoreEnd(self.layout, name)
 
     def temp_dir(self) -> Path:
         """Scratch space next to the blobs (same file system, removed by the caller)."""
@@ -320,6 +387,46 @@ class Store:
         else:
             self.layout.remove_untagged(image.digest)
 
+    # --- where blobs were pushed ---------------------------------------------------------
+
+    # {registry: {digest: repository}}: a repository of that registry that has the blob
+    # (the last one it was pushed to), offered as a cross-repository mount source.
+    PUSHED = ".sealpy-pushed.json"
+
+    def _read_pushed(self) -> dict[str, dict[str, str]]:
+        try:
+            data = json.loads((self.root / self.PUSHED).read_text())
+        except (FileNotFoundError, ValueError):
+            return {}  # a lost or damaged record only costs uploads
+        return data if isinstance(data, dict) else {}
+
+    def _write_pushed(self, data: dict[str, dict[str, str]]) -> None:
+        write_bytes_atomically(self.root / self.PUSHED, canonical_json(data))
+
+    def pushed_blobs(self, registry: str) -> dict[str, str]:
+        """digest → a repository of ``registry`` a push from this store put it in."""
+        entries = self._read_pushed().get(registry)
+        return {str(k): str(v) for k, v in entries.items()} if isinstance(entries, dict) else {}
+
+    def record_pushed(self, registry: str, repository: str, digests: Iterable[str]) -> None:
+        with self.layout.locked():
+            data = self._read_pushed()
+            entries = data.get(registry) if isinstance(data.get(registry), dict) else {}
+            entries.update(dict.fromkeys(digests, repository))
+            data[registry] = entries
+            self._write_pushed(data)
+
+    def _prune_pushed(self, keep: set[str]) -> None:
+        """Forget blobs the store no longer has (called under the layout lock)."""
+        data = self._read_pushed()
+        if data:
+            pruned = {
+                registry: {d: r for d, r in entries.items() if d in keep}
+                for registry, entries in data.items()
+                if isinstance(entries, dict)
+            }
+            self._write_pushed({k: v for k, v in pruned.items() if v})
+
     # --- garbage collection ------------------------------------------------------------------
 
     def reachable(self) -> set[str]:
@@ -359,6 +466,7 @@ class Store:
                         if digest not in keep:
                             self.layout.blob_path(digest).unlink(missing_ok=True)
                             removed += 1
+                    self._prune_pushed(keep)
                 for leftover in (".ingest", ".tmp"):
                     shutil.rmtree(self.root / leftover, ignore_errors=True)
                 return removed

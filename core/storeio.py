@@ -16,14 +16,15 @@ import hashlib
 import io
 import json
 import os
+import re
 import tarfile
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
 
-from sealpy.core.errors import ContextError, SealpyError, StoreError
+from sealpy.core.errors import ContextError, InvalidReferenceError, SealpyError, StoreError
 from sealpy.core.progress import ProgressReporter
 from sealpy.core.reference import ImageReference, Platform
 from sealpy.core.store import Store, StoredImage, store_name
@@ -55,15 +56,17 @@ def pull(
     platforms: Sequence[Platform] = (),
     all_platforms: bool = False,
     progress: ProgressReporter | None = None,
+    max_parallel: int = 8,
 ) -> StoredImage:
     """Copy ``ref`` from its registry into the store, named by its full reference. An
-    index is stored as it is, with the manifests and blobs of the chosen platforms."""
+    index is stored (with OCI media types) with the manifests and blobs of the chosen
+    platforms."""
     name = str(ref)
     job = CopyJob(
         label=name,
         source=client.repository(ref),
         reference=ref.reference,
-        destination=store.layout.image(name),
+        destination=store.destination(name),  # Docker media types become OCI ones
         tag=ref.tag or ref.digest,  # any value: the store names the image `name`
     )
     with store.writing():
@@ -72,6 +75,7 @@ def pull(
             platforms=tuple(platforms) or (Platform.host(),),
             all_platforms=all_platforms,
             progress=progress,
+            max_parallel=max_parallel,
         )
     _raise_first(outcome)
     return store.get(name)
@@ -84,17 +88,26 @@ def ensure_image(
     client: Callable[[], RegistryClient],
     *,
     echo: Callable[[str], None] | None = None,
+    all_platforms: bool = False,
+    max_parallel: int = 8,
 ) -> StoredImage:
     """The stored image ``text`` if the store has it whole for ``platform`` (``None``: any
     single-platform image, or the host's child of an index); else pulled (as buildah's
-    default pull policy, "missing")."""
+    default pull policy, "missing"): that platform, or every one with ``all_platforms``."""
     found = store.find(text)
     if found is not None and store.for_platform(store.manifest(found), platform) is not None:
         return found
     ref = ImageReference.parse(text)
     if echo:
         echo(f"Trying to pull {ref}...")
-    return pull(store, ref, client(), platforms=(platform or Platform.host(),))
+    return pull(
+        store,
+        ref,
+        client(),
+        platforms=(platform or Platform.host(),),
+        all_platforms=all_platforms,
+        max_parallel=max_parallel,
+    )
 
 
 # --- push --------------------------------------------------------------------------------
@@ -137,8 +150,13 @@ class _MountingPushDestination(RemotePushDestination):
 
 def mount_sources(store: Store, destination: ImageReference) -> dict[str, str]:
     """digest → a repository of the destination's registry that has it, as far as the
-    store knows (images pulled from, or pushed... named after, that registry)."""
-    out: dict[str, str] = {}
+    store knows: where earlier pushes put it, and images named after that registry
+    (pulled from it)."""
+    out = {
+        digest: repository
+        for digest, repository in store.pushed_blobs(destination.registry).items()
+        if repository != destination.repository
+    }
     for image in store.images():
         if not image.name:
             continue
@@ -192,6 +210,9 @@ def push(
     outcome = copy_images([job], platforms=(), all_platforms=True, progress=progress)
     _raise_first(outcome)
     result = outcome.results[0]
+    blobs: dict[str, int] = {}
+    _collect(store, manifest, blobs)  # manifests too: harmless, never asked for
+    store.record_pushed(destination.registry, destination.repository, blobs)
     return PushResult(
         str(destination), manifest.digest, target.blobs_sent, target.mounted, result.blobs_reused
     )
@@ -292,11 +313,19 @@ def _save_docker(
 ) -> None:
     """``docker save``'s format: config ``<hex>.json``, uncompressed layers ``<hex>.tar``,
     ``manifest.json``; one platform per image (the host's unless ``platform``)."""
-    entries: list[dict] = []
+    # One manifest.json entry per image, with every name of it in RepoTags: Docker and
+    # skopeo (`docker-archive:f`, "expected 1 item") expect that, not an entry per name.
+    entries: dict[str, dict] = {}
     written: set[str] = set()
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
         for image in images:
             manifest = store.require_platform(image, platform)
+            tag = docker_name(image.name)
+            if manifest.digest in entries:
+                tags = entries[manifest.digest]["RepoTags"]
+                if tag and tag not in tags:
+                    tags.append(tag)
+                continue
             config_bytes = store.layout.read_blob(manifest.config.digest)
             config = json.loads(config_bytes)
             diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
@@ -316,11 +345,12 @@ def _save_docker(
                     _add_uncompressed(store, tar, layer, diff_id, name)
                     written.add(name)
                 layer_names.append(name)
-            tag = docker_name(image.name)
-            entries.append(
-                {"Config": config_name, "RepoTags": [tag] if tag else [], "Layers": layer_names}
-            )
-        data = json.dumps(entries).encode()
+            entries[manifest.digest] = {
+                "Config": config_name,
+                "RepoTags": [tag] if tag else [],
+                "Layers": layer_names,
+            }
+        data = json.dumps(list(entries.values())).encode()
         tar.addfile(_tarinfo("manifest.json", len(data)), io.BytesIO(data))
 
 
@@ -369,9 +399,8 @@ def load(store: Store, path: Path, *, progress: ProgressReporter | None = None) 
     if kind == "oci-archive":
         source = OCIArchiveSource(path)
         for entry in source.index.get("manifests") or []:
-            ref_name = (entry.get("annotations") or {}).get(REF_NAME)
             descriptor = Descriptor.from_json(entry)
-            name = _loaded_name(ref_name) if ref_name else None
+            name = _oci_entry_name(entry.get("annotations") or {}, path)
             jobs.append(_load_job(store, source, descriptor.digest, name, names))
     else:
         entries = json.loads(TarIndex(path).read("manifest.json"))
@@ -388,8 +417,40 @@ def load(store: Store, path: Path, *, progress: ProgressReporter | None = None) 
         _raise_first(outcome)
         for job in jobs:
             if job.tag is None:  # an image without a name: keep it, untagged
-                store.add_untagged(store.manifest(Descriptor("", job.reference, 0)))
+                stored = job.destination.converted.get(job.reference)  # type: ignore[attr-defined]
+                digest = stored.digest if stored is not None else job.reference
+                store.add_untagged(store.manifest(Descriptor("", digest, 0)))
     return names
+
+
+CONTAINERD_NAME = "io.containerd.image.name"
+
+
+def _oci_entry_name(annotations: Mapping[str, str], path: Path) -> str | None:
+    """The store name of an oci-archive's image. ``docker save`` (containerd) puts the full
+    name in ``io.containerd.image.name``; skopeo and buildah put what the user gave in
+    ``org.opencontainers.image.ref.name``: a full name (sealpy's own archives), or — the
+    OCI convention, ``skopeo copy ... oci-archive:app.tar:1.0`` — only a tag. A bare
+    ``1.0`` is not taken for an image named ``1.0``: the image is named after the
+    archive file, ``localhost/app:1.0``, the way a name without a registry is stored."""
+    full = annotations.get(CONTAINERD_NAME)
+    if full:
+        return _loaded_name(full)
+    ref_name = annotations.get(REF_NAME)
+    if not ref_name:
+        return None
+    if "/" in ref_name or ":" in ref_name or "@" in ref_name:
+        return _loaded_name(ref_name)
+    stem = path.name.lower()
+    for suffix in (".tar.gz", ".tgz", ".tar", ".oci"):
+        stem = stem.removesuffix(suffix)
+    repository = re.sub(r"[^a-z0-9._-]+", "-", stem).strip("._-") or "image"
+    try:
+        return store_name(f"{repository}:{ref_name}")
+    except InvalidReferenceError:
+        raise StoreError(
+            f"{path}: image ref.name {ref_name!r} is neither a name nor a tag"
+        ) from None
 
 
 def _loaded_name(text: str) -> str:
@@ -407,6 +468,6 @@ def _load_job(store: Store, source, digest: str, name: str | None, names: list[s
         label=name or digest,
         source=source,
         reference=digest,
-        destination=store.layout.image(name or ""),
+        destination=store.destination(name or ""),
         tag=name,
     )

@@ -118,6 +118,12 @@ def test_push_then_skopeo_copy_back(tmp_path: Path, capsys, image_factory, plain
         capsys, "push", "localhost/test:latest", f"docker://{target}", "--root", str(store)
     )
     assert code == 0 and "0 blobs uploaded, 0 mounted, 3 already there" in err
+    # another repository of the same registry: the store remembers where its blobs went,
+    # so they are mounted, not sent again
+    code, _, err = cli(
+        capsys, "push", "test", f"{plain_registry.host}/other/app:1", "--root", str(store)
+    )
+    assert code == 0 and "0 blobs uploaded, 3 mounted, 0 already there" in err, err
 
 
 def test_kubefile_image_gets_labels_cmd_and_every_layer(
@@ -213,7 +219,9 @@ def test_from_an_image_in_a_registry_keeps_its_layers_and_config(
         layer.digest for layer in base.layers
     ]
     assert manifest["layers"][0]["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip"
-    assert member_names(store, manifest["layers"][2]["digest"]) == ["opt/extra.txt"]
+    # WORKDIR /opt creates the directory the base lacks, then COPY puts the file in it
+    assert member_names(store, manifest["layers"][2]["digest"]) == ["opt"]
+    assert member_names(store, manifest["layers"][3]["digest"]) == ["opt/extra.txt"]
     body = config["config"]
     assert body["Labels"] == {"base": "yes", "io.sealpy.test.seed": "base-for-from", "app": "demo"}
     assert body["Env"] == ["MODE=prod"] and body["WorkingDir"] == "/opt" and body["User"] == "1000"
@@ -238,7 +246,7 @@ def test_from_an_image_in_a_registry_keeps_its_layers_and_config(
         "alice:pa55-w0rd-for-tests",
     )
     assert code == 0, err
-    assert "2 blobs uploaded, 2 mounted, 0 already there" in err
+    assert "3 blobs uploaded, 2 mounted, 0 already there" in err  # config, WORKDIR, COPY
 
 
 def _client(server):

@@ -109,6 +109,18 @@ def test_dockerignore_is_honoured_with_exceptions(tmp_path: Path):
     assert not any(n.startswith(("ctx/debug.log", "ctx/app/tmp", "ctx/Kubefile")) for n in names)
 
 
+def test_sealignore_leaves_out_images_not_files(tmp_path: Path):
+    # .sealignore is the scan's list of images to leave out; COPY does not read it, even
+    # when its lines look like paths of the context
+    context = make_context(tmp_path / "ctx", "FROM scratch\nCOPY . /ctx/\n")
+    (context / ".sealignore").write_text("app\napp/conf/*\n*.yaml\nKubefile\nbusybox:1.36\n")
+    store = tmp_path / "store"
+    build(context, store)
+    names = member_names(store, layer_of(store))
+    for name in ("ctx/app/conf/a.yaml", "ctx/app/link.yaml", "ctx/Kubefile", "ctx/.sealignore"):
+        assert name in names
+
+
 def test_containerignore_wins_over_dockerignore(tmp_path: Path):
     context = make_context(tmp_path / "ctx", "FROM scratch\nCOPY app /app\n")
     (context / ".dockerignore").write_text("app/conf\n")
@@ -141,8 +153,28 @@ def test_file_to_directory_and_file_to_file_and_globs(tmp_path: Path):
     )
     store = tmp_path / "store"
     build(context, store)
-    assert member_names(store, layer_of(store, index=0)) == ["srv/conf/a.yaml", "srv/conf/run.sh"]
-    assert member_names(store, layer_of(store, index=1)) == ["etc/renamed"]
+    assert member_names(store, layer_of(store, index=0)) == ["srv"]  # WORKDIR creates it
+    assert member_names(store, layer_of(store, index=1)) == ["srv/conf/a.yaml", "srv/conf/run.sh"]
+    assert member_names(store, layer_of(store, index=2)) == ["etc/renamed"]
+
+
+def test_workdir_creates_only_the_directories_the_image_lacks(tmp_path: Path):
+    context = make_context(
+        tmp_path / "ctx",
+        "FROM scratch\nCOPY app /opt/app\nWORKDIR /opt/app/conf\nWORKDIR data/x\n"
+        "WORKDIR /opt\nWORKDIR /\n",
+    )
+    store = tmp_path / "store"
+    build(context, store)
+    manifest = manifest_of(store, "localhost/test:latest")
+    assert len(manifest["layers"]) == 2  # the COPY, then data/x under the existing conf
+    infos = members(store, manifest["layers"][1]["digest"])
+    assert [(m.name, m.isdir(), m.mode, m.uid) for m in infos] == [
+        ("opt/app/conf/data", True, 0o755, 0),
+        ("opt/app/conf/data/x", True, 0o755, 0),
+    ]
+    history = config_of(store, manifest)["history"]
+    assert [bool(h.get("empty_layer")) for h in history] == [False, True, False, True, True]
 
 
 def test_several_sources_need_a_directory_destination(tmp_path: Path):
@@ -213,6 +245,56 @@ def test_add_unpacks_a_local_tar_and_refuses_urls(tmp_path: Path):
         match=r"Kubefile:2: ADD: https://example\.com/x\.tgz: ADD of a URL is not supported",
     ):
         build(context, store)
+
+
+def test_add_unpacks_archives_a_wildcard_matches_and_copies_a_file_of_zeros(tmp_path: Path):
+    context = make_context(
+        tmp_path / "ctx", "FROM scratch\nADD bundle-* /opt/\nADD zeros.tar /z/\n"
+    )
+    for name, mode in (("bundle-1.tar.gz", "w:gz"), ("bundle-2.tar", "w")):
+        with tarfile.open(context / name, mode) as tar:
+            info = tarfile.TarInfo(f"{name.split('.')[0]}/data.bin")
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"x"))
+    (context / "bundle-notes.txt").write_text("notes")
+    # 1024 zero bytes: tarfile.is_tarfile says yes (an empty tar's end marker); Docker
+    # finds no member and copies the file
+    (context / "zeros.tar").write_bytes(bytes(1024))
+    store = tmp_path / "store"
+    build(context, store)
+    assert member_names(store, layer_of(store, index=0)) == [
+        "opt/bundle-1",
+        "opt/bundle-1/data.bin",
+        "opt/bundle-2",
+        "opt/bundle-2/data.bin",
+        "opt/bundle-notes.txt",
+    ]
+    zeros = {m.name: m for m in members(store, layer_of(store, index=1))}
+    assert list(zeros) == ["z/zeros.tar"] and zeros["z/zeros.tar"].size == 1024
+
+
+def test_the_umask_does_not_change_the_digest(tmp_path: Path):
+    # Directories an archive (or an image's layer) implies but does not list are created
+    # while unpacking: their mode goes into the layer, so it must not come from the umask.
+    context = make_context(
+        tmp_path / "ctx",
+        "FROM scratch\nADD bundle.tar /opt/\nFROM scratch\nCOPY --from=0 /opt /opt\n",
+    )
+    with tarfile.open(context / "bundle.tar", "w") as tar:
+        info = tarfile.TarInfo("bundle/deep/data.bin")
+        info.size, info.mode = 1, 0o644
+        tar.addfile(info, io.BytesIO(b"x"))
+    digests = []
+    for umask in (0o022, 0o077):
+        previous = os.umask(umask)
+        try:
+            store = tmp_path / f"store-{umask:o}"
+            digests.append(build(context, store).result.digest)
+        finally:
+            os.umask(previous)
+        modes = {m.name: m.mode for m in members(store, layer_of(store)) if m.isdir()}
+        assert modes == {"opt": 0o755, "opt/bundle": 0o755, "opt/bundle/deep": 0o755}
+    assert digests[0] == digests[1]
 
 
 def test_an_archive_member_climbing_out_is_refused(tmp_path: Path):

@@ -3,14 +3,19 @@
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
+import tarfile
 from pathlib import Path
 
 from _build_support import build, cli, config_of, manifest_of
 
-from sealpy.core.builder.native import DEFAULT_PATH
+from sealpy.core.builder.native import DEFAULT_PATH, unpack_image
 from sealpy.core.merge import merge_configs, sealfile
+from sealpy.core.store import Store
 from sealpy.core.testing.registry import skopeo_manifest_digest
+from sealpy.core.transport.media import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, Descriptor
 
 ROOTFS_KUBEFILE = """FROM scratch
 LABEL sealos.io.type=rootfs sealos.io.version=v1beta1 shared=from-rootfs only.rootfs=1
@@ -122,9 +127,26 @@ def test_debug_prints_the_sealfile_too(tmp_path: Path, capsys):
     assert "FROM scratch" not in quiet
 
 
+TRICKY_KUBEFILE = r"""FROM scratch
+LABEL tricky='back\slash "quoted" $HOME ${HOME} $(cmd) café'
+ENV DOLLAR='$B ${B:-x} $(B) \ ünï'
+CMD ["echo $(B) $B \\ café"]
+COPY manifests ./manifests
+"""
+
+
 def test_the_printed_sealfile_builds_an_image_with_the_same_config(tmp_path: Path, capsys):
     store = tmp_path / "store"
     make_images(tmp_path, store)
+    # values with $, backslashes, quotes and non-ASCII must come back the same
+    tricky = tmp_path / "tricky"
+    (tricky / "manifests").mkdir(parents=True)
+    (tricky / "manifests" / "t.yaml").write_text("t: 1\n")
+    (tricky / "Kubefile").write_text(TRICKY_KUBEFILE)
+    build(tricky, store, tags=["tricky:v1"])
+    tricky_config = config_of(store, manifest_of(store, "localhost/tricky:v1"))["config"]
+    assert tricky_config["Labels"]["tricky"] == 'back\\slash "quoted" $HOME ${HOME} $(cmd) café'
+    assert "DOLLAR=$B ${B:-x} $(B) \\ ünï" in tricky_config["Env"]
     _, out, _ = cli(
         capsys,
         "merge",
@@ -132,10 +154,12 @@ def test_the_printed_sealfile_builds_an_image_with_the_same_config(tmp_path: Pat
         "merged",
         "rootfs:v1",
         "app:v1",
+        "tricky:v1",
         "--print-sealfile",
         "--root",
         str(store),
     )
+    assert "café" in out and "\\u00e9" not in out
     context = tmp_path / "sealfile-ctx"
     context.mkdir()
     (context / "Sealfile").write_text("\n".join(out.splitlines()[:-2]) + "\n")
@@ -143,6 +167,7 @@ def test_the_printed_sealfile_builds_an_image_with_the_same_config(tmp_path: Pat
     merged = config_of(store, manifest_of(store, "localhost/merged:latest"))["config"]
     built = config_of(store, manifest_of(store, "localhost/from-sealfile:latest"))["config"]
     assert built == merged
+    assert merged["Labels"]["tricky"] == tricky_config["Labels"]["tricky"]
 
 
 def test_the_rootfs_rule_also_reads_apps_sealos_io_type():
@@ -249,3 +274,99 @@ def test_merge_for_several_platforms_gives_an_index(tmp_path: Path, capsys):
         merged = json.loads((store / "blobs/sha256" / child["digest"].split(":")[1]).read_bytes())
         assert config_of(store, merged)["config"]["Labels"] == {"a": "1", "b": "2", "arch": arch}
         assert len(merged["layers"]) == 2
+
+
+def _layer(store: Store, members: dict[str, bytes]) -> tuple[Descriptor, str]:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    compressed = gzip.compress(raw.getvalue(), mtime=0)
+    digest = store.layout.put_blob_bytes(compressed)
+    diff_id = store.layout.put_blob_bytes(raw.getvalue())  # only its digest matters
+    return Descriptor(OCI_LAYER_GZIP, digest, len(compressed)), diff_id
+
+
+def test_whiteouts_of_a_later_input_do_not_delete_files_of_earlier_ones(tmp_path: Path, capsys):
+    store_dir = tmp_path / "store"
+    make_images(tmp_path, store_dir)
+    store = Store(store_dir)
+    # a patch image whose second layer whites out its own etc/ (opaque) and a file that
+    # only the rootfs has: Sealos's COPY --from=patch copies patch's file system, in which
+    # both whiteouts already happened, so the rootfs keeps etc/kube.conf and bin/kubeadm
+    layers = [
+        _layer(store, {"etc/old.conf": b"old", "bin/tool": b"tool"}),
+        _layer(store, {"etc/.wh..wh..opq": b"", "etc/new.conf": b"new", "bin/.wh.kubeadm": b""}),
+    ]
+    config = store.put_json(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [d for _, d in layers]},
+        },
+        OCI_CONFIG,
+    )
+    manifest = store.put_manifest(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": config.to_json(),
+            "layers": [d.to_json() for d, _ in layers],
+        }
+    )
+    store.name("localhost/patch:v1", manifest)
+    code, _, err = cli(
+        capsys, "merge", "-t", "m", "rootfs:v1", "patch:v1", "--root", str(store_dir)
+    )
+    assert code == 0, err
+    assert "patch:v1 has whiteouts in its layers: flattened into one layer" in err
+    merged = store.require_platform(store.get("localhost/m:latest"), None)
+    rootfs = manifest_of(store_dir, "localhost/rootfs:v1")
+    assert [d.digest for d in merged.layers[:-1]] == [d["digest"] for d in rootfs["layers"]]
+    root = tmp_path / "merged-fs"
+    root.mkdir()
+    unpack_image(store, merged.layers, root, "merged")
+    files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    assert files == ["bin/kubeadm", "bin/tool", "etc/kube.conf", "etc/new.conf"]
+    history = config_of(store_dir, manifest_of(store_dir, "localhost/m:latest"))["history"]
+    assert history[-1]["created_by"].endswith("COPY --from=patch:v1 . . (flattened)")
+    # an input without whiteouts keeps its layers (shared blobs)
+    code, _, err = cli(capsys, "merge", "-t", "n", "patch:v1", "app:v1", "--root", str(store_dir))
+    assert code == 0 and "flattened" not in err
+    assert store.require_platform(store.get("localhost/n:latest"), None).layers == (
+        *manifest.layers,
+        *store.require_platform(store.get("localhost/app:v1"), None).layers,
+    )
+
+
+def test_merge_takes_builds_registry_flags_for_the_inputs_it_pulls(
+    tmp_path: Path, capsys, image_factory, plain_registry
+):
+    from sealpy.core.testing.faultproxy import FaultPlan, FaultProxy
+
+    store = tmp_path / "store"
+    make_images(tmp_path, store)
+    multi = image_factory.multi_platform("merge-flags", ["linux/amd64", "linux/arm64"], [300])
+    image_factory.push(multi, plain_registry.host, "apps/multi", "1")
+    flags = ["--max-pull-procs", "2", "--tls-verify=false", "--quiet", "--root", str(store)]
+    # the first request fails: without retries the merge fails...
+    with FaultProxy(plain_registry.host, FaultPlan(at={1: "503"})) as proxy:
+        ref = f"{proxy.host}/apps/multi:1"
+        code, _, err = cli(capsys, "merge", "-t", "x", "rootfs:v1", ref, "--retry-times", "0",
+                           *flags)  # fmt: skip
+        assert code == 1 and "503" in err, err
+    # ...with --retry-times it is retried, and --all pulls every platform of the input
+    with FaultProxy(plain_registry.host, FaultPlan(at={1: "503", 2: "503"})) as proxy:
+        ref = f"{proxy.host}/apps/multi:1"
+        code, _, err = cli(capsys, "merge", "-t", "x", "rootfs:v1", ref, "--retry-times", "2",
+                           "--all", "--platform", "linux/amd64", *flags)  # fmt: skip
+        assert code == 0, err
+        assert len(proxy.faults) == 2 and "Trying to pull" not in err  # --quiet
+    blobs = {p.name for p in (store / "blobs" / "sha256").iterdir()}
+    assert {d.split(":")[1] for d in multi.blob_digests} <= blobs
+    merged = manifest_of(store, "localhost/x:latest")
+    amd64 = multi.for_platform("linux/amd64")
+    assert merged["layers"][-1]["digest"] == amd64.layers[0].digest

@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 from _build_support import build, cli, manifest_of, store_snapshot
 
-from sealpy.core.store import Store, default_root, store_name
+from sealpy.core.errors import ManifestError
+from sealpy.core.store import Store, default_root, store_name, to_oci
 from sealpy.core.testing.pytest_plugin import TEST_PASSWORD, TEST_USER
 from sealpy.core.testing.registry import skopeo, skopeo_manifest_digest
+from sealpy.core.transport import media
+from sealpy.core.transport.media import Manifest
 
 CREDS = f"{TEST_USER}:{TEST_PASSWORD}"
 
@@ -163,17 +166,72 @@ def test_pull_needs_credentials_where_the_registry_asks(
     assert skopeo_manifest_digest(f"oci:{store}:{ref}") == image.digest
 
 
-def test_pull_keeps_docker_media_types_and_digests(
+def _skopeo_layers(store: Path, name: str) -> list[str]:
+    """The layer digests skopeo reads for ``oci:<store>:<name>`` (fails if it cannot)."""
+    return json.loads(skopeo("inspect", f"oci:{store}:{name}").stdout)["Layers"]
+
+
+def test_docker_images_enter_the_store_with_oci_media_types(
     tmp_path: Path, capsys, image_factory, plain_registry
 ):
-    image = image_factory.image("pull-docker", [900], docker=True)
-    ref = image_factory.push(image, plain_registry.host, "team/pulldocker", "1")
+    # skopeo's oci: transport finds only OCI-typed entries of index.json, so Docker-typed
+    # images (pulled, or loaded from a docker-archive) are converted; blobs stay the same.
     store = tmp_path / "store"
+    image = image_factory.image("pull-docker", [900, 300], docker=True)
+    ref = image_factory.push(image, plain_registry.host, "team/pulldocker", "1")
     code, out, err = cli(capsys, "pull", str(ref), "--root", str(store))
-    assert code == 0 and out.strip() == image.digest, err
+    assert code == 0, err
+    manifest = manifest_of(store, str(ref))
+    assert out.strip() != image.digest  # a new manifest: the one the store names
+    assert manifest["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    assert manifest["config"]["mediaType"] == "application/vnd.oci.image.config.v1+json"
+    assert {layer["mediaType"] for layer in manifest["layers"]} == {
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    }
+    layer_digests = [layer.digest for layer in image.layers]
+    assert _skopeo_layers(store, str(ref)) == layer_digests
     doc = json.loads(cli(capsys, "inspect", str(ref), "--root", str(store))[1])
-    assert doc["Digest"] == image.digest
-    assert doc["MediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
+    assert doc["Digest"] == out.strip() and doc["Id"] == image.config.digest
+    # a Docker manifest list becomes an OCI index over the converted child
+    multi = image_factory.multi_platform(
+        "pull-docker-multi", ["linux/amd64", "linux/arm64"], [400], docker=True
+    )
+    list_ref = image_factory.push(multi, plain_registry.host, "team/pulldockerlist", "1")
+    code, _, err = cli(
+        capsys, "pull", str(list_ref), "--platform", "linux/amd64", "--root", str(store)
+    )
+    assert code == 0, err
+    index = manifest_of(store, str(list_ref))
+    assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    amd64 = multi.for_platform("linux/amd64")
+    assert _skopeo_layers(store, str(list_ref)) == [amd64.layers[0].digest]
+    # a docker-archive (Docker types, as `docker save` writes) too
+    archive = image_factory.docker_archive(image, tmp_path / "docker.tar", "team/loaded:2")
+    code, _, err = cli(capsys, "load", "-i", str(archive), "--root", str(store))
+    assert code == 0, err
+    loaded = f"oci:{store}:docker.io/team/loaded:2"
+    assert len(_skopeo_layers(store, "docker.io/team/loaded:2")) == 2  # recompressed layers
+    config = json.loads(skopeo("inspect", "--config", loaded).stdout)
+    assert config["rootfs"]["diff_ids"] == [layer.diff_id for layer in image.layers]
+
+
+def test_foreign_layers_are_refused_clearly():
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": media.DOCKER_MANIFEST,
+        "config": {"mediaType": media.DOCKER_CONFIG, "digest": "sha256:" + "1" * 64, "size": 2},
+        "layers": [
+            {
+                "mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+                "digest": "sha256:" + "2" * 64,
+                "size": 3,
+                "urls": ["https://example.invalid/layer"],
+            }
+        ],
+    }
+    manifest = Manifest.parse(json.dumps(doc).encode())
+    with pytest.raises(ManifestError, match=r"foreign .* layers are not supported"):
+        to_oci(manifest, {})
 
 
 def test_pull_of_an_index_keeps_it_and_the_chosen_platforms(
@@ -234,6 +292,12 @@ def test_save_and_load_an_oci_archive(tmp_path: Path, capsys):
         store, "localhost/first:latest"
     )
     assert skopeo_manifest_digest(f"oci:{other}:localhost/second:latest") == second
+    # an archive skopeo wrote with only a tag as its name is named after the file
+    tagged = tmp_path / "My App.tar"
+    skopeo("copy", f"oci:{store}:localhost/first:latest", f"oci-archive:{tagged}:1.0")
+    code, out, err = cli(capsys, "load", "-i", str(tagged), "--root", str(other))
+    assert code == 0, err
+    assert out.strip() == "Loaded image: localhost/my-app:1.0"
 
 
 def test_save_and_load_a_docker_archive(tmp_path: Path, capsys, image_factory):
@@ -269,6 +333,20 @@ def test_save_and_load_a_docker_archive(tmp_path: Path, capsys, image_factory):
     assert loaded["Id"] == image.config.digest
     code, out, err = cli(capsys, "load", "-i", str(archive), "--root", str(tmp_path / "s2"))
     assert code == 0 and out.strip() == "Loaded image: localhost/dock:latest"
+    # two names of one image: one entry with both names (skopeo wants exactly one)
+    assert cli(capsys, "tag", "dock", "dock:2", "--root", str(store))[0] == 0
+    both = tmp_path / "both.tar"
+    code, _, err = cli(capsys, "save", "--format", "docker-archive", "-o", str(both),
+                       "dock", "dock:2", "--root", str(store))  # fmt: skip
+    assert code == 0, err
+    assert json.loads(skopeo("inspect", f"docker-archive:{both}").stdout)["Labels"] == {
+        "name": "dock"
+    }
+    code, out, _ = cli(capsys, "load", "-i", str(both), "--root", str(tmp_path / "s3"))
+    assert code == 0 and out.splitlines() == [
+        "Loaded image: localhost/dock:latest",
+        "Loaded image: localhost/dock:2",
+    ]
 
 
 def test_store_errors_are_one_line(tmp_path: Path, capsys):

@@ -189,6 +189,15 @@ def open_layer(stream: BinaryIO) -> tarfile.TarFile:
         raise BuildError(f"not a tar archive: {exc}") from None
 
 
+def has_whiteouts(stream: BinaryIO, what: str) -> bool:
+    """Whether a layer holds whiteout entries (``.wh.<name>`` or ``.wh..wh..opq``)."""
+    try:
+        with open_layer(stream) as tar:
+            return any(posixpath.basename(m.name.rstrip("/")).startswith(WHITEOUT) for m in tar)
+    except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as exc:
+        raise BuildError(f"{what}: cannot read layer: {exc}") from None
+
+
 def unpack(tar: tarfile.TarFile, root: Path, *, whiteouts: bool, what: str) -> None:
     """Unpack a streamed tar into ``root``. With ``whiteouts`` (an image layer) ``.wh.``
     members delete what earlier layers put there. Devices and fifos are skipped: a cluster
@@ -276,7 +285,7 @@ def _inside(root: Path, relpath: str, what: str, *, create: bool) -> Path | None
         except FileNotFoundError:
             if not create:
                 return None
-            current.mkdir()
+            _implicit_dir(current)
             continue
         if stat.S_ISLNK(st.st_mode):
             raise BuildError(f"{what}: member path {relpath} goes through a symlink")
@@ -284,8 +293,18 @@ def _inside(root: Path, relpath: str, what: str, *, create: bool) -> Path | None
             if not create:
                 return None
             current.unlink()
-            current.mkdir()
+            _implicit_dir(current)
     return current
+
+
+IMPLICIT_DIR_MODE = 0o755
+
+
+def _implicit_dir(path: Path) -> None:
+    """A directory the tar names no entry for: a fixed mode, not the umask's (the mode ends
+    up in the layer, and the same context must give the same digest under any umask)."""
+    path.mkdir()
+    os.chmod(path, IMPLICIT_DIR_MODE)
 
 
 def _remove(path: Path) -> None:

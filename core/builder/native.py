@@ -5,6 +5,8 @@ image pulled with the registry client into the store), COPY and ADD (one determi
 layer each; ADD unpacks local tar archives), ``COPY --from`` (a stage or an image), ENV,
 LABEL, ARG, CMD, ENTRYPOINT, WORKDIR, USER, EXPOSE, VOLUME, MAINTAINER, STOPSIGNAL — and
 refuses RUN (and SHELL, HEALTHCHECK, ONBUILD), which need a container: ``--builder buildah``.
+WORKDIR creates its directory as Docker and buildah do: a small layer with the parts the
+stage's file system lacks (mode 0755, root's), none when it has them all.
 
 A build has two phases, so a wrong build file leaves nothing behind:
 
@@ -23,12 +25,15 @@ from __future__ import annotations
 
 import copy
 import datetime
+import glob
+import lzma
 import posixpath
 import re
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Mapping
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +48,13 @@ from sealpy.core.builder.context import (
     merge_entries,
     plan_sources,
 )
-from sealpy.core.builder.layers import LayerBlob, open_layer, unpack, write_layer
+from sealpy.core.builder.layers import (
+    IMPLICIT_DIR_MODE,
+    LayerBlob,
+    open_layer,
+    unpack,
+    write_layer,
+)
 from sealpy.core.builder.parser import (
     NATIVE,
     Instruction,
@@ -110,7 +121,15 @@ class ImagePart:
     label: str = ""
 
 
-Part = ContextPart | ArchivePart | ImagePart
+@dataclass(frozen=True)
+class WorkdirPart:
+    """WORKDIR: the directory (no leading ``/``) is created if the stage lacks it, as
+    Docker and buildah do (mode 0755, owned by root)."""
+
+    path: str
+
+
+Part = ContextPart | ArchivePart | ImagePart | WorkdirPart
 
 
 @dataclass
@@ -214,6 +233,7 @@ class _Build:
         self.consumed_args: set[str] = set()
         self._client = None
         self._layers: dict[object, LayerBlob] = {}
+        self._paths: dict[str, frozenset[str]] = {}  # layer digest -> paths it names
         self._names = tuple(store_name(t) for t in request.tags)
         self.echo = request.echo
         self.warn = request.warn
@@ -417,6 +437,8 @@ class _Build:
             body["WorkingDir"] = posixpath.normpath(
                 posixpath.join(body.get("WorkingDir") or "/", path)
             )
+            if body["WorkingDir"].strip("/"):
+                layer = (WorkdirPart(body["WorkingDir"].strip("/")),)
         elif keyword == "USER":
             body["User"] = expand_word(ins, env)
         elif keyword == "STOPSIGNAL":
@@ -482,11 +504,22 @@ class _Build:
                 f"ADD with several sources needs a directory destination ending in /, not {dest}"
             )
         for source in sources:
-            path = self.context_tree.resolve(source.lstrip("/")) if not _has_glob(source) else None
-            if path is not None and path.is_file() and _is_tar(path):
-                archives.append(ArchivePart(path, target))
-            else:
-                plain.append(source)
+            if not _has_glob(source):
+                path = self.context_tree.resolve(source.lstrip("/"))
+                if path.is_file() and _is_tar(path):
+                    archives.append(ArchivePart(path, target))
+                else:
+                    plain.append(source)
+                continue
+            # A wildcard: each match that is an archive is unpacked, as Docker does; the
+            # rest is copied (by escaped name: a match may hold wildcard characters).
+            matches = [(m, self.context_tree.resolve(m)) for m in self.context_tree.glob(source)]
+            tars = [(m, p) for m, p in matches if p.is_file() and _is_tar(p)]
+            if not tars:
+                plain.append(source)  # unchanged, so "no file matches" is reported as for COPY
+                continue
+            archives.extend(ArchivePart(p, target) for _, p in tars)
+            plain.extend(glob.escape(m) for m, p in matches if (m, p) not in tars)
         parts: list[Part] = []
         if plain:
             entries, _ = plan_sources(
@@ -566,7 +599,14 @@ class _Build:
             if number == 1:
                 continue  # FROM: its layers and history are the base's
             entry = {"created": self.created, "created_by": step.created_by}
-            if step.layer is None:
+            if step.layer and isinstance(step.layer[0], WorkdirPart):
+                blob = self._workdir_layer(step.layer[0], layers)
+                if blob is None:
+                    entry["empty_layer"] = True
+                else:
+                    layers.append(blob.descriptor)
+                    diff_ids.append(blob.diff_id)
+            elif step.layer is None:
                 entry["empty_layer"] = True
             else:
                 try:
@@ -613,11 +653,37 @@ class _Build:
                 groups.append(self._archive_entries(part, scratch))
             else:
                 groups.append(self._image_entries(part, results, platform, scratch))
-        blob = write_layer(
-            merge_entries(groups), self.store.layout.new_blob_writer, epoch=self.epoch
-        )
+        entries = merge_entries(groups)
+        blob = write_layer(entries, self.store.layout.new_blob_writer, epoch=self.epoch)
+        self._paths[blob.descriptor.digest] = _with_parents(e.name for e in entries)
         self._layers[key] = blob
         return blob
+
+    def _workdir_layer(self, part: WorkdirPart, layers: list[Descriptor]) -> LayerBlob | None:
+        """A layer holding the WORKDIR directory and its parents that the stage's file
+        system lacks; ``None`` when it has them all (nothing is changed)."""
+        existing: set[str] = set()
+        for layer in layers:
+            existing |= self._layer_paths(layer)
+        components = part.path.split("/")
+        wanted = ["/".join(components[: i + 1]) for i in range(len(components))]
+        missing = [Entry(name, "dir", IMPLICIT_DIR_MODE) for name in wanted if name not in existing]
+        if not missing:
+            return None
+        blob = write_layer(missing, self.store.layout.new_blob_writer, epoch=self.epoch)
+        self._paths[blob.descriptor.digest] = frozenset(wanted)
+        return blob
+
+    def _layer_paths(self, layer: Descriptor) -> frozenset[str]:
+        """Every path a layer names (and their parents); a base image's layer is read for
+        its tar headers once. Whiteouts are not applied: a path deleted later still counts
+        as present, so WORKDIR then leaves it alone rather than guess."""
+        if layer.digest not in self._paths:
+            names: list[str] = []
+            with self.store.layout.open_blob(layer.digest) as f, open_layer(f) as tar:
+                names.extend(posixpath.normpath("/" + m.name).strip("/") for m in tar)
+            self._paths[layer.digest] = _with_parents(names)
+        return self._paths[layer.digest]
 
     def _unpack_dir(self, scratch: ExitStack) -> Path:
         path = Path(tempfile.mkdtemp(prefix="unpack-", dir=self.store.temp_dir()))
@@ -650,10 +716,7 @@ class _Build:
             image = StoredImage(part.label, Descriptor("", part.image, 0))
             layers = self.store.require_platform(image, wanted).layers
         root = self._unpack_dir(scratch)
-        for layer in layers:
-            with self.store.layout.open_blob(layer.digest) as f, open_layer(f) as tar:
-                unpack(tar, root, whiteouts=True, what=f"COPY --from={part.label}")
-        tree = Tree(root, what=part.label, jail=True)
+        tree = unpack_image(self.store, layers, root, part.label)
         entries, _ = plan_sources(tree, list(part.sources), part.dest, part.workdir, part.ownership)
         return entries
 
@@ -672,6 +735,28 @@ class _Build:
         )
 
 
+def unpack_image(store: Store, layers: Sequence[Descriptor], root: Path, label: str) -> Tree:
+    """An image's file system: its ``layers`` unpacked in order into ``root``, each
+    layer's whiteouts deleting what the layers below put there (``COPY --from``)."""
+    for layer in layers:
+        with store.layout.open_blob(layer.digest) as f, open_layer(f) as tar:
+            unpack(tar, root, whiteouts=True, what=f"COPY --from={label}")
+    return Tree(root, what=label, jail=True)
+
+
+def flatten_image(store: Store, layers: Sequence[Descriptor], label: str, epoch: int) -> LayerBlob:
+    """One layer holding what ``COPY --from=<image> . .`` copies: the image's layers
+    applied in order (whiteouts done), written as a deterministic layer into the store."""
+    root = Path(tempfile.mkdtemp(prefix="flatten-", dir=store.temp_dir()))
+    try:
+        root.chmod(0o755)
+        tree = unpack_image(store, layers, root, label)
+        entries, _ = plan_sources(tree, ["."], ".", "/", Ownership())
+        return write_layer(merge_entries([entries]), store.layout.new_blob_writer, epoch=epoch)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @dataclass
 class _StageState:
     stage: Stage
@@ -685,6 +770,15 @@ class _StageState:
             key, _, value = item.partition("=")
             env[key] = value
         return env
+
+
+def _with_parents(names: Iterable[str]) -> frozenset[str]:
+    out: set[str] = set()
+    for name in names:
+        while name and name not in out:
+            out.add(name)
+            name = posixpath.dirname(name)
+    return frozenset(out)
 
 
 def _defined(values: Mapping[str, str | None]) -> dict[str, str]:
@@ -751,9 +845,13 @@ def _has_glob(source: str) -> bool:
 
 
 def _is_tar(path: Path) -> bool:
+    """Whether ADD unpacks ``path``: a (possibly compressed) tar with at least one member,
+    as Docker decides. ``tarfile.is_tarfile`` alone accepts any 512 zero bytes (an empty
+    archive's end marker), which would make such a file vanish instead of being copied."""
     try:
-        return tarfile.is_tarfile(path)
-    except OSError:
+        with open(path, "rb") as f, open_layer(f) as tar:
+            return tar.next() is not None
+    except (BuildError, tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError):
         return False
 
 
