@@ -37,8 +37,11 @@ JsonOpt = Annotated[bool, typer.Option("--json/--no-json", help="Print JSON.")]
 
 
 def _store(root: Path | None):
+    from sealpy.core.pipeline import check_directory
     from sealpy.core.store import Store
 
+    if root is not None:  # a file given as --root is a usage error, not an internal one
+        check_directory(root, "--root")
     return Store(root)
 
 

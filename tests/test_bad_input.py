@@ -252,3 +252,13 @@ def test_tls_failure_with_a_self_signed_certificate(tls_registry, tmp_path, caps
         == 0
     )
     assert DistributionLayout(ctx / "registry").resolve("tls/app", "1") == image.digest
+
+
+@pytest.mark.parametrize("command", [["images"], ["pull", "127.0.0.1:1/app:1"], ["rmi", "x"]])
+def test_store_commands_refuse_a_file_as_root(command, tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    code, error = run(capsys, [*command, "--root", str(afile)])
+    assert code == 2
+    assert "--root" in error and "not a directory" in error
+    assert afile.read_text() == ""
