@@ -39,6 +39,17 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+# Docker Hub's registry API lives on its own host: docker.io answers /v2/ with a redirect to
+# www.docker.com. containers/image makes the same substitution, for HTTP only.
+DOCKER_HUB_API_HOST = "registry-1.docker.io"
+
+
+def api_host(host: str) -> str:
+    """The host to send registry API requests to for registry ``host`` (names, mirrors
+    and credential keys keep ``docker.io``)."""
+    return DOCKER_HUB_API_HOST if host in DOCKER_HUB_ALIASES else host
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """One place to fetch a repository from: ``host`` (with port) and the repository path
