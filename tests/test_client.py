@@ -323,3 +323,31 @@ def test_cdn_errors_are_retried(status):
     with ScriptedServer(script) as server, RegistryClient(retry=fast_retry()) as client:
         assert repository(client, server).get_manifest("1").data == manifest
         assert len(server.calls("/manifests/")) == 2
+
+
+# --- 5. repeated --registry-mirror flags merge with registries.conf ---------------------------
+
+
+def test_repeated_mirror_flags_merge_with_the_conf_entry(tmp_path):
+    conf = tmp_path / "registries.conf"
+    conf.write_text(
+        '[[registry]]\nprefix = "docker.io"\nlocation = "hub.internal:5000"\ninsecure = true\n'
+        '[[registry.mirror]]\nlocation = "conf-mirror.example"\n'
+    )
+    registries = RegistriesConfig.load(
+        mirrors=["docker.io=http://first.example", "index.docker.io=second.example:5000"],
+        paths=[conf],
+    )
+    endpoints = registries.endpoints(ImageReference.parse("nginx:1"))
+    assert [(e.host, e.mirror) for e in endpoints] == [
+        ("first.example", True),
+        ("second.example:5000", True),
+        ("conf-mirror.example", True),
+        ("hub.internal:5000", False),
+    ]
+    assert endpoints[0].scheme == "http" and endpoints[-1].insecure
+    assert all(e.repository == "library/nginx" for e in endpoints)
+    # Without a conf entry the flags alone make one, still in the order given.
+    alone = RegistriesConfig.load(mirrors=["quay.io=a.example", "quay.io=b.example"], paths=[])
+    hosts = [e.host for e in alone.endpoints(ImageReference.parse("quay.io/x/y:1"))]
+    assert hosts == ["a.example", "b.example", "quay.io"]
