@@ -111,6 +111,17 @@ class ScriptedServer:
         self._server.server_close()
 
 
+def oci_manifest() -> bytes:
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "x", "digest": "sha256:" + "0" * 64, "size": 2},
+            "layers": [],
+        }
+    ).encode()
+
+
 def fast_retry(**overrides) -> RetryPolicy:
     values = {"attempts": 6, "initial_backoff": 0.01, "max_backoff": 0.05, "max_seconds": 20.0}
     return RetryPolicy(**{**values, **overrides})
@@ -305,14 +316,7 @@ def test_other_hosts_still_use_the_environment_proxy(dead_proxy):
 
 @pytest.mark.parametrize("status", [520, 522, 524])
 def test_cdn_errors_are_retried(status):
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "x", "digest": "sha256:" + "0" * 64, "size": 2},
-            "layers": [],
-        }
-    ).encode()
+    manifest = oci_manifest()
     answers = iter([Answer(status, pieces=[b"cdn"])])
 
     def script(request: Request) -> Answer:
@@ -351,3 +355,57 @@ def test_repeated_mirror_flags_merge_with_the_conf_entry(tmp_path):
     alone = RegistriesConfig.load(mirrors=["quay.io=a.example", "quay.io=b.example"], paths=[])
     hosts = [e.host for e in alone.endpoints(ImageReference.parse("quay.io/x/y:1"))]
     assert hosts == ["a.example", "b.example", "quay.io"]
+
+
+# --- 8. messages name each thing once --------------------------------------------------------
+
+
+def test_a_retried_failure_names_its_operation_once():
+    manifest = oci_manifest()
+    lying = Answer(
+        200,
+        {
+            "Content-Type": "application/vnd.oci.image.manifest.v1+json",
+            "Docker-Content-Digest": "sha256:" + "ab" * 32,
+        },
+        [manifest],
+    )
+    with (
+        ScriptedServer(lambda r: lying) as server,
+        RegistryClient(retry=fast_retry(attempts=2)) as client,
+        pytest.raises(RegistryError) as failure,
+    ):
+        repository(client, server).get_manifest("1")
+    message = str(failure.value)
+    assert message.startswith("manifest 1: content does not match"), message
+    assert message.count("manifest 1") == 1 and "gave up after 2 attempts" in message
+
+
+def test_a_conflict_is_one_error_naming_each_image_once(image_factory, tmp_path, start_registry):
+    from sealpy.core.errors import ConflictError
+    from sealpy.core.testing.conformance import AMD64
+    from sealpy.core.transport.copy import CopyJob, copy_images
+    from sealpy.core.transport.distribution import DistributionLayout
+
+    layout = DistributionLayout(tmp_path / "registry")
+    jobs = []
+    with RegistryClient() as client:
+        for name in ("a", "b"):
+            image = image_factory.image(f"client/conflict-{name}", [100])
+            source = start_registry(tmp_path / name)
+            image_factory.push(image, source.host, "team/app", "1")
+            ref = ImageReference(source.host, "team/app", "1")
+            jobs.append(
+                CopyJob(str(ref), client.repository(ref), "1", layout.repository("team/app"), "1")
+            )
+        jobs = [
+            CopyJob(j.label, j.source, j.reference, j.destination, j.tag, "team/app:1")
+            for j in jobs
+        ]
+        outcome = copy_images(jobs, platforms=(AMD64,))
+    assert [f.label for f in outcome.failures] == [j.label for j in jobs]
+    errors = {id(f.error): f.error for f in outcome.failures}
+    assert len(errors) == 1, "the same conflict, reported once by whoever lists failures"
+    (error,) = errors.values()
+    assert isinstance(error, ConflictError)
+    assert all(str(error).count(j.label) == 1 for j in jobs), str(error)
