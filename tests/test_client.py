@@ -409,3 +409,53 @@ def test_a_conflict_is_one_error_naming_each_image_once(image_factory, tmp_path,
     (error,) = errors.values()
     assert isinstance(error, ConflictError)
     assert all(str(error).count(j.label) == 1 for j in jobs), str(error)
+
+
+# --- 9. a failed run still says what it completed --------------------------------------------
+
+
+def test_a_failed_run_says_what_completed_before_the_error(conformance_catalog, tmp_path, capsys):
+    from sealpy.core.cli import main
+
+    c = conformance_catalog
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Kubefile").write_text("FROM scratch\nCOPY registry ./registry\n")
+    good, bad = c.ref(c.plain, "library/single"), c.ref(c.plain, "library/absent")
+    code = main(
+        [
+            "registry",
+            "save",
+            "--strategy",
+            "proxy",
+            "--platform",
+            "linux/amd64",
+            "--images",
+            f"{good},{bad}",
+            str(context),
+        ]
+    )
+    assert code != 0
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert "info 1 image cached, 1 failed" in lines
+    assert lines.index("info 1 image cached, 1 failed") < len(lines) - 1
+    assert str(bad) in lines[-1] and "not found" in lines[-1]
+
+
+def test_the_tally_is_printed_once_and_only_after_failures():
+    import io
+
+    from sealpy.core.progress import PlainProgress
+
+    stream = io.StringIO()
+    progress = PlainProgress(stream)
+    progress.image_done("a")
+    progress.close()
+    assert "failed" not in stream.getvalue()  # a successful run's caller prints its summary
+    progress = PlainProgress(stream)
+    for image in ("a", "b"):
+        progress.image_done(image)
+    progress.image_failed("c", "not found")
+    progress.close()
+    progress.close()
+    assert stream.getvalue().count("info 2 images cached, 1 failed\n") == 1
