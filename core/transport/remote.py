@@ -6,8 +6,10 @@ through it: an image source (and, for push, a destination) for the copy engine.
 
 Every operation is one retry loop (tenacity) around "send the request, read the body":
 connection errors, timeouts, truncated bodies, 5xx and 429 are retried with jittered
-exponential backoff (``Retry-After`` honoured), bounded in attempts and in total time.
-A blob download resumes with ``Range`` from what is already written.
+exponential backoff (``Retry-After`` honoured), bounded in attempts and in the time spent
+failing since the last progress (no wait ever sleeps past it). A blob download resumes
+with ``Range`` from what is already written. Docker Hub's API is reached at
+``registry-1.docker.io``; loopback registries are never reached through a proxy.
 
 Authentication happens inside a request: a 401 carries a challenge; Basic sends the
 credential, Bearer fetches a token (narrowest scope, cached per registry and scope until
@@ -160,7 +162,7 @@ class _Session(requests.Session):
     the user's local registry (nor should it see that traffic). Other hosts keep the proxy.
     """
 
-    def merge_environment_settings(self, url, proxies, stream, verify, cert):  # type: ignore[override]
+    def merge_environment_settings(self, url, proxies, stream, verify, cert):
         settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
         if is_loopback(urlsplit(url).netloc):
             settings["proxies"] = {}
