@@ -260,6 +260,27 @@ def test_a_signed_schema1_manifest_is_refused_at_once():
     assert len(server.calls("/manifests/")) == 1
 
 
+def test_a_schema1_image_fails_with_a_message_naming_it(tmp_path):
+    from sealpy.core import pipeline
+    from sealpy.core.errors import CacheError
+    from sealpy.core.model import CacheOptions, ImageSet
+    from sealpy.core.testing.conformance import AMD64
+
+    body = json.dumps({"schemaVersion": 1, "name": "library/app", "fsLayers": []}).encode()
+    # Recognised by its schemaVersion alone, before the (never matching) served digest.
+    headers = {"Content-Type": "application/json", "Docker-Content-Digest": "sha256:" + "cd" * 32}
+    answer = Answer(200, headers, [body])
+    with ScriptedServer(lambda r: answer) as server:
+        ref = f"{server.host}/library/app:1"
+        options = CacheOptions(platforms=(AMD64,), retry=fast_retry())
+        with pytest.raises(CacheError) as failure:
+            pipeline.cache(
+                ImageSet.of([ref]), tmp_path / "registry", strategy="proxy", options=options
+            )
+        assert len(server.calls("/manifests/")) == 1
+    assert str(failure.value).startswith(f"{ref}: manifest 1: Docker schema1 manifests")
+
+
 # --- 4. proxies ----------------------------------------------------------------------------
 
 
