@@ -61,6 +61,9 @@ class PlainProgress(SilentProgress):
     def __init__(self, stream: TextIO | None = None) -> None:
         self._stream = stream or sys.stderr
         self._lock = threading.Lock()
+        self._done = 0
+        self._failed = 0
+        self._closed = False
 
     def _line(self, text: str) -> None:
         with self._lock:
@@ -77,10 +80,25 @@ class PlainProgress(SilentProgress):
         self._line(f"info caching {image}")
 
     def image_done(self, image: str, detail: str = "") -> None:
+        with self._lock:
+            self._done += 1
         self._line(f"info cached {image}{' (' + detail + ')' if detail else ''}")
 
     def image_failed(self, image: str, message: str) -> None:
+        with self._lock:
+            self._failed += 1
         self._line(f"error {image}: {message}")
+
+    def close(self) -> None:
+        """A run that failed gets no summary from its caller (an error is raised instead):
+        say here what did complete, so the user knows what a re-run will reuse."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            done, failed = self._done, self._failed
+        if failed:
+            self._line(f"info {_count(done, 'image')} cached, {failed} failed")
 
 
 class RichProgress(PlainProgress):
@@ -144,6 +162,11 @@ class RichProgress(PlainProgress):
 
     def close(self) -> None:
         self._progress.stop()
+        super().close()
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def progress_for(stream: TextIO | None = None, *, quiet: bool = False) -> ProgressReporter:

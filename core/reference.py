@@ -174,6 +174,16 @@ _VARIANT_FALLBACKS = {
     "arm64": ("v8",),
 }
 _DEFAULT_VARIANT = {"arm": "v7", "arm64": "v8"}
+# uname machines that name a variant too (``armv6l`` is not the default arm/v7).
+_MACHINES = {
+    "armv5l": ("arm", "v5"),
+    "armv5tel": ("arm", "v5"),
+    "armv6l": ("arm", "v6"),
+    "armv7l": ("arm", "v7"),
+    "armv8l": ("arm", "v8"),  # a 32-bit userland on a 64-bit CPU
+    "aarch64": ("arm64", "v8"),
+    "arm64": ("arm64", "v8"),
+}
 _PLATFORM_PART = re.compile(r"^[a-z0-9_.-]+$")
 
 
@@ -212,7 +222,8 @@ class Platform:
 
     @classmethod
     def host(cls) -> Platform:
-        return cls("linux", _host.machine().lower())
+        machine = _host.machine().lower()
+        return cls("linux", *_MACHINES.get(machine, (machine, "")))
 
     def __str__(self) -> str:
         return "/".join(p for p in (self.os, self.architecture, self.variant) if p)

@@ -14,7 +14,7 @@ import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sealpy.core.errors import UsageError
@@ -37,6 +37,17 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+# Docker Hub's registry API lives on its own host: docker.io answers /v2/ with a redirect to
+# www.docker.com. containers/image makes the same substitution, for HTTP only.
+DOCKER_HUB_API_HOST = "registry-1.docker.io"
+
+
+def api_host(host: str) -> str:
+    """The host to send registry API requests to for registry ``host`` (names, mirrors
+    and credential keys keep ``docker.io``)."""
+    return DOCKER_HUB_API_HOST if host in DOCKER_HUB_ALIASES else host
 
 
 @dataclass(frozen=True)
@@ -118,11 +129,9 @@ class RegistriesConfig:
         environ = os.environ if environ is None else environ
         files = list(paths) if paths is not None else default_conf_paths(environ)
         entries: list[RegistryEntry] = []
-        for flag in mirrors:
-            entries.append(_mirror_flag(flag))
         for path in files:
             entries.extend(_read_conf(path))
-        return cls(tuple(entries), tuple(files))
+        return cls(_merge_flags(mirrors, entries), tuple(files))
 
     def entry_for(self, name: str) -> RegistryEntry | None:
         """The most specific entry whose prefix matches ``name`` (registry/repository)."""
@@ -202,7 +211,7 @@ def default_conf_paths(environ: Mapping[str, str]) -> list[Path]:
     return paths
 
 
-def _mirror_flag(flag: str) -> RegistryEntry:
+def _mirror_flag(flag: str) -> tuple[str, Mirror]:
     prefix, sep, url = flag.partition("=")
     if not sep or not prefix.strip() or not url.strip():
         raise UsageError(
@@ -211,8 +220,27 @@ def _mirror_flag(flag: str) -> RegistryEntry:
         )
     location, scheme = _split_location(url.strip())
     prefix = _normalize_prefix(prefix.strip())
-    mirror = Mirror(location, insecure=scheme == "http", scheme=scheme)
-    return RegistryEntry(prefix=prefix, location=prefix, mirrors=(mirror,))
+    return prefix, Mirror(location, insecure=scheme == "http", scheme=scheme)
+
+
+def _merge_flags(flags: Sequence[str], entries: list[RegistryEntry]) -> tuple[RegistryEntry, ...]:
+    """Add ``--registry-mirror`` flags to the conf entries: a prefix's flag mirrors, in the
+    order given, come ahead of the mirrors its conf entry lists (whose location, insecure
+    and blocked stay); a prefix without an entry gets one of its own, ahead of the rest."""
+    by_prefix: dict[str, list[Mirror]] = {}
+    for flag in flags:
+        prefix, mirror = _mirror_flag(flag)
+        by_prefix.setdefault(prefix, []).append(mirror)
+    merged = list(entries)
+    added: list[RegistryEntry] = []
+    for prefix, mirrors in by_prefix.items():
+        # The first entry with this prefix is the one entry_for picks among equals.
+        i = next((i for i, e in enumerate(merged) if e.prefix == prefix), None)
+        if i is None:
+            added.append(RegistryEntry(prefix=prefix, location=prefix, mirrors=tuple(mirrors)))
+        else:
+            merged[i] = replace(merged[i], mirrors=(*mirrors, *merged[i].mirrors))
+    return (*added, *merged)
 
 
 def _read_conf(path: Path) -> list[RegistryEntry]:

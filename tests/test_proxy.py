@@ -4,6 +4,7 @@ resuming, mirrors, and running without any binary on PATH."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -310,3 +311,40 @@ def test_build_with_the_proxy_strategy_needs_no_binaries(conformance_catalog: Ca
     )
     assert result.returncode == 0, result.stderr
     assert "Successfully tagged localhost/nobin:latest" in result.stdout
+
+
+def _links(root: Path) -> dict[str, bytes]:
+    repositories = root / "docker/registry/v2/repositories"
+    return {str(p.relative_to(repositories)): p.read_bytes() for p in repositories.rglob("link")}
+
+
+def test_link_files_are_exactly_what_a_stock_registry_writes(
+    conformance_catalog: Catalog, tmp_path, start_registry
+):
+    """The same images pushed to a stock docker-registry (by skopeo) and cached by the proxy
+    strategy: the same link files, at the same paths, with the same bytes (no newline)."""
+    from sealpy.core.testing.registry import skopeo
+
+    c = conformance_catalog
+    stock = start_registry(tmp_path / "stock")
+    for repository in ("library/single", "library/multi"):
+        skopeo(
+            "copy",
+            "--all",
+            "--quiet",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            f"docker://{c.plain.host}/{repository}:1",
+            f"docker://{stock.host}/{repository}:1",
+        )
+    out = tmp_path / "registry"
+    refs = [c.ref(c.plain, "library/single"), c.ref(c.plain, "library/multi")]
+    proxy(ImageSet.of(refs), out, all_platforms=True)
+
+    written, expected = _links(out), _links(stock.root)
+    assert written == expected
+    for index in (c.single.digest, c.multi.digest):
+        repository = "single" if index == c.single.digest else "multi"
+        tag_index = f"library/{repository}/_manifests/tags/1/index/sha256/{digest_hex(index)}/link"
+        assert written[tag_index] == index.encode()
+    assert all(re.fullmatch(rb"sha256:[0-9a-f]{64}", data) for data in written.values())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sealpy.core.errors import InvalidReferenceError
-from sealpy.core.reference import ImageReference, validate_digest
+from sealpy.core.reference import ImageReference, Platform, validate_digest
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 
@@ -152,3 +152,18 @@ def test_with_tag_checks_the_tag_grammar() -> None:
 def test_references_compare_by_normalised_form() -> None:
     assert ImageReference.parse("nginx") == ImageReference.parse("docker.io/library/nginx:latest")
     assert ImageReference.parse("nginx:1") != ImageReference.parse(f"nginx:1@{DIGEST}")
+
+
+@pytest.mark.parametrize(
+    ("machine", "expected"),
+    [
+        ("x86_64", "linux/amd64"),
+        ("aarch64", "linux/arm64/v8"),
+        ("armv7l", "linux/arm/v7"),
+        ("armv6l", "linux/arm/v6"),
+        ("AMD64", "linux/amd64"),
+    ],
+)
+def test_host_platform_from_the_machine_name(monkeypatch, machine: str, expected: str) -> None:
+    monkeypatch.setattr("platform.machine", lambda: machine)
+    assert str(Platform.host()) == expected

@@ -211,11 +211,9 @@ def copy_images(
             return
         state.done = True
         state.finished = time.monotonic()
-        state.error = (
-            error
-            if str(error).startswith(state.job.label)
-            else type(error)(f"{state.job.label}: {error}")
-        )
+        # Name the image once: a conflict's message already names every image involved.
+        named = str(error).startswith(state.job.label) or isinstance(error, ConflictError)
+        state.error = error if named else type(error)(f"{state.job.label}: {error}")
         progress.image_failed(state.job.label, str(error))
 
     def count_bytes(state: _JobState) -> Callable[[int], None]:
@@ -264,13 +262,12 @@ def copy_images(
         digests = {s.plan.top.digest for s in group if s.plan is not None and s.error is None}
         if len(digests) > 1:
             labels = ", ".join(s.job.label for s in group)
+            # One error for the whole group, so that it can be reported once.
+            conflict = ConflictError(
+                f"{labels} would all be stored as {state.job.target} with different content"
+            )
             for s in group:
-                fail(
-                    s,
-                    ConflictError(
-                        f"{labels} would all be stored as {state.job.target} with different content"
-                    ),
-                )
+                fail(s, conflict)
             return
         commit(state)
 

@@ -94,32 +94,37 @@ class Manifest:
     ) -> Manifest:
         """Check and wrap manifest bytes. ``media_type`` (the Content-Type) falls back to the
         ``mediaType`` field, then to the shape of the document. Schema1 is refused."""
-        if expected_digest is not None and sha256_digest(data) != expected_digest:
-            raise DigestMismatchError(
-                f"{what}: content does not match {expected_digest} (got {sha256_digest(data)})"
-            )
+        kind = (media_type or "").split(";")[0].strip()
         try:
             doc = json.loads(data)
         except ValueError:
-            raise ManifestError(f"{what}: not valid JSON") from None
-        if not isinstance(doc, dict):
-            raise ManifestError(f"{what}: not a JSON object")
-        declared = doc.get("mediaType")
-        kind = (media_type or "").split(";")[0].strip()
-        if kind not in MANIFEST_TYPES | SCHEMA1_TYPES:
-            kind = declared or ""
-        if not kind:
-            if doc.get("schemaVersion") == 1:
-                kind = DOCKER_SCHEMA1
-            elif "manifests" in doc:
-                kind = OCI_INDEX
-            elif "config" in doc and "layers" in doc:
-                kind = OCI_MANIFEST
-        if kind in SCHEMA1_TYPES or doc.get("schemaVersion") == 1:
+            doc = None
+        # Schema1 first: a signed one's digest is over the payload without its signatures,
+        # so the bytes never match it, and a digest check would read as a lying source.
+        if kind in SCHEMA1_TYPES or (
+            isinstance(doc, dict)
+            and (doc.get("schemaVersion") == 1 or doc.get("mediaType") in SCHEMA1_TYPES)
+        ):
             raise ManifestError(
                 f"{what}: Docker schema1 manifests are not supported (deprecated since 2017); "
                 "push the image again with a current client"
             )
+        if expected_digest is not None and sha256_digest(data) != expected_digest:
+            raise DigestMismatchError(
+                f"{what}: content does not match {expected_digest} (got {sha256_digest(data)})"
+            )
+        if doc is None:
+            raise ManifestError(f"{what}: not valid JSON")
+        if not isinstance(doc, dict):
+            raise ManifestError(f"{what}: not a JSON object")
+        declared = doc.get("mediaType")
+        if kind not in MANIFEST_TYPES:
+            kind = declared or ""
+        if not kind:
+            if "manifests" in doc:
+                kind = OCI_INDEX
+            elif "config" in doc and "layers" in doc:
+                kind = OCI_MANIFEST
         if kind not in MANIFEST_TYPES:
             raise ManifestError(f"{what}: unsupported manifest media type {kind or 'unknown'!r}")
         manifest = cls(kind, data)

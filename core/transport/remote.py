@@ -6,8 +6,10 @@ through it: an image source (and, for push, a destination) for the copy engine.
 
 Every operation is one retry loop (tenacity) around "send the request, read the body":
 connection errors, timeouts, truncated bodies, 5xx and 429 are retried with jittered
-exponential backoff (``Retry-After`` honoured), bounded in attempts and in total time.
-A blob download resumes with ``Range`` from what is already written.
+exponential backoff (``Retry-After`` honoured), bounded in attempts and in the time spent
+failing since the last progress (no wait ever sleeps past it). A blob download resumes
+with ``Range`` from what is already written. Docker Hub's API is reached at
+``registry-1.docker.io``; loopback registries are never reached through a proxy.
 
 Authentication happens inside a request: a 401 carries a challenge; Basic sends the
 credential, Bearer fetches a token (narrowest scope, cached per registry and scope until
@@ -31,6 +33,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 import requests
 import tenacity
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from sealpy.core import __version__
@@ -45,7 +48,7 @@ from sealpy.core.errors import (
 )
 from sealpy.core.model import RetryPolicy
 from sealpy.core.reference import ImageReference
-from sealpy.core.registries import Endpoint, RegistriesConfig, is_loopback
+from sealpy.core.registries import Endpoint, RegistriesConfig, api_host, is_loopback
 from sealpy.core.transport.blobio import CHUNK
 from sealpy.core.transport.media import ACCEPT, Descriptor, Manifest
 
@@ -54,7 +57,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 MAX_MANIFEST_BYTES = 4 << 20  # containers/image's limit: a manifest is never bigger
-_RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+# 520-524: the errors CDNs in front of registries answer with (origin down, timed out).
+_RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
 _AUTH_PARAM = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 
 
@@ -151,6 +155,20 @@ class _Base:
     verify: bool
 
 
+class _Session(requests.Session):
+    """A session that never sends loopback traffic through a proxy from the environment.
+
+    requests honours ``http_proxy`` even for 127.0.0.1, and a corporate proxy cannot reach
+    the user's local registry (nor should it see that traffic). Other hosts keep the proxy.
+    """
+
+    def merge_environment_settings(self, url, proxies, stream, verify, cert):
+        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        if is_loopback(urlsplit(url).netloc):
+            settings["proxies"] = {}
+        return settings
+
+
 class RegistryClient:
     """A thread-safe client for the registry HTTP API v2, shared by a whole run."""
 
@@ -167,7 +185,7 @@ class RegistryClient:
         self.tls_verify = tls_verify
         self.registries = registries or RegistriesConfig()
         self.retry = retry or RetryPolicy()
-        self.session = requests.Session()
+        self.session = _Session()
         self.session.headers["User-Agent"] = f"sealpy/{__version__}"
         adapter = HTTPAdapter(pool_connections=8, pool_maxsize=max_connections, max_retries=0)
         self.session.mount("http://", adapter)
@@ -223,12 +241,13 @@ class RegistryClient:
             if known is not None:
                 return known
             insecure = self._insecure(endpoint)
+            host = api_host(endpoint.host)
             if endpoint.scheme == "http":
-                base = _Base(f"http://{endpoint.host}", False)
-            elif endpoint.scheme == "https" or not (insecure or is_loopback(endpoint.host)):
-                base = _Base(f"https://{endpoint.host}", not insecure)
+                base = _Base(f"http://{host}", False)
+            elif endpoint.scheme == "https" or not (insecure or is_loopback(host)):
+                base = _Base(f"https://{host}", not insecure)
             else:
-                base = self._probe(endpoint.host, verify=not insecure)
+                base = self._probe(host, verify=not insecure)
             with self._lock:
                 self._bases[endpoint.host] = base
             return base
@@ -490,21 +509,20 @@ class RegistryClient:
 
     # --- retry loop ----------------------------------------------------------------------
 
-    def _wait(self, state: tenacity.RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        jitter = tenacity.wait_random_exponential(
-            multiplier=self.retry.initial_backoff, max=self.retry.max_backoff
-        )(state)
-        if isinstance(exc, TransientError) and exc.retry_after is not None:
-            return min(exc.retry_after, self.retry.max_seconds)
-        return jitter
+    def retrying(
+        self, what: str, budget: RetryBudget | None = None
+    ) -> Iterator[tenacity.AttemptManager]:
+        """Attempts of one operation; raises RegistryError naming ``what`` once exhausted.
 
-    def retrying(self, what: str) -> Iterator[tenacity.AttemptManager]:
-        """Attempts of one operation; raises RegistryError naming ``what`` once exhausted."""
+        Bounded in attempts and by ``max_seconds`` of time spent failing — measured from
+        the last progress (``budget.progress()``: bytes received), so a long download that
+        breaks once resumes however long it ran. A wait never reaches past the budget: a
+        backoff or Retry-After that does not fit ends the operation now (tenacity's
+        stop_before_delay), instead of sleeping beyond it."""
+        budget = budget or RetryBudget(self.retry.max_seconds)
         retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.retry.attempts)
-            | tenacity.stop_after_delay(self.retry.max_seconds),
-            wait=self._wait,
+            stop=tenacity.stop_after_attempt(self.retry.attempts) | budget.stop,
+            wait=lambda state: budget.cap(self._wait(state)),
             retry=tenacity.retry_if_exception_type(TransientError),
             reraise=True,
         )
@@ -512,9 +530,44 @@ class RegistryClient:
             yield from retrying
         except TransientError as exc:
             attempts = retrying.statistics.get("attempt_number", self.retry.attempts)
-            raise RegistryError(
-                f"{what}: {exc.cause} (gave up after {attempts} attempts)"
-            ) from None
+            # Causes may already name the operation ("manifest 1: content does not match").
+            cause = exc.cause if exc.cause.startswith(f"{what}: ") else f"{what}: {exc.cause}"
+            spent = " and the time budget" if budget.exhausted else ""
+            raise RegistryError(f"{cause} (gave up after {attempts} attempts{spent})") from None
+
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, TransientError) and exc.retry_after is not None:
+            return min(exc.retry_after, self.retry.max_seconds)  # retrying caps it further
+        return tenacity.wait_random_exponential(
+            multiplier=self.retry.initial_backoff, max=self.retry.max_backoff
+        )(state)
+
+
+class RetryBudget:
+    """The time one operation may spend failing: ``seconds`` since it started or since it
+    last made progress, whichever is later. Thread-confined (one operation)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._since = time.monotonic()
+        self.exhausted = False
+
+    def progress(self) -> None:
+        """Bytes arrived: the time spent so far was not spent failing."""
+        self._since = time.monotonic()
+
+    def remaining(self) -> float:
+        return self.seconds - (time.monotonic() - self._since)
+
+    def cap(self, wait: float) -> float:
+        return max(0.0, min(wait, self.remaining()))
+
+    def stop(self, state: tenacity.RetryCallState) -> bool:
+        # The wait was computed (and capped) before this check: stop when it would use up
+        # what is left, so no sleep ends past the budget and no attempt starts after it.
+        self.exhausted = (state.upcoming_sleep or 0.0) >= self.remaining()
+        return self.exhausted
 
 
 _CAUSES = (
@@ -596,6 +649,7 @@ class RemoteRepository:
                         headers={"Accept": ACCEPT},
                         stream=True,
                     )
+                    _expect_success(response, endpoint, what)
                     data = _read_limited(response, MAX_MANIFEST_BYTES, what)
                     served = response.headers.get("Docker-Content-Digest")
                     expected = pinned or (
@@ -631,6 +685,7 @@ class RemoteRepository:
                         )
                     except NotFoundError:
                         return None
+                    _expect_success(response, endpoint, what)
                     digest = response.headers.get("Docker-Content-Digest", "")
                     if not digest.startswith("sha256:"):
                         return None
@@ -654,7 +709,8 @@ class RemoteRepository:
         endpoint = self._endpoint
         what = f"blob {descriptor.digest}"
         path = f"/v2/{endpoint.repository}/blobs/{descriptor.digest}"
-        for attempt in self.client.retrying(what):
+        budget = RetryBudget(self.client.retry.max_seconds)
+        for attempt in self.client.retrying(what, budget):
             with attempt:
                 if writer.offset and writer.offset == descriptor.size:
                     try:
@@ -672,14 +728,19 @@ class RemoteRepository:
                     if writer.offset and response.status_code != 206:
                         writer.reset()  # the server ignored Range: take it all from zero
                     try:
-                        for chunk in response.iter_content(CHUNK):
+                        for chunk in _arriving(response):
                             writer.write(chunk)
+                            budget.progress()
                             if on_bytes:
                                 on_bytes(len(chunk))
                     except DigestMismatchError as exc:
                         writer.reset()
                         raise TransientError(str(exc)) from None
-                    except (requests.exceptions.RequestException, OSError) as exc:
+                    except (
+                        requests.exceptions.RequestException,
+                        urllib3.exceptions.HTTPError,
+                        OSError,
+                    ) as exc:
                         raise TransientError(f"download interrupted: {_short(exc)}") from None
                 if writer.offset != descriptor.size:
                     raise TransientError(
@@ -826,6 +887,35 @@ class RemotePushDestination:
 
     def set_tag(self, tag: str, manifest: Manifest) -> None:
         self.repository.put_manifest(tag, manifest)
+
+
+def _arriving(response: requests.Response) -> Iterator[bytes]:
+    """A body as it arrives, up to CHUNK at a time. Unlike iter_content, whose reads wait
+    to fill a whole chunk and lose it when the connection breaks, every byte received is
+    handed over: it is written (the retry resumes after it) and counts as progress."""
+    read1 = getattr(response.raw, "read1", None)
+    if read1 is None:  # urllib3 1.x
+        yield from response.iter_content(CHUNK)
+        return
+    while chunk := read1(CHUNK, decode_content=True):
+        yield chunk
+
+
+def _expect_success(response: requests.Response, endpoint: Endpoint, what: str) -> None:
+    """Anything but 2xx here is not a manifest: above all a redirect (not followed for
+    manifests), which is what a host that is no registry answers — docker.io itself sends
+    /v2/ to www.docker.com. Reading that as a manifest would only say "not valid JSON"."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    response.close()
+    answer = f"{status} {response.reason or ''}".strip()
+    location = response.headers.get("Location")
+    if location:
+        answer += f" (redirect to {location})"
+    raise RegistryError(
+        f"{what}: {endpoint.host} answered {answer} instead of a manifest; is it a registry?"
+    )
 
 
 def _read_limited(response: requests.Response, limit: int, what: str) -> bytes:
