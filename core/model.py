@@ -182,7 +182,9 @@ DEFAULT_MAX_PARALLEL = 8
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How hard to try each request: attempts, and a bound on the total time spent."""
+    """How hard to try each request: attempts, and ``max_seconds``, a bound on the time
+    spent failing since the operation last made progress (bytes received), so a long
+    download that breaks once is still resumed."""
 
     attempts: int = 6
     max_seconds: float = 120.0

@@ -104,7 +104,8 @@ def raise_failures(outcome: CopyOutcome, report: CacheReport, total: int) -> Non
         return
     if len(outcome.failures) == 1:
         raise CacheError(str(outcome.failures[0].error), report)
-    causes = "; ".join(str(f.error) for f in outcome.failures)
+    # Every image of a conflict carries the same error: say each cause once.
+    causes = "; ".join(dict.fromkeys(str(f.error) for f in outcome.failures))
     raise CacheError(
         f"{len(outcome.failures)} of {total} images could not be cached: {causes}", report
     )

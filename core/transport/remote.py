@@ -305,15 +305,22 @@ class RegistryClient:
         data: bytes | BinaryIO | Iterator[bytes] | None = None,
         params: dict[str, str] | None = None,
         url: str | None = None,
+        also_pull: str | None = None,
     ) -> requests.Response:
         """Send one request (authenticating on a 401, once); raise for errors.
 
-        Returns a 2xx response (or 3xx when the caller follows redirects itself). Transient
-        failures raise :class:`TransientError` for the operation's retry loop.
+        ``also_pull`` names another repository the token must cover for pulling (a
+        cross-repository mount reads from it). Returns a 2xx response (or 3xx when the
+        caller follows redirects itself). Transient failures raise :class:`TransientError`
+        for the operation's retry loop.
         """
         base = self._base(endpoint)
         target = url or f"{base.url}{path}"
+        # Several scopes travel space-separated, as OAuth2 writes them (and as the cache
+        # key); a GET to the token server sends them as repeated ``scope`` parameters.
         scope = f"repository:{endpoint.repository}:{actions}"
+        if also_pull and also_pull != endpoint.repository:
+            scope += f" repository:{also_pull}:pull"
         for attempt in range(2):
             auth = self._authorization(endpoint, scope, refresh=attempt > 0)
             response = self._exchange(
@@ -465,7 +472,10 @@ class RegistryClient:
                     realm, data=form, verify=verify, timeout=self._timeout(), auth=_no_auth
                 )
             else:
-                query = {"service": service, "scope": scope}
+                query: dict[str, str | list[str]] = {
+                    "service": service,
+                    "scope": scope.split(" "),
+                }
                 auth = None
                 if credential is not None:
                     query["account"] = credential.username
@@ -813,7 +823,12 @@ class RemoteRepository:
             with attempt:
                 params = {"mount": descriptor.digest, "from": mount_from} if mount_from else None
                 response = self.client.send(
-                    endpoint, "POST", uploads, actions="pull,push", params=params
+                    endpoint,
+                    "POST",
+                    uploads,
+                    actions="pull,push",
+                    params=params,
+                    also_pull=mount_from,
                 )
                 response.close()
                 if response.status_code == 201:
