@@ -3,6 +3,7 @@ none of them outlives sealpy — on success, on error, on SIGINT/SIGTERM and on 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -20,7 +21,7 @@ from sealpy.core.errors import CacheError, SealpyError
 from sealpy.core.model import CacheOptions, ImageSet
 from sealpy.core.process import pid_alive
 from sealpy.core.testing.conformance import AMD64, Catalog
-from sealpy.core.testing.pytest_plugin import TEST_PASSWORD
+from sealpy.core.testing.pytest_plugin import TEST_PASSWORD, TEST_USER
 from sealpy.core.transport.distribution import DistributionLayout
 
 REAL_SKOPEO = shutil.which("skopeo")
@@ -42,7 +43,8 @@ printf '%s\\n' "$*" >> {record}/skopeo.args
 prev=""
 for a in "$@"; do
   if [ "$prev" = "--authfile" ]; then
-    stat -c '%a' "$a" >> {record}/authfile.modes; echo "$a" >> {record}/authfile.paths
+    stat -L -c '%a' "$a" >> {record}/authfile.modes; echo "$a" >> {record}/authfile.paths
+    grep -c . "$a" >> {record}/authfile.readable
   fi
   prev="$a"
 done
@@ -109,14 +111,19 @@ def test_credentials_reach_skopeo_only_through_a_private_authfile(
     args = (record / "skopeo.args").read_text() + (record / "registry.args").read_text()
     assert TEST_PASSWORD not in args
     assert (record / "authfile.modes").read_text().split() == ["600"]
-    authfile = Path((record / "authfile.paths").read_text().split()[0])
-    assert not authfile.exists(), "the temporary authfile is removed"
-    assert not authfile.is_relative_to(context), "private files live outside the context"
-    assert TEST_PASSWORD not in (record / "skopeo.env").read_text()
+    # The auth file exists only in memory: skopeo reads the descriptor it inherited.
+    authfile = (record / "authfile.paths").read_text().split()[0]
+    assert authfile.startswith("/proc/self/fd/"), authfile
+    assert (record / "authfile.readable").read_text().split() == ["1"]
+    env = (record / "skopeo.env").read_text()
+    assert TEST_PASSWORD not in env and "REGISTRY_AUTH_FILE" not in env
     config = json.loads((record / "registry-config.json").read_text())
     assert config["http"]["addr"].startswith("127.0.0.1:")
     assert config["storage"]["filesystem"]["rootdirectory"] == str(out.absolute())
     assert config["storage"]["maintenance"]["uploadpurging"]["enabled"] is False
+    # Nothing can delete through the local registry; it logs no requests.
+    assert "delete" not in config["storage"]
+    assert config["log"]["accesslog"]["disabled"] is True
     assert sorted(p.name for p in context.iterdir()) == ["registry"]
     assert sorted(p.name for p in out.iterdir()) == ["docker"]
     assert wait_gone(read_pids(record, "registry") + read_pids(record, "skopeo")) == []
@@ -144,11 +151,13 @@ def test_a_registry_that_does_not_start_shows_its_log(
     assert "did not start" in str(failure.value) and "the shim says no" in str(failure.value)
 
 
-def _start_sealpy(tmp_path: Path, catalog: Catalog, bindir: Path) -> tuple[subprocess.Popen, Path]:
+def _start_sealpy(
+    tmp_path: Path, catalog: Catalog, bindir: Path, **extra_env: str
+) -> tuple[subprocess.Popen, Path]:
     context = tmp_path / "ctx"
     context.mkdir()
     (context / "Kubefile").write_text("FROM scratch\nCOPY registry ./registry\n")
-    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}"}
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", **extra_env}
     process = subprocess.Popen(
         [
             sys.executable,
@@ -187,7 +196,12 @@ def test_no_process_outlives_an_interrupted_or_killed_sealpy(
     conformance_catalog: Catalog, tmp_path, sig
 ):
     bindir, record = shims(tmp_path, skopeo_sleep=60)
-    process, _context = _start_sealpy(tmp_path, conformance_catalog, bindir)
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    secret = f"{TEST_USER}:{TEST_PASSWORD}"
+    process, _context = _start_sealpy(
+        tmp_path, conformance_catalog, bindir, TMPDIR=str(tmpdir), SEALPY_CREDS=secret
+    )
     try:
         registry, skopeo = _wait_for_pids(record)
         process.send_signal(sig)
@@ -196,6 +210,12 @@ def test_no_process_outlives_an_interrupted_or_killed_sealpy(
             assert process.returncode == 128 + sig
             assert process.stderr.read().strip().splitlines()[-1] == "error: interrupted"
         assert wait_gone(registry + skopeo) == [], "a child process outlived sealpy"
+        # No auth file (nor anything else holding the credential) is left behind.
+        encoded = base64.b64encode(secret.encode())
+        for path in tmpdir.rglob("*"):
+            if path.is_file():
+                data = path.read_bytes()
+                assert TEST_PASSWORD.encode() not in data and encoded not in data, path
     finally:
         if process.poll() is None:
             process.kill()
