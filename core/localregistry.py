@@ -53,6 +53,14 @@ def registry_config(
     return config
 
 
+def registry_environment() -> dict[str, str]:
+    """The registry's environment: no sealpy secret, and no ``REGISTRY_*`` variable —
+    distribution reads those as overrides of its configuration, so a user's
+    ``REGISTRY_AUTH_FILE`` (containers' auth file) stops it, and ``REGISTRY_HTTP_ADDR``
+    or ``REGISTRY_STORAGE_DELETE_ENABLED`` would undo what the generated config ensures."""
+    return {k: v for k, v in child_environment().items() if not k.startswith("REGISTRY_")}
+
+
 def wait_for_http(
     url: str, process: subprocess.Popen | None, *, timeout: float = 15.0
 ) -> requests.Response:
@@ -142,7 +150,7 @@ class RegistryProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=child_environment(),
+                env=registry_environment(),
             )
         scheme = "https" if self.tls else "http"
         answer = wait_for_http(f"{scheme}://{self.host}/v2/", self.process, timeout=timeout)

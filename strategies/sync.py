@@ -24,9 +24,10 @@ Credentials go to skopeo in an auth file that exists only in memory (``memfd``, 
 to each skopeo as ``/proc/self/fd/N``: nothing to leave behind, even on SIGKILL), one
 entry per source repository; mirrors and insecure registries in a generated
 registries.conf in a private temporary directory outside the context. No secret is ever
-on a command line or in a child's environment. A warm re-run asks the source for each image's digest and skips
-images already stored with it. No process outlives the command: the registry and every
-skopeo carry a parent-death signal, and the registry is stopped on every exit path.
+on a command line or in a child's environment. A warm re-run asks the source for each
+image's digest and skips images already stored with it (no skopeo runs). No process
+outlives the command: the registry and every skopeo carry a parent-death signal, and the
+registry is stopped on every exit path.
 """
 
 from __future__ import annotations
@@ -313,7 +314,7 @@ def _auth_entries(images: ImageSet, options: CacheOptions) -> dict[str, Credenti
     return entries
 
 
-def authfile_document(entries: dict[str, Credential]) -> bytes:
+def _authfile_document(entries: dict[str, Credential]) -> bytes:
     """A containers auth.json holding ``entries``."""
     auths: dict[str, dict[str, str]] = {}
     for key, credential in entries.items():
@@ -332,7 +333,7 @@ class _MemoryAuthFile:
     def __init__(self, entries: dict[str, Credential]) -> None:
         self.fd = os.memfd_create("sealpy-auth.json", os.MFD_CLOEXEC)
         os.fchmod(self.fd, 0o600)
-        data = authfile_document(entries)
+        data = _authfile_document(entries)
         written = 0
         while written < len(data):
             written += os.write(self.fd, data[written:])

@@ -463,3 +463,15 @@ def test_the_local_registry_is_reached_without_the_http_proxy(tmp_path, monkeypa
     monkeypatch.delenv("NO_PROXY", raising=False)
     with RegistryProcess(tmp_path / "root", tmp_path / "work").start(timeout=5) as registry:
         assert registry.process is not None and registry.process.poll() is None
+
+
+def test_the_local_registry_ignores_registry_variables_and_refuses_deletion(tmp_path, monkeypatch):
+    # containers' auth file variable, which distribution would read as its auth section,
+    # and an override that would allow deletion
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(tmp_path / "auth.json"))
+    monkeypatch.setenv("REGISTRY_STORAGE_DELETE_ENABLED", "true")
+    with RegistryProcess(tmp_path / "root", tmp_path / "work").start(timeout=5) as registry:
+        answer = requests.delete(
+            f"{registry.url}/v2/library/x/manifests/sha256:{'0' * 64}", timeout=5
+        )
+        assert answer.status_code == 405, answer.text  # deletion is disabled
