@@ -34,8 +34,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+INSTANCE_HEADER = "X-Sealpy-Instance"
+
+
 def registry_config(
-    root: Path, port: int, *, auth: dict | None = None, tls: tuple[Path, Path] | None = None
+    root: Path,
+    port: int,
+    *,
+    auth: dict | None = None,
+    tls: tuple[Path, Path] | None = None,
+    instance: str = "",
 ) -> dict:
     config: dict = {
         "version": 0.1,
@@ -46,6 +54,8 @@ def registry_config(
         },
         "http": {"addr": f"127.0.0.1:{port}", "secret": secrets.token_hex(16)},
     }
+    if instance:  # sent with every answer: tells this registry from whatever else is there
+        config["http"]["headers"] = {INSTANCE_HEADER: [instance]}
     if auth:
         config["auth"] = auth
     if tls:
@@ -140,9 +150,14 @@ class RegistryProcess:
         raise SealpyError(f"the local registry did not start: {tail}")
 
     def _start_on_port(self, binary: str, timeout: float) -> None:
+        instance = secrets.token_hex(8)
         config = self.workdir / "config.yml"
         config.write_text(
-            json.dumps(registry_config(self.root, self.port, auth=self.auth, tls=self.tls))
+            json.dumps(
+                registry_config(
+                    self.root, self.port, auth=self.auth, tls=self.tls, instance=instance
+                )
+            )
         )
         with open(self.log_path, "wb") as log:
             self.process = popen_tied(
@@ -155,11 +170,10 @@ class RegistryProcess:
         scheme = "https" if self.tls else "http"
         answer = wait_for_http(f"{scheme}://{self.host}/v2/", self.process, timeout=timeout)
         # Another server may hold the port (taken between free_port() and the registry's
-        # bind): then the answer is not a registry's, or ours has exited meanwhile.
+        # bind): then the answer is not a registry's, or not this one's (ours exits soon).
         if "Docker-Distribution-Api-Version" not in answer.headers:
             raise _PortTaken(f"port {self.port} answered, but not as a registry")
-        time.sleep(0.05)  # a registry that lost the race exits right after its bind fails
-        if self.process.poll() is not None:
+        if answer.headers.get(INSTANCE_HEADER) != instance or self.process.poll() is not None:
             raise _PortTaken(f"another registry holds port {self.port}")
 
     def log_tail(self, lines: int = 5) -> str:

@@ -436,20 +436,29 @@ class _NotARegistry(BaseHTTPRequestHandler):
         pass
 
 
-def test_the_local_registry_does_not_take_another_servers_port(tmp_path, monkeypatch):
-    squatter = ThreadingHTTPServer(("127.0.0.1", 0), _NotARegistry)
-    threading.Thread(target=squatter.serve_forever, daemon=True).start()
-    taken = squatter.server_address[1]
+@pytest.mark.parametrize("squatter", ["http.server", "registry"])
+def test_the_local_registry_does_not_take_another_servers_port(
+    squatter, plain_registry, tmp_path, monkeypatch
+):
+    server = None
+    if squatter == "http.server":
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _NotARegistry)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        taken = server.server_address[1]
+    else:
+        taken = plain_registry.port
     ports = iter([taken])
     monkeypatch.setattr(localregistry, "free_port", lambda: next(ports, None) or _real_free_port())
     try:
         with RegistryProcess(tmp_path / "root", tmp_path / "work") as registry:
             assert registry.port != taken
+            assert registry.process is not None and registry.process.poll() is None
             answer = requests.get(f"{registry.url}/v2/", timeout=5)
             assert "Docker-Distribution-Api-Version" in answer.headers
     finally:
-        squatter.shutdown()
-        squatter.server_close()
+        if server is not None:
+            server.shutdown()
+            server.server_close()
 
 
 _real_free_port = localregistry.free_port
