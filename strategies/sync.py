@@ -137,15 +137,8 @@ class SyncStrategy(CacheStrategy):
                 env = self._environment(images, options, private)
                 authfile = _MemoryAuthFile(_auth_entries(images, options))
                 try:
-                    registry = RegistryProcess(layout.root, private)
-                    registry.start()
-                    try:
-                        copier = _Copier(
-                            registry.host, env, authfile, options, layout, client, private
-                        )
-                        outcome = copier.run(plans, images.archives)
-                    finally:
-                        registry.stop()
+                    copier = _Copier(env, authfile, options, layout, client, private)
+                    outcome = self._copy(copier, plans, images.archives, layout, private)
                 finally:
                     authfile.close()
                 requests = client.requests_sent
@@ -161,6 +154,26 @@ class SyncStrategy(CacheStrategy):
                 report,
             )
         return report
+
+    @staticmethod
+    def _copy(
+        copier: _Copier,
+        plans: list[_Plan],
+        archives: tuple[ArchiveEntry, ...],
+        layout: DistributionLayout,
+        private: Path,
+    ) -> _Outcome:
+        """Serve the registry directory while skopeo copies into it — unless this is a
+        warm run, where everything is stored already and nothing needs serving."""
+        if all(plan.skip for plan in plans) and not archives:
+            return copier.run(plans, ())
+        registry = RegistryProcess(layout.root, private)
+        registry.start()
+        try:
+            copier.host = registry.host
+            return copier.run(plans, archives)
+        finally:
+            registry.stop()
 
     # --- planning ------------------------------------------------------------------------
 
@@ -400,7 +413,6 @@ class _Copier:
 
     def __init__(
         self,
-        host: str,
         env: dict[str, str],
         authfile: _MemoryAuthFile,
         options: CacheOptions,
@@ -408,7 +420,7 @@ class _Copier:
         client: RegistryClient,
         private: Path,
     ) -> None:
-        self.host = host
+        self.host = ""  # the local registry's, once it runs
         self.authfile = authfile
         self.private = private
         self.env = env

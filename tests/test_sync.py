@@ -400,6 +400,7 @@ def test_a_warm_rerun_runs_no_skopeo(conformance_catalog: Catalog, tmp_path, mon
     assert len(skopeo_calls(record)) == 2
     report = sync(images, tmp_path / "registry")
     assert len(skopeo_calls(record)) == 2, "the warm run started no skopeo"
+    assert len(read_pids(record, "registry")) == 1, "nor a registry: there is nothing to copy"
     assert {i.digest for i in report.images} == {
         c.single.digest,
         c.multi.for_platform("linux/amd64").digest,
