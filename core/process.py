@@ -51,3 +51,17 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+# Variables that carry a secret of sealpy's own: no child needs them (children get
+# credentials in an auth file of their own, if at all).
+SECRET_VARIABLES = ("SEALPY_CREDS",)
+
+
+def child_environment(*, own_authfile: bool = False) -> dict[str, str]:
+    """``os.environ`` for a child process, without sealpy's secrets.
+
+    ``own_authfile``: the child is given an auth file of ours, so the user's
+    ``REGISTRY_AUTH_FILE`` (already read by sealpy) must not compete with it."""
+    dropped = (*SECRET_VARIABLES, "REGISTRY_AUTH_FILE") if own_authfile else SECRET_VARIABLES
+    return {k: v for k, v in os.environ.items() if k not in dropped}

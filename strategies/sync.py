@@ -12,19 +12,31 @@ allow, the same result as the ``proxy`` strategy:
   behaviour, and the documented difference from ``proxy``, which keeps a sparse index;
   with ``--all``, several ``--platform`` or a reference pinning the index digest, every
   platform is copied (the registry refuses an index whose children are missing);
-* ``name:tag@digest`` is copied by digest and then tagged (skopeo 1.9 refuses both).
+* ``name:tag@digest`` is copied by digest and then tagged (skopeo 1.9 refuses both);
+* two sources for one ``repository:tag`` with different content are a conflict, found
+  before anything is copied; a platform the image lacks is an error, as with ``proxy``.
 
-Credentials go to skopeo in a 0600 auth file, mirrors and insecure registries in a
-generated registries.conf — both in a private temporary directory outside the context,
-never on a command line. A warm re-run asks the source for each image's digest and skips
-images already stored with it. No process outlives the command: the registry and every
-skopeo carry a parent-death signal, and the registry is stopped on every exit path.
+A skopeo is stopped only when it makes no progress (no bytes read or written for the
+retry policy's read timeout), never for taking long; a failed copy is retried as a whole
+with jittered exponential backoff, within the policy's attempts and time budget.
+
+Credentials go to skopeo in an auth file that exists only in memory (``memfd``, handed
+to each skopeo as ``/proc/self/fd/N``: nothing to leave behind, even on SIGKILL), one
+entry per source repository; mirrors and insecure registries in a generated
+registries.conf in a private temporary directory outside the context. No secret is ever
+on a command line or in a child's environment. A warm re-run asks the source for each
+image's digest and skips images already stored with it (no skopeo runs). No process
+outlives the command: the registry and every skopeo carry a parent-death signal, and the
+registry is stopped on every exit path.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import random
+import re
 import shutil
 import subprocess
 import tempfile
@@ -36,12 +48,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from sealpy.core.auth import Credential, write_authfile
-from sealpy.core.errors import CacheError, RegistryError, SealpyError
+from sealpy.core.auth import Credential
+from sealpy.core.errors import CacheError, ConflictError, RegistryError, SealpyError
 from sealpy.core.hookspecs import hookimpl
 from sealpy.core.localregistry import REGISTRY_BINARY, RegistryProcess
 from sealpy.core.model import ArchiveEntry, CachedImage, CacheOptions, CacheReport, ImageSet
-from sealpy.core.process import popen_tied, stop
+from sealpy.core.process import child_environment, popen_tied, stop
 from sealpy.core.reference import ImageReference, Platform
 from sealpy.core.registries import Endpoint, RegistriesConfig, is_loopback
 from sealpy.core.strategy import Availability, CacheStrategy
@@ -122,14 +134,13 @@ class SyncStrategy(CacheStrategy):
                 max_connections=max(4, options.max_parallel),
             ) as client:
                 plans, failures = self._plan(images, layout, client, options)
-                env = self._environment(images, options, client, private)
-                registry = RegistryProcess(layout.root, private)
-                registry.start()
+                env = self._environment(images, options, private)
+                authfile = _MemoryAuthFile(_auth_entries(images, options))
                 try:
-                    copier = _Copier(registry.host, env, options, layout, client, private)
-                    outcome = copier.run(plans, images.archives)
+                    copier = _Copier(env, authfile, options, layout, client, private)
+                    outcome = self._copy(copier, plans, images.archives, layout, private)
                 finally:
-                    registry.stop()
+                    authfile.close()
                 requests = client.requests_sent
         results = [*outcome.results]
         failures.extend(outcome.failures)
@@ -143,6 +154,26 @@ class SyncStrategy(CacheStrategy):
                 report,
             )
         return report
+
+    @staticmethod
+    def _copy(
+        copier: _Copier,
+        plans: list[_Plan],
+        archives: tuple[ArchiveEntry, ...],
+        layout: DistributionLayout,
+        private: Path,
+    ) -> _Outcome:
+        """Serve the registry directory while skopeo copies into it — unless this is a
+        warm run, where everything is stored already and nothing needs serving."""
+        if all(plan.skip for plan in plans) and not archives:
+            return copier.run(plans, ())
+        registry = RegistryProcess(layout.root, private)
+        registry.start()
+        try:
+            copier.host = registry.host
+            return copier.run(plans, archives)
+        finally:
+            registry.stop()
 
     # --- planning ------------------------------------------------------------------------
 
@@ -168,7 +199,31 @@ class SyncStrategy(CacheStrategy):
                 except SealpyError as exc:
                     failures.append(f"{ref}: {exc}")
                     options.progress.image_failed(str(ref), str(exc))
-        return plans, failures
+        return self._without_conflicts(plans, failures, options)
+
+    @staticmethod
+    def _without_conflicts(
+        plans: list[_Plan], failures: list[str], options: CacheOptions
+    ) -> tuple[list[_Plan], list[str]]:
+        """Two sources for one repository:tag with different content would overwrite each
+        other: fail them all before anything is copied (as ``proxy`` does)."""
+        groups: dict[tuple[str, str], list[_Plan]] = {}
+        for plan in plans:
+            if plan.tag:
+                groups.setdefault((plan.repository, plan.tag), []).append(plan)
+        conflicted: set[str] = set()
+        for (repository, tag), group in groups.items():
+            if len({plan.expected for plan in group}) < 2:
+                continue
+            labels = ", ".join(plan.label for plan in group)
+            error = ConflictError(
+                f"{labels} would all be stored as {repository}:{tag} with different content"
+            )
+            for plan in group:
+                conflicted.add(plan.label)
+                failures.append(f"{plan.label}: {error}")
+                options.progress.image_failed(plan.label, str(error))
+        return [plan for plan in plans if plan.label not in conflicted], failures
 
     def _plan_one(
         self,
@@ -193,11 +248,14 @@ class SyncStrategy(CacheStrategy):
         )
         platform: Platform | None = None
         expected = top.digest if top is not None else head.digest  # type: ignore[union-attr]
-        if top is not None and top.is_index and not all_platforms:
-            platform = options.platforms[0]
-            child = select_children(top, [platform], False)[0]
-            expected = child.digest
-        elif is_index:
+        if top is not None and top.is_index:
+            # Even when every platform is copied, each one asked for must exist: the same
+            # choice (and error listing what the image has) as ``proxy``.
+            chosen = select_children(top, options.platforms, options.all_platforms)
+            if not all_platforms:
+                platform = options.platforms[0]
+                expected = chosen[0].digest
+        if is_index and all_platforms:
             options.progress.info(
                 f"copying every platform of {ref} (keeps the index digest; moves more bytes)"
             )
@@ -234,27 +292,74 @@ class SyncStrategy(CacheStrategy):
     # --- skopeo's environment --------------------------------------------------------------
 
     def _environment(
-        self, images: ImageSet, options: CacheOptions, client: RegistryClient, private: Path
+        self, images: ImageSet, options: CacheOptions, private: Path
     ) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in ("REGISTRY_AUTH_FILE",)}
-        endpoints: dict[str, Endpoint] = {}
-        for ref in images.references:
-            for endpoint in options.registries.endpoints(ref):
-                endpoints.setdefault(endpoint.host, endpoint)
-        credentials: dict[str, Credential] = {}
-        for host, endpoint in endpoints.items():
-            credential = options.credentials.credentials_for(host, endpoint.repository)
-            if credential is not None:
-                credentials[host] = credential
-        authfile = private / "auth.json"
-        write_authfile(authfile, credentials)
-        env["REGISTRY_AUTH_FILE"] = str(authfile)
+        """skopeo's environment: ours without secrets, and a registries.conf."""
+        env = child_environment(own_authfile=True)
         conf = private / "registries.conf"
-        conf.write_text(_registries_conf(options.registries, endpoints, options.tls_verify))
+        conf.write_text(
+            _registries_conf(options.registries, _endpoints(images, options), options.tls_verify)
+        )
         # skopeo 1.9.3 ignores CONTAINERS_REGISTRIES_CONF (checked): it also gets the
         # hidden --registries-conf flag, which it honours. Paths only: no secret on argv.
         env["CONTAINERS_REGISTRIES_CONF"] = str(conf)
         return env
+
+
+def _endpoints(images: ImageSet, options: CacheOptions) -> dict[str, Endpoint]:
+    endpoints: dict[str, Endpoint] = {}
+    for ref in images.references:
+        for endpoint in options.registries.endpoints(ref):
+            endpoints.setdefault(endpoint.host, endpoint)
+    return endpoints
+
+
+def _auth_entries(images: ImageSet, options: CacheOptions) -> dict[str, Credential]:
+    """One auth.json entry per source repository (``host/repository`` keys, which
+    containers/image prefers to the host's): two repositories of one registry may need
+    different credentials."""
+    entries: dict[str, Credential] = {}
+    for ref in images.references:
+        for endpoint in options.registries.endpoints(ref):
+            credential = options.credentials.credentials_for(endpoint.host, endpoint.repository)
+            if credential is not None:
+                entries.setdefault(f"{endpoint.host}/{endpoint.repository}", credential)
+    return entries
+
+
+def _authfile_document(entries: dict[str, Credential]) -> bytes:
+    """A containers auth.json holding ``entries``."""
+    auths: dict[str, dict[str, str]] = {}
+    for key, credential in entries.items():
+        if credential.identity_token:
+            auths[key] = {"identitytoken": credential.identity_token}
+        else:
+            raw = f"{credential.username}:{credential.password}".encode()
+            auths[key] = {"auth": base64.b64encode(raw).decode()}
+    return json.dumps({"auths": auths}).encode()
+
+
+class _MemoryAuthFile:
+    """An auth file that lives in memory only (``memfd_create``): a killed sealpy leaves
+    nothing on disk. Each skopeo inherits the descriptor and reads ``/proc/self/fd/N``."""
+
+    def __init__(self, entries: dict[str, Credential]) -> None:
+        self.fd = os.memfd_create("sealpy-auth.json", os.MFD_CLOEXEC)
+        os.fchmod(self.fd, 0o600)
+        data = _authfile_document(entries)
+        written = 0
+        while written < len(data):
+            written += os.write(self.fd, data[written:])
+
+    @property
+    def path(self) -> str:
+        """The file's path as seen by a child that was given the descriptor."""
+        return f"/proc/self/fd/{self.fd}"
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def _toml_string(value: str) -> str:
@@ -308,14 +413,15 @@ class _Copier:
 
     def __init__(
         self,
-        host: str,
         env: dict[str, str],
+        authfile: _MemoryAuthFile,
         options: CacheOptions,
         layout: DistributionLayout,
         client: RegistryClient,
         private: Path,
     ) -> None:
-        self.host = host
+        self.host = ""  # the local registry's, once it runs
+        self.authfile = authfile
         self.private = private
         self.env = env
         self.options = options
@@ -439,7 +545,7 @@ class _Copier:
             first.label,
             self._platform_flags(first),
             "sync",
-            ["--src", "yaml", "--dest", "docker", "--keep-going"],
+            ["--src", "yaml", "--dest", "docker", "--keep-going", *self._copy_flags(first)],
             [str(spec_file), destination],
             retries=1,  # a partial batch is finished image by image below
         )
@@ -458,6 +564,14 @@ class _Copier:
             or is_loopback(host)
             or self.options.registries.is_insecure(host)
         )
+
+    @staticmethod
+    def _copy_flags(plan: _Plan) -> list[str]:
+        """Every platform, with the index unchanged (its digest is the one expected); a
+        digest-pinned image keeps its digest too."""
+        if plan.all_platforms:
+            return ["--all", "--preserve-digests"]
+        return ["--preserve-digests"] if plan.copy_reference.startswith("sha256:") else []
 
     @staticmethod
     def _platform_flags(plan: _Plan) -> list[str]:
@@ -502,10 +616,7 @@ class _Copier:
             else f"docker://{self.host}/{plan.repository}@{plan.copy_reference}"
         )
         global_flags = self._platform_flags(plan)
-        flags = ["--all"] if plan.all_platforms else []
-        if plan.copy_reference.startswith("sha256:"):
-            flags.append("--preserve-digests")
-        self._copy(plan.label, global_flags, flags, plan.source, destination)
+        self._copy(plan.label, global_flags, self._copy_flags(plan), plan.source, destination)
         digest = self.layout.resolve(plan.repository, plan.copy_reference)
         if plan.tag and plan.copy_reference.startswith("sha256:"):
             self._tag(plan)
@@ -568,7 +679,7 @@ class _Copier:
     def _copy(
         self, label: str, global_flags: list[str], flags: list[str], source: str, destination: str
     ) -> None:
-        self._run_skopeo(label, global_flags, "copy", ["--quiet", *flags], [source, destination])
+        self._run_skopeo(label, global_flags, "copy", flags, [source, destination])
 
     def _run_skopeo(
         self,
@@ -581,67 +692,154 @@ class _Copier:
         retries: int | None = None,
     ) -> None:
         """Run ``skopeo VERB``, retrying the whole command (skopeo 1.9 does not retry a
-        truncated manifest body itself). Authentication is by auth file only."""
-        auth = (
-            ["--src-authfile", self.env["REGISTRY_AUTH_FILE"]]
-            if verb == "sync"
-            else ["--authfile", self.env["REGISTRY_AUTH_FILE"]]
-        )
+        truncated manifest body itself) as the client retries a request: attempts bounded,
+        jittered exponential backoff, and no new attempt once failing has taken the
+        policy's ``max_seconds``. Authentication is by the in-memory auth file only."""
+        policy = self.options.retry
         command = [
             self.skopeo,
             "--registries-conf",
             self.env["CONTAINERS_REGISTRIES_CONF"],
             *global_flags,
             verb,
-            *auth,
+            "--src-authfile" if verb == "sync" else "--authfile",
+            self.authfile.path,
             "--retry-times",
-            str(min(SKOPEO_RETRY_TIMES, max(0, self.options.retry.attempts - 1))),
+            str(min(SKOPEO_RETRY_TIMES, max(0, policy.attempts - 1))),
             "--dest-tls-verify=false",
             *flags,
             *operands,
         ]
-        attempts = max(1, self.options.retry.attempts if retries is None else retries)
+        attempts = max(1, policy.attempts if retries is None else retries)
         last = ""
+        failing_since: float | None = None
         for attempt in range(attempts):
             if self.cancelled.is_set():
                 raise SealpyError("interrupted")
-            process = popen_tied(
-                command,
-                env=self._slot_env(),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            with self.lock:
-                self.running.add(process)
-            try:
-                _, stderr = process.communicate(
-                    timeout=max(60.0, self.options.retry.max_seconds * 5)
-                )
-            except subprocess.TimeoutExpired:
-                stop(process)
-                _, stderr = process.communicate()
-                stderr = f"skopeo timed out; {stderr}"
-            finally:
-                with self.lock:
-                    self.running.discard(process)
-            if process.returncode == 0:
+            returncode, last = self._attempt(label, command)
+            if returncode == 0:
                 return
-            last = _skopeo_error(stderr)
+            failing_since = failing_since or time.monotonic()
             # A refused token may just have expired: one fresh skopeo gets a new one.
             give_up = _permanent(last) and not (attempt == 0 and _auth_failure(last))
             if self.cancelled.is_set() or give_up or attempt == attempts - 1:
                 break
-            time.sleep(
-                min(
-                    self.options.retry.max_backoff,
-                    self.options.retry.initial_backoff * 2**attempt,
-                )
-            )
+            pause = random.uniform(0, min(policy.max_backoff, policy.initial_backoff * 2**attempt))
+            if time.monotonic() + pause - failing_since > policy.max_seconds:
+                last = f"{last} (gave up after {time.monotonic() - failing_since:.0f} s)"
+                break
+            self.cancelled.wait(pause)
         if verb == "sync":
             return  # the caller copies what the batch did not deliver, image by image
         raise RegistryError(f"skopeo {verb} failed: {last}")
+
+    def _attempt(self, label: str, command: list[str]) -> tuple[int, str]:
+        """One skopeo run: its progress relayed, stopped only when it stalls (no bytes
+        read or written for the read timeout). Returns the exit status and the error."""
+        process = popen_tied(
+            command,
+            env=self._slot_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            pass_fds=(self.authfile.fd,),
+        )
+        with self.lock:
+            self.running.add(process)
+        relay = _Relay(label, self.options.progress)
+        reader = threading.Thread(target=relay.read, args=(process.stdout,), daemon=True)
+        reader.start()
+        stalled = ""
+        try:
+            watch = _ActivityWatch(process, relay)
+            limit = max(1.0, self.options.retry.read_timeout)
+            while True:
+                try:
+                    process.wait(timeout=min(1.0, limit / 4))
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                if watch.idle_for() > limit:
+                    stalled = f"skopeo made no progress for {limit:.0f} s (stalled source?)"
+                    stop(process)
+                    break
+        finally:
+            if process.poll() is None:
+                stop(process)
+            reader.join(timeout=5)
+            with self.lock:
+                self.running.discard(process)
+        if process.returncode == 0:
+            return 0, ""
+        return process.returncode or 1, stalled or _skopeo_error("\n".join(relay.tail))
+
+
+class _ActivityWatch:
+    """Whether a skopeo is still moving: the bytes it has read and written (from
+    /proc/PID/io, which counts socket traffic) or, where that is unreadable, its output."""
+
+    def __init__(self, process: subprocess.Popen, relay: _Relay) -> None:
+        self.io_path = Path(f"/proc/{process.pid}/io")
+        self.relay = relay
+        self.last = self._counter()
+        self.since = time.monotonic()
+
+    def _counter(self) -> tuple[int, ...]:
+        try:
+            fields = dict(
+                line.split(":", 1) for line in self.io_path.read_text().splitlines() if ":" in line
+            )
+            return (int(fields["rchar"]), int(fields["wchar"]), self.relay.lines)
+        except (OSError, KeyError, ValueError):
+            return (self.relay.lines,)
+
+    def idle_for(self) -> float:
+        counter = self._counter()
+        if counter != self.last:
+            self.last, self.since = counter, time.monotonic()
+        return time.monotonic() - self.since
+
+
+_SYNC_IMAGE = re.compile(r'msg="Copying image ref [^"]*" from="(?:docker://)?([^"]+)"')
+_STEP = re.compile(r"^(Copying (?:blob|config)) (sha256:[0-9a-f]{12})[0-9a-f]*(.*)$")
+
+
+class _Relay:
+    """skopeo's output as log lines naming the image: ``<image>: copying blob sha256:…``.
+    Without a terminal skopeo prints one line per step (no progress bars), so parallel
+    skopeos interleave whole lines only. Keeps the last lines for error messages."""
+
+    def __init__(self, label: str, progress) -> None:
+        self.label = label
+        self.progress = progress
+        self.tail: list[str] = []
+        self.lines = 0
+
+    def read(self, stream) -> None:
+        for raw in stream:
+            line = raw.strip()
+            self.lines += 1
+            if not line:
+                continue
+            self.tail = [*self.tail[-19:], line]
+            message = self._message(line)
+            if message:
+                self.progress.info(f"{self.label}: {message}")
+
+    def _message(self, line: str) -> str | None:
+        image = _SYNC_IMAGE.search(line)
+        if image:  # skopeo sync moves on to the next image of its batch
+            self.label = image.group(1)
+            return "copying"
+        step = _STEP.match(line)
+        if step:
+            return f"{step.group(1).lower()} {step.group(2)}{step.group(3)}"
+        if line.startswith("Writing manifest"):
+            return "writing manifest"
+        if line.startswith("Skipping: image already present"):
+            return "already present"
+        return None
 
 
 def _skopeo_error(stderr: str) -> str:

@@ -102,3 +102,45 @@ def test_buildah_errors_are_one_line(tmp_path: Path, capsys):
     )
     assert code == 1 and err.startswith("error: buildah bud failed (exit ") and err.count("\n") == 1
     assert "localhost/bad" not in (tmp_path / "store" / "index.json").read_text()
+
+
+def test_buildah_sees_no_secret_and_only_our_authfile(
+    tmp_path: Path, capsys, monkeypatch, conformance_catalog
+):
+    require_tool("buildah")
+    c = conformance_catalog
+    bindir, record = tmp_path / "bin", tmp_path / "record"
+    bindir.mkdir()
+    record.mkdir()
+    (bindir / "buildah").write_text(
+        f'#!/bin/sh\nenv > {record}/env.$$\necho "$*" > {record}/args.$$\n'
+        f'exec {shutil.which("buildah")} "$@"\n'
+    )
+    (bindir / "buildah").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    credential = c.htpasswd.credential
+    monkeypatch.setenv("SEALPY_CREDS", f"{credential.username}:{credential.password}")
+    users_authfile = tmp_path / "users-auth.json"
+    users_authfile.write_text('{"auths": {}}')
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(users_authfile))
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Kubefile").write_text(f"FROM {c.ref(c.htpasswd, 'private/app')}\nLABEL a=b\n")
+    code, _, err = cli(
+        capsys,
+        *("build", "--no-save-image", "--builder", "buildah", "-t", "env", str(context)),
+        *("--root", str(tmp_path / "store")),
+    )
+    assert code == 0, err
+    runs = {
+        path.name.split(".")[1]: path.read_text()
+        for path in record.iterdir()
+        if path.name.startswith("args.")
+    }
+    bud = [pid for pid, args in runs.items() if " bud " in f" {args}"]
+    assert bud and all("--authfile" in runs[pid] for pid in bud)
+    for pid in runs:
+        env = (record / f"env.{pid}").read_text()
+        assert credential.password not in env and "SEALPY_CREDS" not in env
+    for pid in bud:  # given our auth file, buildah must not read the user's instead
+        assert "REGISTRY_AUTH_FILE" not in (record / f"env.{pid}").read_text()

@@ -5,6 +5,7 @@ everything printed, and the command line of every process sealpy starts, is sear
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ from sealpy.core.testing.conformance import Catalog
 from sealpy.core.testing.pytest_plugin import TEST_PASSWORD, TEST_USER
 
 WRONG_SECRET = "wr0ng-S3CRET-never-print"
+HELPER_SECRET = "h3lper-S3CRET-never-print"  # what a credential helper hands out (refused)
 TOOLS = ("skopeo", "docker-registry", "buildah")
 
 
@@ -34,7 +36,20 @@ def recording_path(tmp_path: Path) -> tuple[str, Path]:
             f'#!/bin/sh\nprintf "%s\\n" "{tool} $*" >> {record}\nenv >> {record}.env\nexec {real} "$@"\n'
         )
         (bindir / tool).chmod(0o755)
+    # Credential helpers: one hands out the fixtures' password, one a secret of its own.
+    for name, secret in (("sealpy-good", TEST_PASSWORD), ("sealpy-bad", HELPER_SECRET)):
+        helper = bindir / f"docker-credential-{name}"
+        helper.write_text(
+            "#!/bin/sh\ncat >/dev/null\n"
+            f'printf \'{{"Username": "{TEST_USER}", "Secret": "{secret}"}}\'\n'
+        )
+        helper.chmod(0o755)
     return f"{bindir}:{os.environ['PATH']}", record
+
+
+def helper_authfile(path: Path, hosts: list[str], helper: str) -> Path:
+    path.write_text(json.dumps({"credHelpers": {host: helper for host in hosts}}))
+    return path
 
 
 class DescendantWatcher:
@@ -240,9 +255,35 @@ def test_no_secret_in_any_output_or_child_command_line(
             ),
             (0, [*debug, "scan", "--json", str(context)], base),
         ]
+    # SEALPY_CREDS and credential helpers, with every child: skopeo and docker-registry
+    # (sync), buildah; none of them may see the secret in its environment or arguments.
+    hosts = [c.htpasswd.host, c.token.host]
+    good = str(helper_authfile(tmp_path / "helper-good.json", hosts, "sealpy-good"))
+    bad = str(helper_authfile(tmp_path / "helper-bad.json", hosts, "sealpy-bad"))
+    env_creds = {**base, "SEALPY_CREDS": f"{TEST_USER}:{TEST_PASSWORD}"}
+    sync_save = ["--debug", "registry", "save", "--strategy", "sync", "--platform", "linux/amd64"]
+    buildah = ["--debug", "build", "--builder", "buildah", "--no-save-image", *store]
+    runs += [
+        (0, [*sync_save, "--registry-dir", str(tmp_path / "r3"), str(context)], env_creds),
+        (0, [*buildah, "-t", "leak/env", str(context)], env_creds),
+        (
+            0,
+            [*sync_save, "--authfile", good, "--registry-dir", str(tmp_path / "r4"), str(context)],
+            base,
+        ),
+        (
+            1,
+            [*sync_save, "--authfile", bad, "--registry-dir", str(tmp_path / "r5"), str(context)],
+            base,
+        ),
+        (0, [*buildah, "--authfile", good, "-t", "leak/helper", str(context)], base),
+        (1, [*buildah, "--authfile", bad, "-t", "leak/helper-bad", str(context)], base),
+    ]
     secrets = [
         TEST_PASSWORD,
         WRONG_SECRET,
+        HELPER_SECRET,
+        base64.b64encode(f"{TEST_USER}:{HELPER_SECRET}".encode()).decode(),
         base64.b64encode(f"{TEST_USER}:{TEST_PASSWORD}".encode()).decode(),
         base64.b64encode(f"{TEST_USER}:{WRONG_SECRET}".encode()).decode(),
     ]
@@ -260,7 +301,9 @@ def test_no_secret_in_any_output_or_child_command_line(
     recorded = record.read_text()
     assert "skopeo" in recorded and "docker-registry" in recorded and "buildah" in recorded
     assert not secrets_in(recorded, secrets + c.token.token_server.issued)
-    assert not secrets_in(Path(f"{record}.env").read_text(), secrets)
+    child_env = Path(f"{record}.env").read_text()
+    assert not secrets_in(child_env, secrets), "a child's environment holds a secret"
+    assert "SEALPY_CREDS" not in child_env
     assert any("skopeo" in line for line in children), "the watcher saw the children"
 
 

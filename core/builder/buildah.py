@@ -18,7 +18,6 @@ there.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -30,7 +29,7 @@ from sealpy.core.builder.parser import Instruction, parse_files
 from sealpy.core.errors import BuildError, SealpyError
 from sealpy.core.hookspecs import hookimpl
 from sealpy.core.model import BUILD_FILE_NAMES
-from sealpy.core.process import popen_tied, stop
+from sealpy.core.process import child_environment, popen_tied, stop
 from sealpy.core.reference import ImageReference, Platform
 from sealpy.core.registries import is_loopback
 from sealpy.core.store import Store, store_name
@@ -195,7 +194,9 @@ class BuildahBuilder(ImageBuilder):
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, **env},
+            # No sealpy secret in buildah's environment; with our authfile on its command
+            # line, the user's REGISTRY_AUTH_FILE (already read by sealpy) goes too.
+            env={**child_environment(own_authfile="--authfile" in command), **env},
             text=True,
         )
         last: list[str] = []
