@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Protocol
 
 from sealpy.core.errors import CredentialsError, UsageError
+from sealpy.core.process import child_environment
 from sealpy.core.reference import DEFAULT_REGISTRY, DOCKER_HUB_ALIASES
 
 CREDS_ENV = "SEALPY_CREDS"
@@ -109,6 +110,7 @@ def run_credential_helper(helper: str, registry: str) -> Credential | None:
             text=True,
             timeout=30,
             check=False,
+            env=child_environment(),  # a helper has no business seeing SEALPY_CREDS
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise CredentialsError(

@@ -317,3 +317,17 @@ def test_netrc_is_never_a_credential_source(conformance_catalog, tmp_path, monke
         manifest = repo.get_manifest("1")
         assert repo.blob_exists(manifest.config.digest)
     assert proxy.seen and not any(s.authorization for s in proxy.seen)
+
+
+def test_credential_helpers_do_not_see_sealpy_creds(tmp_path, monkeypatch):
+    bindir = tmp_path / "bin"
+    seen = tmp_path / "seen-env"
+    fake_helper(bindir, "spy", f'env > "{seen}"\necho \'{{"Username":"u","Secret":"s"}}\'\n')
+    monkeypatch.setenv("PATH", f"{bindir}:/usr/bin:/bin")
+    monkeypatch.setenv("SEALPY_CREDS", "alice:do-not-pass-me-on")
+    authfile = write_json(tmp_path / "config.json", {"credHelpers": {"spy.io": "spy"}})
+    creds = ConfiguredCredentials(authfile=authfile, environ={})
+    assert creds.credentials_for("spy.io") == Credential("u", "s")
+    env = seen.read_text()
+    assert "PATH=" in env  # the helper ran with an environment
+    assert "do-not-pass-me-on" not in env and "SEALPY_CREDS" not in env
