@@ -17,6 +17,7 @@ import socket
 import subprocess
 import time
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import requests
@@ -110,11 +111,13 @@ class RegistryProcess:
         *,
         auth: dict | None = None,
         tls: tuple[Path, Path] | None = None,
+        environment: Mapping[str, str] | None = None,
     ) -> None:
         self.root = Path(root).absolute()
         self.workdir = Path(workdir)
         self.auth = auth
         self.tls = tls
+        self.environment = dict(environment or {})  # added to registry_environment()
         self.port = 0
         self.process: subprocess.Popen | None = None
         self.log_path = self.workdir / "registry.log"
@@ -165,7 +168,7 @@ class RegistryProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=registry_environment(),
+                env={**registry_environment(), **self.environment},
             )
         scheme = "https" if self.tls else "http"
         answer = wait_for_http(f"{scheme}://{self.host}/v2/", self.process, timeout=timeout)

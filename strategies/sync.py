@@ -64,6 +64,7 @@ from sealpy.core.transport.remote import RegistryClient
 
 SKOPEO_BINARY = "skopeo"
 SKOPEO_RETRY_TIMES = 3
+GO_GC_PERCENT = 400
 # Smaller groups are copied one by one: a batch saves a process start-up per image.
 BATCH_MIN = 4
 
@@ -167,7 +168,7 @@ class SyncStrategy(CacheStrategy):
         warm run, where everything is stored already and nothing needs serving."""
         if all(plan.skip for plan in plans) and not archives:
             return copier.run(plans, ())
-        registry = RegistryProcess(layout.root, private)
+        registry = RegistryProcess(layout.root, private, environment=go_tuning())
         registry.start()
         try:
             copier.host = registry.host
@@ -295,7 +296,7 @@ class SyncStrategy(CacheStrategy):
         self, images: ImageSet, options: CacheOptions, private: Path
     ) -> dict[str, str]:
         """skopeo's environment: ours without secrets, and a registries.conf."""
-        env = child_environment(own_authfile=True)
+        env = {**child_environment(own_authfile=True), **go_tuning()}
         conf = private / "registries.conf"
         conf.write_text(
             _registries_conf(options.registries, _endpoints(images, options), options.tls_verify)
@@ -304,6 +305,16 @@ class SyncStrategy(CacheStrategy):
         # hidden --registries-conf flag, which it honours. Paths only: no secret on argv.
         env["CONTAINERS_REGISTRIES_CONF"] = str(conf)
         return env
+
+
+def go_tuning() -> dict[str, str]:
+    """Go runtime settings for the registry and skopeo, unless the user set their own.
+
+    Both are short-lived and allocate per request; the registry's garbage collector took
+    a quarter of its CPU time on many small images (measured: 0.70 s -> 0.52 s of CPU for
+    16 images with GOGC=400), and on 2 cores that CPU is the bottleneck. Memory stays
+    small: both stream blobs through fixed buffers, so the live heap is a few MiB."""
+    return {} if "GOGC" in os.environ else {"GOGC": str(GO_GC_PERCENT)}
 
 
 def _endpoints(images: ImageSet, options: CacheOptions) -> dict[str, Endpoint]:
