@@ -1,4 +1,6 @@
-"""Every built-in strategy, and the example third-party plugin, pass the conformance suite."""
+"""Every built-in strategy, and the example third-party plugin, pass the conformance suite:
+the caching cases, the fault cases (15 % of requests failing, the retry budget, tokens
+failing and expiring) and the error-parity cases (see sealpy.core.testing.conformance)."""
 
 import sys
 from pathlib import Path

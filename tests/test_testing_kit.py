@@ -117,3 +117,32 @@ def test_token_server_signs_tokens_the_registry_accepts(token_registry):
     assert header["alg"] == "ES256" and header["x5c"]
     assert claims["aud"] == tokens.service and claims["iss"] == tokens.issuer
     assert claims["access"] == [{"type": "repository", "name": "kit/app", "actions": ["pull"]}]
+
+
+def test_a_token_server_ttl_is_the_lifetime_the_registry_enforces(tmp_path):
+    """distribution accepts tokens 60 s past ``exp``: the token server allows for that, so
+    a one-second token works at once and is refused two seconds later."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    from sealpy.core.testing.registry import RegistryServer, TokenServer
+
+    def status(server: RegistryServer, token: str) -> int:
+        request = urllib.request.Request(
+            f"http://{server.host}/v2/kit/app/tags/list",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return answer.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    with TokenServer(tmp_path / "token", {"alice": "secret"}, ttl=1) as tokens:
+        auth = tokens.auth_config()
+        with RegistryServer(tmp_path / "root", workdir=tmp_path / "work", auth=auth) as server:
+            token = tokens.issue("alice", ["repository:kit/app:pull"])
+            assert status(server, token) == 404  # accepted: the repository does not exist
+            time.sleep(2.1)
+            assert status(server, token) == 401

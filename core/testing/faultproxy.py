@@ -14,10 +14,14 @@ upstream and, when the script says so, answers with a fault instead:
 ``401``         Unauthorized with the upstream's challenge (a token that expired early)
 ==============  =================================================================
 
-The script is a :class:`FaultPlan`: faults at given request numbers, or each request
-failing with a probability (seeded, so runs repeat), limited to paths matching a
-pattern. Every request is recorded (method, path, status, fault, whether it carried an
-Authorization header), which also makes the proxy a neutral request counter.
+The script is a :class:`FaultPlan`: faults at given request numbers, each request
+failing with a probability (seeded, so runs repeat), or ``spread`` faults at a fixed
+rate, evenly spaced, cycling through the kinds (so a test knows how many of each it
+gets), limited to paths matching a pattern. A body fault (``reset-mid``, ``truncate``,
+``stall``, ``corrupt``) only counts when it lands on a response with a body: otherwise it
+passes to the next request that has one. Every request is recorded (method, path,
+status, fault, whether it carried an Authorization header), which also makes the proxy
+a neutral request counter; :meth:`FaultProxy.fault_counts` says what was injected.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import socket
 import struct
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -66,7 +71,9 @@ class FaultPlan:
 
     ``at``: {request number (1-based, counting requests matching ``paths``): fault}.
     ``rate`` with ``kinds``: each matching request fails with that probability, the fault
-    drawn from ``kinds`` (seeded by ``seed``). ``paths`` is a regular expression on the
+    drawn from ``kinds`` (seeded by ``seed``); with ``spread=True`` instead, exactly one
+    request in ``1/rate`` fails (a fault falls due each time ``count * rate`` passes an
+    integer) and the kinds take turns in order. ``paths`` is a regular expression on the
     request path; ``max_faults`` caps the total."""
 
     at: dict[int, str] = field(default_factory=dict)
@@ -74,6 +81,7 @@ class FaultPlan:
     kinds: Sequence[str] = ()
     paths: str = r"^/v2/.+"
     seed: int = 0
+    spread: bool = False
     max_faults: int | None = None
     stall_seconds: float = 5.0
     latency: float = 0.0  # seconds added to every request (slow links, crash tests)
@@ -85,6 +93,8 @@ class FaultPlan:
         self._random = random.Random(self.seed)
         self._count = 0
         self._faults = 0
+        self._turn = 0
+        self._due: list[str] = []  # spread faults waiting for a request that can take them
         self._lock = threading.Lock()
 
     def next(self, method: str, path: str) -> str | None:
@@ -95,7 +105,12 @@ class FaultPlan:
             if self.max_faults is not None and self._faults >= self.max_faults:
                 return None
             fault = self.at.get(self._count)
-            if fault is None and self.rate and self._random.random() < self.rate:
+            if fault is None and self.rate and self.spread:
+                if int(self._count * self.rate) > int((self._count - 1) * self.rate):
+                    self._due.append(self.kinds[self._turn % len(self.kinds)])
+                    self._turn += 1
+                fault = self._take_due(method)
+            elif fault is None and self.rate and self._random.random() < self.rate:
                 kinds = [k for k in self.kinds if method != "HEAD" or k not in BODY_FAULTS]
                 fault = self._random.choice(kinds) if kinds else None
             if fault in BODY_FAULTS and method == "HEAD":
@@ -103,6 +118,20 @@ class FaultPlan:
             if fault:
                 self._faults += 1
             return fault
+
+    def _take_due(self, method: str) -> str | None:
+        for i, kind in enumerate(self._due):
+            if method != "HEAD" or kind not in BODY_FAULTS:
+                return self._due.pop(i)
+        return None
+
+    def defer(self, fault: str) -> None:
+        """A body fault met a response without a body: it did not happen. A spread plan
+        hands it to the next request instead, so the count of faults stays as planned."""
+        with self._lock:
+            self._faults -= 1
+            if self.spread:
+                self._due.insert(0, fault)
 
 
 @dataclass(frozen=True)
@@ -133,6 +162,10 @@ class FaultProxy:
     @property
     def faults(self) -> list[Seen]:
         return [s for s in self.seen if s.fault]
+
+    def fault_counts(self) -> Counter[str]:
+        """How many faults of each kind were injected."""
+        return Counter(s.fault for s in self.faults if s.fault)
 
     def record(self, seen: Seen) -> None:
         with self._lock:
@@ -178,9 +211,14 @@ class FaultProxy:
                 response = upstream.getresponse()
                 if response.status == 401:
                     proxy._challenge = response.getheader("WWW-Authenticate", "")
-                proxy.record(Seen(self.command, self.path, response.status, fault, auth))
                 streamed = fault not in BODY_FAULTS  # only a fault needs the whole body in hand
                 data = b"" if streamed else response.read()
+                if not streamed and (
+                    self.command == "HEAD" or response.status not in (200, 206) or not data
+                ):
+                    proxy.plan.defer(fault)  # nothing to damage: the fault did not happen
+                    fault = None
+                proxy.record(Seen(self.command, self.path, response.status, fault, auth))
                 length = response.getheader("Content-Length") if streamed else str(len(data))
                 self.send_response(response.status)
                 for key, value in response.getheaders():
@@ -204,7 +242,9 @@ class FaultProxy:
                 if self.command == "HEAD" or not data:
                     return None
                 half = max(1, len(data) // 2)
-                if fault == "corrupt":
+                if fault is None:
+                    self.wfile.write(data)
+                elif fault == "corrupt":
                     self.wfile.write(bytes(b ^ 0x5A for b in data))
                 elif fault == "truncate":
                     self.wfile.write(data[:half])

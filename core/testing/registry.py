@@ -6,7 +6,7 @@ Nothing here is a mock: the registry is the stock binary, so what sealpy writes 
 checked against the real thing. Missing binaries raise :class:`MissingTool` naming the
 Debian package, so a test run that lacks them fails loudly instead of skipping.
 
-Token auth needs the ``testing`` extra (pyjwt, cryptography); htpasswd needs bcrypt.
+Token auth needs the ``dev`` extra (pyjwt, cryptography); htpasswd needs bcrypt.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import secrets
 import shutil
 import subprocess
@@ -29,6 +30,10 @@ from sealpy.core.auth import Credential
 from sealpy.core.localregistry import RegistryProcess
 
 PACKAGES = {"docker-registry": "docker-registry", "skopeo": "skopeo", "buildah": "buildah"}
+
+
+# Seconds distribution's token check adds to ``exp`` and ``nbf`` (token.Leeway, v2.8).
+REGISTRY_LEEWAY = 60
 
 
 class MissingTool(RuntimeError):
@@ -139,7 +144,9 @@ class TokenServer:
     refresh token) and signs ES256 JWTs whose ``x5c`` header carries its certificate.
 
     ``fail_next`` makes the next requests fail with a status (fault tests); ``ttl`` is
-    the token lifetime in seconds."""
+    the token lifetime in seconds, as the registry enforces it: distribution 2.8 accepts a
+    token up to 60 s past its ``exp`` claim (clock-skew leeway), so the claim is set that
+    much earlier and a ``ttl=1`` token is really refused after a second."""
 
     workdir: Path
     users: dict[str, str]
@@ -216,8 +223,9 @@ class TokenServer:
             "iss": self.issuer,
             "sub": user,
             "aud": self.service,
-            "exp": now + self.ttl,
-            "nbf": now - 10,
+            # Rounded up: a token lives at least ``ttl`` seconds, never a fraction of one.
+            "exp": math.ceil(time.time() + self.ttl) - REGISTRY_LEEWAY,
+            "nbf": now - REGISTRY_LEEWAY - 10,
             "iat": now,
             "jti": uuid.uuid4().hex,
             "access": access,
