@@ -98,6 +98,11 @@ def cache(
     if not images.images and not images.archives:
         return CacheReport(strategy=chosen.name)
     registry_dir.mkdir(parents=True, exist_ok=True)
+    # A run that was killed may have left half-written link files; they would make
+    # `registry verify` fail although the re-run completes everything else.
+    from sealpy.core.transport.distribution import DistributionLayout
+
+    DistributionLayout(registry_dir).remove_abandoned_writes()
     started = time.monotonic()
     report = chosen().cache(images, registry_dir, options)
     if not report.seconds:

@@ -58,7 +58,7 @@ from sealpy.core.reference import ImageReference, Platform
 from sealpy.core.registries import Endpoint, RegistriesConfig, is_loopback
 from sealpy.core.strategy import Availability, CacheStrategy
 from sealpy.core.transport.copy import select_children
-from sealpy.core.transport.distribution import DistributionLayout
+from sealpy.core.transport.distribution import PARTIAL_PREFIX, DistributionLayout
 from sealpy.core.transport.media import IMAGE_TYPES, Manifest
 from sealpy.core.transport.remote import RegistryClient
 
@@ -175,6 +175,7 @@ class SyncStrategy(CacheStrategy):
             return copier.run(plans, archives)
         finally:
             registry.stop()
+            _remove_abandoned_uploads(layout)
 
     # --- planning ------------------------------------------------------------------------
 
@@ -853,13 +854,33 @@ class _Relay:
         return None
 
 
+def _remove_abandoned_uploads(layout: DistributionLayout) -> None:
+    """Remove the uploads the registry was left with when a skopeo failed mid-blob (once
+    the registry has stopped): nothing resumes them, and they would ship in the image.
+    The proxy strategy's own partial blobs (``sealpy-`` prefix) are kept for its re-run."""
+    for uploads in (layout.root / "docker" / "registry" / "v2" / "repositories").glob(
+        "**/_uploads"
+    ):
+        for upload in uploads.iterdir():
+            if not upload.name.startswith(PARTIAL_PREFIX):
+                shutil.rmtree(upload, ignore_errors=True)
+
+
+# containers/image quotes the whole request URL in its errors ("Patch \"http://…/blobs/
+# uploads/…?_state=…\": …"); the state token alone is hundreds of characters.
+_QUOTED_QUERY = re.compile(r'("https?://[^"?]*)\?[^"]*"')
+_MAX_ERROR = 400
+
+
 def _skopeo_error(stderr: str) -> str:
     lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
     text = lines[-1] if lines else "no error message"
     for prefix in ('time="', "level=fatal msg="):
         if prefix in text and 'msg="' in text:
             text = text.split('msg="', 1)[1].rsplit('"', 1)[0]
-    return text[:400]
+    text = _QUOTED_QUERY.sub(r'\1"', text.replace('\\"', '"'))
+    # The cause comes last ("...: digest did not match"): keep the end of a long message.
+    return text if len(text) <= _MAX_ERROR else "…" + text[-(_MAX_ERROR - 1) :]
 
 
 _PERMANENT = (

@@ -398,3 +398,29 @@ def test_a_missing_path_in_a_copy_from_stage_names_the_instruction(tmp_path: Pat
         not (store / "index.json").exists()
         or "localhost/test" not in (store / "index.json").read_text()
     )
+
+
+def test_push_mounts_across_repositories_of_a_token_registry(
+    tmp_path: Path, capsys, image_factory, plain_registry, token_registry, monkeypatch
+):
+    """A mount reads from another repository: the token must cover pulling from it too
+    (otherwise the registry quietly refuses the mount and the bytes are sent again)."""
+    context, _, _ = cached_context(
+        tmp_path, image_factory, plain_registry, seed="mountme", repository="library/mountme"
+    )
+    store = tmp_path / "store"
+    build(context, store)
+    credential = token_registry.credential
+    monkeypatch.setenv("SEALPY_CREDS", f"{credential.username}:{credential.password}")
+    code, _, err = cli(
+        capsys, "push", "test", f"{token_registry.host}/mount/first:1", "--root", str(store)
+    )
+    assert code == 0 and "3 blobs uploaded, 0 mounted" in err, err
+    tokens = token_registry.token_server
+    asked = len(tokens.requests)
+    code, _, err = cli(
+        capsys, "push", "test", f"{token_registry.host}/mount/second:1", "--root", str(store)
+    )
+    assert code == 0 and "0 blobs uploaded, 3 mounted, 0 already there" in err, err
+    scopes = {r.query.get("scope", "") for r in tokens.requests[asked:]}
+    assert "repository:mount/second:pull,push repository:mount/first:pull" in scopes, scopes

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -101,3 +103,21 @@ def test_an_incomplete_sparse_index_child_is_reported(cached, capsys):
         line.startswith(f"library/multi@{amd.digest}: image is incomplete") for line in lines
     )
     assert any(line.startswith(f"library/multi@{c.multi.digest}: index child") for line in lines)
+
+
+def test_a_rerun_removes_link_files_a_killed_writer_left(cached):
+    out, _, images = cached
+    layout = DistributionLayout(out)
+    tag_current = layout.tag_dir("library/single", "1") / "current"
+    finished = subprocess.Popen(["true"])
+    finished.wait()  # its pid is free (and not reused this quickly)
+    abandoned = tag_current / f".link.{finished.pid}-1.tmp"
+    ours = tag_current / f".link.{os.getpid()}-1.tmp"
+    abandoned.write_text("sha256:")
+    ours.write_text("sha256:")
+    assert main(["registry", "verify", str(out)]) == 1
+    pipeline.cache(images, out, strategy="proxy", options=CacheOptions(platforms=(AMD64,)))
+    assert not abandoned.exists()
+    assert ours.exists()  # a live writer's file is left alone
+    ours.unlink()
+    assert main(["registry", "verify", str(out)]) == 0

@@ -251,7 +251,10 @@ class TokenServer:
                 self.wfile.write(data)
 
             def _handle(self, form: dict[str, str]) -> None:
-                query = {k: v[-1] for k, v in parse_qs(urlsplit(self.path).query).items()}
+                raw = parse_qs(urlsplit(self.path).query)
+                query = {k: v[-1] for k, v in raw.items()}
+                # Several scopes come as repeated parameters (distribution's token spec).
+                query["scope"] = " ".join(raw.get("scope", []))
                 query.update(form)
                 user = server._authenticate(self.headers.get("Authorization", ""), query)
                 with server._lock:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from sealpy.core.errors import NotFoundError
+from sealpy.core.process import pid_alive
 from sealpy.core.reference import SHA256_RE
 from sealpy.core.transport.blobio import (
     BlobWriter,
@@ -60,6 +61,21 @@ class DistributionLayout:
 
     def repository(self, name: str) -> DistributionRepository:
         return DistributionRepository(self, name)
+
+    def remove_abandoned_writes(self) -> int:
+        """Remove temporary link files (``.<name>.<pid>-<thread>.tmp``) that a killed
+        process left behind; those of live processes stay. Returns how many went."""
+        removed = 0
+        repositories = self.v2 / "repositories"
+        if not repositories.is_dir():
+            return 0
+        for leftover in repositories.rglob(".*.tmp"):
+            writer = leftover.name.rsplit(".", 2)[-2].split("-", 1)[0]
+            if writer.isdigit() and pid_alive(int(writer)):
+                continue
+            leftover.unlink(missing_ok=True)
+            removed += 1
+        return removed
 
     # --- blobs -------------------------------------------------------------------------
 

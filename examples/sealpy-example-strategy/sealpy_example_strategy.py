@@ -53,6 +53,8 @@ class SerialStrategy(CacheStrategy):
                         reference=ref.reference,
                         destination=layout.repository(ref.cache_repository),
                         tag=ref.tag,
+                        # Jobs with one target are checked against each other (conflicts).
+                        target=f"{ref.cache_repository}:{ref.tag}" if ref.tag else None,
                     ),
                     ref.cache_repository,
                     ref.tag,
@@ -62,20 +64,28 @@ class SerialStrategy(CacheStrategy):
             for entry in images.archives:
                 job = archive_job(entry, layout, options.progress)
                 jobs.append((job, entry.destination.cache_repository, entry.destination.tag))
-            for job, repository, tag in jobs:
+            # Jobs that would land on one repository:tag go to the copy engine together:
+            # it checks they agree before writing (two sources, one tag = a conflict).
+            groups: dict[tuple, list[tuple[CopyJob, str, str | None]]] = {}
+            for index, (job, repository, tag) in enumerate(jobs):
+                key = (repository, tag) if tag is not None else (index,)
+                groups.setdefault(key, []).append((job, repository, tag))
+            for group in groups.values():
+                targets = {job.label: (repository, tag) for job, repository, tag in group}
                 outcome = copy_images(
-                    [job],
+                    [job for job, _, _ in group],
                     platforms=options.platforms,
                     all_platforms=options.all_platforms,
                     max_parallel=1,
                     progress=options.progress,
                 )
-                errors.extend(str(f.error) for f in outcome.failures)
+                # A conflict is one error shared by every image of its group: say it once.
+                errors.extend(dict.fromkeys(str(f.error) for f in outcome.failures))
                 cached.extend(
                     CachedImage(
                         source=r.label,
-                        repository=repository,
-                        tag=tag,
+                        repository=targets[r.label][0],
+                        tag=targets[r.label][1],
                         digest=r.digest,
                         platforms=r.platforms,
                         blobs_fetched=r.blobs_fetched,
