@@ -262,3 +262,19 @@ def test_store_commands_refuse_a_file_as_root(command, tmp_path, capsys):
     assert code == 2
     assert "--root" in error and "not a directory" in error
     assert afile.read_text() == ""
+
+
+@pytest.mark.parametrize("strategy", ["proxy", "sync"])
+def test_a_registry_marked_insecure_in_registries_conf_skips_verification(
+    strategy, tls_registry, tmp_path, capsys, monkeypatch
+):
+    """Turning verification off per registry: registries.conf `insecure = true` for that
+    registry only (the self-signed one); everything else keeps verification."""
+    server, image = tls_registry
+    conf = tmp_path / "registries.conf"
+    conf.write_text(f'[[registry]]\nlocation = "{server.host}"\ninsecure = true\n')
+    monkeypatch.setenv("CONTAINERS_REGISTRIES_CONF", str(conf))
+    ctx = make_context(tmp_path / "ctx", {})
+    ref = f"{server.host}/tls/app:1"
+    assert main(["registry", "save", "--strategy", strategy, "--images", ref, str(ctx)]) == 0
+    assert DistributionLayout(ctx / "registry").resolve("tls/app", "1") == image.digest
