@@ -239,15 +239,6 @@ def count_requests(contender: str, workload: Workload, scratch: Path, args, upst
     from sealpy.core.testing.faultproxy import FaultProxy
 
     with FaultProxy(upstream) as proxy:
-        if contender.startswith("limit"):  # the limit's GETs go through the proxy too
-            run_once(
-                contender,
-                replace(workload, registry=proxy.host),
-                fresh(scratch, "count"),
-                scratch / "tmp",
-                args,
-            )
-            return len(proxy.seen)
         images = [
             str(ImageReference(proxy.host, ImageReference.parse(r).repository, "1"))
             for r in workload.images
@@ -261,6 +252,15 @@ def count_requests(contender: str, workload: Workload, scratch: Path, args, upst
             authfile = scratch / f"proxy-auth-{time.monotonic_ns()}.json"
             write_authfile(authfile, {proxy.host: credential})
             workload = replace(workload, authfile=str(authfile))
+        if contender.startswith("limit"):  # the limit's GETs go through the proxy too
+            run_once(
+                contender,
+                replace(workload, registry=proxy.host),
+                fresh(scratch, "count"),
+                scratch / "tmp",
+                args,
+            )
+            return len(proxy.seen)
         out = fresh(scratch, f"count-{workload.name}-{contender}")
         if workload.warm:
             run_once(contender, workload, out, scratch / "tmp", args, images)
