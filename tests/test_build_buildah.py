@@ -8,9 +8,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 from _build_support import cli, manifest_of, member_names
 
-from sealpy.core.builder.buildah import BuildahBuilder
+from sealpy.core.builder.buildah import BuildahBuilder, _may_copy_registry
+from sealpy.core.builder.parser import parse_text
 from sealpy.core.testing.registry import require_tool, skopeo_manifest_digest
 
 
@@ -144,3 +146,20 @@ def test_buildah_sees_no_secret_and_only_our_authfile(
         assert credential.password not in env and "SEALPY_CREDS" not in env
     for pid in bud:  # given our auth file, buildah must not read the user's instead
         assert "REGISTRY_AUTH_FILE" not in (record / f"env.{pid}").read_text()
+
+
+@pytest.mark.parametrize(
+    ("build_file", "copies"),
+    [
+        ("FROM scratch\nCOPY registry ./registry\n", True),
+        ("FROM scratch\nCOPY ./registry/ /registry\n", True),
+        ('FROM scratch\nADD ["registry", "/registry"]\n', True),
+        ("FROM scratch\nCOPY . /\n", True),
+        ("FROM scratch\nCOPY $DIR /x\n", True),  # buildah expands it: maybe
+        ("FROM scratch\nCOPY manifests ./manifests\n", False),
+        ("FROM scratch\nCOPY --from=other registry ./registry\n", False),
+        ("FROM scratch\nRUN cp -r registry /registry\n", False),
+    ],
+)
+def test_the_buildah_builder_knows_whether_registry_is_copied(build_file, copies):
+    assert _may_copy_registry(parse_text(build_file, "Kubefile")) is copies

@@ -58,6 +58,11 @@ class BuildahBuilder(ImageBuilder):
         store = Store(request.store_root)
         names = tuple(store_name(t) for t in request.tags)
         instructions = parse_files(request.context.build_files, root=request.context.root)
+        if request.cached_images and not _may_copy_registry(instructions):
+            request.warn(
+                "images were cached into registry/ but no COPY or ADD puts registry into "
+                "the image; add `COPY registry ./registry` to the build file"
+            )
         with (
             store.writing(),
             tempfile.TemporaryDirectory(prefix="buildah-", dir=store.temp_dir()) as tmp,
@@ -251,3 +256,20 @@ class BuildahBuilder(ImageBuilder):
 @hookimpl
 def sealpy_register_builders(registry) -> None:
     registry.register(BuildahBuilder)
+
+
+def _may_copy_registry(instructions: list[Instruction]) -> bool:
+    """Whether a COPY or ADD from the context names ``registry`` (or a directory holding
+    it, such as ``.``). Read from the build file as written: buildah expands variables
+    and globs itself, so anything with ``$`` or a wildcard counts as a maybe."""
+    for ins in instructions:
+        if ins.keyword not in ("COPY", "ADD") or ins.flag("from") is not None:
+            continue
+        words = list(ins.exec_form) if ins.exec_form is not None else ins.args.split()
+        for source in words[:-1]:
+            path = source.strip("\"'").removeprefix("./").rstrip("/")
+            if path in ("", ".", "registry") or path.startswith("registry/"):
+                return True
+            if any(c in path for c in "$*?["):
+                return True
+    return False
