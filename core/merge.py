@@ -23,7 +23,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sealpy.core.builder.layers import has_whiteouts
+from sealpy.core.builder.layers import has_whiteouts, readable_layer
 from sealpy.core.builder.native import DEFAULT_PATH, flatten_image, timestamp
 from sealpy.core.errors import StoreError, UsageError
 from sealpy.core.reference import Platform
@@ -185,7 +185,7 @@ def _merge_one(
             raise StoreError(
                 f"{name}: its config lists {len(ids)} layers, its manifest {len(manifest.layers)}"
             )
-        if position > 0 and _has_whiteouts(store, manifest, name):
+        if position > 0 and _has_whiteouts(store, manifest, name, warn):
             # Kept as they are, its whiteouts would delete files of the inputs before it;
             # Sealos's COPY --from copies its file system, whiteouts applied among its own
             # layers only: one layer with that content does the same.
@@ -235,7 +235,15 @@ def _merge_one(
     return manifest, sealfile([name for name, _ in inputs], merged)
 
 
-def _has_whiteouts(store: Store, manifest: Manifest, name: str) -> bool:
+def _has_whiteouts(
+    store: Store, manifest: Manifest, name: str, warn: Callable[[str], None]
+) -> bool:
+    if not all(readable_layer(layer.media_type) for layer in manifest.layers):
+        warn(
+            f"{name} has zstd-compressed layers, which sealpy cannot read: its layers are kept "
+            "as they are (whiteouts in them, if any, apply to the images before it)"
+        )
+        return False
     for layer in manifest.layers:
         with store.layout.open_blob(layer.digest) as f:
             if has_whiteouts(f, f"{name}: layer {layer.digest}"):

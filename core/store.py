@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,30 +89,42 @@ def to_oci(manifest: Manifest, converted: Mapping[str, Manifest]) -> Manifest:
     Docker manifest becomes an OCI manifest (config and layer types mapped, blobs the same),
     a Docker manifest list an OCI index whose entries point at the ``converted`` children
     (original digest → stored manifest). skopeo's ``oci:`` transport only finds OCI-typed
-    entries of index.json. An OCI manifest that needs no change is returned as it is.
+    entries of index.json. A manifest with nothing Docker in it is returned byte for byte
+    (its digest may be pinned or signed), even when it leaves out the optional
+    ``mediaType`` field.
 
-    A list entry whose child was not copied (a platform not pulled) keeps its Docker type
-    and digest: that manifest is not in the store, and is converted if pulled later."""
+    A list entry whose child is not in ``converted`` (a platform never pulled) keeps its
+    Docker type and digest: that manifest is not in the store."""
     doc = json.loads(manifest.data)
+    changed = manifest.media_type in (media.DOCKER_MANIFEST, media.DOCKER_LIST)
     if manifest.is_index:
         entries = []
         for entry in doc["manifests"]:
             child = converted.get(entry.get("digest", ""))
-            if child is not None:
+            if child is not None and child.digest != entry.get("digest"):
                 entry = {**entry, "mediaType": child.media_type}
                 entry.update(digest=child.digest, size=child.size)
+                changed = True
             entries.append(entry)
+        if not changed:
+            return manifest
         doc["manifests"] = entries
         doc["mediaType"] = media.OCI_INDEX
     else:
+        config = oci_media_type(doc["config"]["mediaType"])
+        layers = [oci_media_type(layer.get("mediaType", "")) for layer in doc["layers"]]
+        changed = (
+            changed
+            or config != doc["config"]["mediaType"]
+            or layers != [layer.get("mediaType", "") for layer in doc["layers"]]
+        )
+        if not changed:
+            return manifest
         doc["mediaType"] = media.OCI_MANIFEST
-        doc["config"] = {**doc["config"], "mediaType": oci_media_type(doc["config"]["mediaType"])}
+        doc["config"] = {**doc["config"], "mediaType": config}
         doc["layers"] = [
-            {**layer, "mediaType": oci_media_type(layer.get("mediaType", ""))}
-            for layer in doc["layers"]
+            {**layer, "mediaType": t} for t, layer in zip(layers, doc["layers"], strict=True)
         ]
-    if doc == json.loads(manifest.data) and manifest.media_type == doc["mediaType"]:
-        return manifest
     return Manifest.parse(canonical_json(doc), doc["mediaType"])
 
 
@@ -120,18 +132,44 @@ class OCIStoreEnd(OCIImageEnd):
     """An image of the store as a copy destination: manifests are stored with OCI media
     types (:func:`to_oci`), so the store is an OCI layout skopeo and umoci read, and the
     name points at the converted manifest. ``converted`` maps the source's manifest
-    digests to what was stored."""
+    digests to what was stored — this copy's conversions, plus earlier ones (``earlier``:
+    Docker digest → stored digest) whose manifest the store still has, so pulling a
+    second platform of a Docker list keeps the first one."""
 
-    def __init__(self, layout: OCILayout, name: str) -> None:
+    def __init__(
+        self,
+        layout: OCILayout,
+        name: str,
+        *,
+        earlier: Mapping[str, str] | None = None,
+        record: Callable[[str, str], None] | None = None,
+    ) -> None:
         super().__init__(layout, name)
         self.converted: dict[str, Manifest] = {}
+        self.earlier = dict(earlier or {})
+        self.record = record
         self._lock = threading.Lock()
+
+    def _known(self, index: Manifest) -> dict[str, Manifest]:
+        """This copy's conversions, and earlier ones for the children of ``index``."""
+        known = dict(self.converted)
+        for child in index.children:
+            stored = self.earlier.get(child.digest)
+            if child.digest in known or stored is None or not self.layout.has_blob(stored):
+                continue
+            with contextlib.suppress(ManifestError, OSError):
+                data = self.layout.blob_path(stored).read_bytes()
+                known[child.digest] = Manifest.parse(data, expected_digest=stored)
+        return known
 
     def put_manifest(self, manifest: Manifest) -> None:
         with self._lock:
-            stored = to_oci(manifest, self.converted)
+            known = self._known(manifest) if manifest.is_index else self.converted
+            stored = to_oci(manifest, known)
             self.converted[manifest.digest] = stored
         self.layout.put_manifest(stored)
+        if self.record is not None and stored.digest != manifest.digest:
+            self.record(manifest.digest, stored.digest)
 
     def stored(self, manifest: Manifest) -> Manifest:
         return self.converted.get(manifest.digest, manifest)
@@ -221,7 +259,12 @@ class Store:
 
     def destination(self, name: str) -> OCIStoreEnd:
         """Where a copy puts an image named ``name`` (``""``: unnamed) into the store."""
-        return OCIStoreEnd(self.layout, name)
+        return OCIStoreEnd(
+            self.layout,
+            name,
+            earlier=self._read_record(self.CONVERTED),
+            record=self.record_converted,
+        )
 
     def temp_dir(self) -> Path:
         """Scratch space next to the blobs (same file system, removed by the caller)."""
@@ -387,45 +430,58 @@ class Store:
         else:
             self.layout.remove_untagged(image.digest)
 
-    # --- where blobs were pushed ---------------------------------------------------------
+    # --- small records next to the layout ---------------------------------------------------
 
     # {registry: {digest: repository}}: a repository of that registry that has the blob
     # (the last one it was pushed to), offered as a cross-repository mount source.
     PUSHED = ".sealpy-pushed.json"
+    # {Docker manifest digest: digest of the OCI manifest stored for it}
+    CONVERTED = ".sealpy-converted.json"
 
-    def _read_pushed(self) -> dict[str, dict[str, str]]:
+    def _read_record(self, name: str) -> dict:
         try:
-            data = json.loads((self.root / self.PUSHED).read_text())
+            data = json.loads((self.root / name).read_text())
         except (FileNotFoundError, ValueError):
-            return {}  # a lost or damaged record only costs uploads
+            return {}  # a lost or damaged record only costs uploads or a re-pull
         return data if isinstance(data, dict) else {}
 
-    def _write_pushed(self, data: dict[str, dict[str, str]]) -> None:
-        write_bytes_atomically(self.root / self.PUSHED, canonical_json(data))
+    def _write_record(self, name: str, data: dict) -> None:
+        write_bytes_atomically(self.root / name, canonical_json(data))
 
     def pushed_blobs(self, registry: str) -> dict[str, str]:
         """digest → a repository of ``registry`` a push from this store put it in."""
-        entries = self._read_pushed().get(registry)
+        entries = self._read_record(self.PUSHED).get(registry)
         return {str(k): str(v) for k, v in entries.items()} if isinstance(entries, dict) else {}
 
     def record_pushed(self, registry: str, repository: str, digests: Iterable[str]) -> None:
-        with self.layout.locked():
-            data = self._read_pushed()
+        """Best effort: the push has succeeded, and a store we may not write to (read-only,
+        another user's) must not turn it into a failure."""
+        with contextlib.suppress(OSError), self.layout.locked():
+            data = self._read_record(self.PUSHED)
             entries = data.get(registry) if isinstance(data.get(registry), dict) else {}
             entries.update(dict.fromkeys(digests, repository))
             data[registry] = entries
-            self._write_pushed(data)
+            self._write_record(self.PUSHED, data)
 
-    def _prune_pushed(self, keep: set[str]) -> None:
-        """Forget blobs the store no longer has (called under the layout lock)."""
-        data = self._read_pushed()
-        if data:
+    def record_converted(self, original: str, stored: str) -> None:
+        with self.layout.locked():
+            data = self._read_record(self.CONVERTED)
+            data[original] = stored
+            self._write_record(self.CONVERTED, data)
+
+    def _prune_records(self, keep: set[str]) -> None:
+        """Forget blobs and manifests the store no longer has (under the layout lock)."""
+        pushed = self._read_record(self.PUSHED)
+        if pushed:
             pruned = {
                 registry: {d: r for d, r in entries.items() if d in keep}
-                for registry, entries in data.items()
+                for registry, entries in pushed.items()
                 if isinstance(entries, dict)
             }
-            self._write_pushed({k: v for k, v in pruned.items() if v})
+            self._write_record(self.PUSHED, {k: v for k, v in pruned.items() if v})
+        converted = self._read_record(self.CONVERTED)
+        if converted:
+            self._write_record(self.CONVERTED, {k: v for k, v in converted.items() if v in keep})
 
     # --- garbage collection ------------------------------------------------------------------
 
@@ -466,7 +522,7 @@ class Store:
                         if digest not in keep:
                             self.layout.blob_path(digest).unlink(missing_ok=True)
                             removed += 1
-                    self._prune_pushed(keep)
+                    self._prune_records(keep)
                 for leftover in (".ingest", ".tmp"):
                     shutil.rmtree(self.root / leftover, ignore_errors=True)
                 return removed

@@ -273,6 +273,17 @@ def test_add_unpacks_archives_a_wildcard_matches_and_copies_a_file_of_zeros(tmp_
     assert list(zeros) == ["z/zeros.tar"] and zeros["z/zeros.tar"].size == 1024
 
 
+def test_add_with_a_wildcard_matching_several_files_needs_a_directory(tmp_path: Path):
+    context = make_context(tmp_path / "ctx", "FROM scratch\nADD [ab].* /opt/x\n")
+    with tarfile.open(context / "a.tar", "w") as tar:
+        info = tarfile.TarInfo("inner")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    (context / "b.txt").write_text("b")
+    with pytest.raises(BuildError, match=r"matches several files and needs a directory"):
+        build(context, tmp_path / "store")
+
+
 def test_the_umask_does_not_change_the_digest(tmp_path: Path):
     # Directories an archive (or an image's layer) implies but does not list are created
     # while unpacking: their mode goes into the layer, so it must not come from the umask.

@@ -370,3 +370,42 @@ def test_merge_takes_builds_registry_flags_for_the_inputs_it_pulls(
     merged = manifest_of(store, "localhost/x:latest")
     amd64 = multi.for_platform("linux/amd64")
     assert merged["layers"][-1]["digest"] == amd64.layers[0].digest
+
+
+def test_zstd_layers_are_kept_and_said_not_read(tmp_path: Path, capsys):
+    """tarfile cannot read tar+zstd: merge keeps such an input's layers (with a warning)
+    and WORKDIR over such a base creates nothing, instead of failing."""
+    store_dir = tmp_path / "store"
+    make_images(tmp_path, store_dir)
+    store = Store(store_dir)
+    blob = store.layout.put_blob_bytes(b"\x28\xb5\x2f\xfd not really zstd")
+    zstd = Descriptor("application/vnd.oci.image.layer.v1.tar+zstd", blob, 20)
+    config = store.put_json(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "3" * 64]},
+        },
+        OCI_CONFIG,
+    )
+    manifest = store.put_manifest(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": config.to_json(),
+            "layers": [zstd.to_json()],
+        }
+    )
+    store.name("localhost/zbase:1", manifest)
+    code, _, err = cli(capsys, "merge", "-t", "z", "app:v1", "zbase:1", "--root", str(store_dir))
+    assert code == 0, err
+    assert "zbase:1 has zstd-compressed layers" in err
+    merged = store.require_platform(store.get("localhost/z:latest"), None)
+    assert merged.layers[-1].digest == blob
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Kubefile").write_text("FROM localhost/zbase:1\nWORKDIR /app\nLABEL a=b\n")
+    code, _, err = cli(capsys, "build", "-t", "w", "--root", str(store_dir), str(context))
+    assert code == 0, err
+    assert "WORKDIR /app: the image has zstd-compressed layers" in err

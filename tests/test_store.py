@@ -215,6 +215,52 @@ def test_docker_images_enter_the_store_with_oci_media_types(
     assert config["rootfs"]["diff_ids"] == [layer.diff_id for layer in image.layers]
 
 
+def test_pulling_a_second_platform_of_a_docker_list_keeps_the_first(
+    tmp_path: Path, capsys, image_factory, plain_registry
+):
+    store = tmp_path / "store"
+    multi = image_factory.multi_platform(
+        "pull-docker-two", ["linux/amd64", "linux/arm64"], [500], docker=True
+    )
+    ref = str(image_factory.push(multi, plain_registry.host, "team/twoplatforms", "1"))
+    for platform in ("linux/amd64", "linux/arm64"):
+        code, _, err = cli(capsys, "pull", ref, "--platform", platform, "--root", str(store))
+        assert code == 0, err
+    index = manifest_of(store, ref)
+    assert {e["mediaType"] for e in index["manifests"]} == {
+        "application/vnd.oci.image.manifest.v1+json"
+    }, "both children converted and present"
+    for platform in ("linux/amd64", "linux/arm64"):
+        child = next(
+            e
+            for e in index["manifests"]
+            if f"{e['platform']['os']}/{e['platform']['architecture']}" == platform
+        )
+        assert (store / "blobs" / "sha256" / child["digest"].split(":")[1]).is_file()
+    code, _, err = cli(
+        capsys, "push", ref, f"{plain_registry.host}/team/copied:1", "--root", str(store)
+    )
+    assert code == 0, err  # a complete index: push accepts it
+
+
+def test_an_oci_manifest_without_its_optional_media_type_field_is_kept_byte_for_byte():
+    doc = {
+        "schemaVersion": 2,
+        "config": {"mediaType": media.OCI_CONFIG, "digest": "sha256:" + "1" * 64, "size": 2},
+        "layers": [{"mediaType": media.OCI_LAYER_GZIP, "digest": "sha256:" + "2" * 64, "size": 3}],
+    }
+    manifest = Manifest.parse(json.dumps(doc, indent=1).encode(), media.OCI_MANIFEST)
+    assert to_oci(manifest, {}).digest == manifest.digest
+    index_doc = {
+        "schemaVersion": 2,
+        "manifests": [
+            {"mediaType": media.OCI_MANIFEST, "digest": manifest.digest, "size": manifest.size}
+        ],
+    }
+    index = Manifest.parse(json.dumps(index_doc).encode(), media.OCI_INDEX)
+    assert to_oci(index, {manifest.digest: manifest}).digest == index.digest
+
+
 def test_foreign_layers_are_refused_clearly():
     doc = {
         "schemaVersion": 2,

@@ -189,6 +189,12 @@ def open_layer(stream: BinaryIO) -> tarfile.TarFile:
         raise BuildError(f"not a tar archive: {exc}") from None
 
 
+def readable_layer(media_type: str) -> bool:
+    """Whether sealpy can read a layer of this media type: tarfile reads plain, gzip, bzip2
+    and xz tars; OCI's ``tar+zstd`` would need a zstd library sealpy does not depend on."""
+    return not media_type.endswith("+zstd")
+
+
 def has_whiteouts(stream: BinaryIO, what: str) -> bool:
     """Whether a layer holds whiteout entries (``.wh.<name>`` or ``.wh..wh..opq``)."""
     try:

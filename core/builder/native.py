@@ -52,6 +52,7 @@ from sealpy.core.builder.layers import (
     IMPLICIT_DIR_MODE,
     LayerBlob,
     open_layer,
+    readable_layer,
     unpack,
     write_layer,
 )
@@ -518,6 +519,11 @@ class _Build:
             if not tars:
                 plain.append(source)  # unchanged, so "no file matches" is reported as for COPY
                 continue
+            if len(matches) > 1 and not dest_is_dir:
+                raise BuildError(
+                    f"ADD {source} matches several files and needs a directory destination "
+                    f"ending in /, not {dest}"
+                )
             archives.extend(ArchivePart(p, target) for _, p in tars)
             plain.extend(glob.escape(m) for m, p in matches if (m, p) not in tars)
         parts: list[Part] = []
@@ -662,6 +668,12 @@ class _Build:
     def _workdir_layer(self, part: WorkdirPart, layers: list[Descriptor]) -> LayerBlob | None:
         """A layer holding the WORKDIR directory and its parents that the stage's file
         system lacks; ``None`` when it has them all (nothing is changed)."""
+        if not all(readable_layer(layer.media_type) for layer in layers):
+            self.warn(
+                f"WORKDIR /{part.path}: the image has zstd-compressed layers, which sealpy "
+                "cannot read, so the directory is not created (it may exist already)"
+            )
+            return None
         existing: set[str] = set()
         for layer in layers:
             existing |= self._layer_paths(layer)
