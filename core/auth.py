@@ -284,17 +284,28 @@ class ConfiguredCredentials:
             return self._answers[key]
 
 
-def write_authfile(path: Path, entries: Mapping[str, Credential]) -> None:
-    """Write a containers auth.json holding ``entries``, created with mode 0600."""
+def authfile_document(entries: Mapping[str, Credential]) -> bytes:
+    """A containers auth.json holding ``entries`` (registry or ``host/repository`` keys).
+
+    An identity token goes with an ``auth`` field too: containers/image skips an entry
+    whose ``auth`` is missing before it looks at ``identitytoken`` (checked with skopeo
+    1.9.3), and takes the user name from it."""
     auths: dict[str, dict[str, str]] = {}
-    for registry, cred in entries.items():
-        entry: dict[str, str] = {}
+    for key, cred in entries.items():
         if cred.identity_token:
-            entry["identitytoken"] = cred.identity_token
+            user = f"{cred.username or '<token>'}:".encode()
+            auths[key] = {
+                "auth": base64.b64encode(user).decode(),
+                "identitytoken": cred.identity_token,
+            }
         else:
             raw = f"{cred.username}:{cred.password}".encode()
-            entry["auth"] = base64.b64encode(raw).decode()
-        auths[registry] = entry
+            auths[key] = {"auth": base64.b64encode(raw).decode()}
+    return json.dumps({"auths": auths}).encode()
+
+
+def write_authfile(path: Path, entries: Mapping[str, Credential]) -> None:
+    """Write a containers auth.json holding ``entries``, created with mode 0600."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"auths": auths}, f)
+    with os.fdopen(fd, "wb") as f:
+        f.write(authfile_document(entries))

@@ -32,7 +32,8 @@ registry is stopped on every exit path.
 
 from __future__ import annotations
 
-import base64
+import contextlib
+import fcntl
 import json
 import os
 import random
@@ -48,7 +49,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from sealpy.core.auth import Credential
+from sealpy.core.auth import Credential, authfile_document
 from sealpy.core.errors import CacheError, ConflictError, RegistryError, SealpyError
 from sealpy.core.hookspecs import hookimpl
 from sealpy.core.localregistry import REGISTRY_BINARY, RegistryProcess
@@ -169,13 +170,25 @@ class SyncStrategy(CacheStrategy):
         if all(plan.skip for plan in plans) and not archives:
             return copier.run(plans, ())
         registry = RegistryProcess(layout.root, private, environment=go_tuning())
-        registry.start()
+        # Every sync run on a directory holds a shared lock on it; only the last one out
+        # removes abandoned uploads — another run's may still be in flight.
+        directory = os.open(layout.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            copier.host = registry.host
-            return copier.run(plans, archives)
+            fcntl.flock(directory, fcntl.LOCK_SH)
+            registry.start()
+            try:
+                copier.host = registry.host
+                return copier.run(plans, archives)
+            finally:
+                registry.stop()
+                try:
+                    fcntl.flock(directory, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    pass  # another sync is still writing here
+                else:
+                    _remove_abandoned_uploads(layout)
         finally:
-            registry.stop()
-            _remove_abandoned_uploads(layout)
+            os.close(directory)
 
     # --- planning ------------------------------------------------------------------------
 
@@ -339,29 +352,28 @@ def _auth_entries(images: ImageSet, options: CacheOptions) -> dict[str, Credenti
     return entries
 
 
-def _authfile_document(entries: dict[str, Credential]) -> bytes:
-    """A containers auth.json holding ``entries``."""
-    auths: dict[str, dict[str, str]] = {}
-    for key, credential in entries.items():
-        if credential.identity_token:
-            auths[key] = {"identitytoken": credential.identity_token}
-        else:
-            raw = f"{credential.username}:{credential.password}".encode()
-            auths[key] = {"auth": base64.b64encode(raw).decode()}
-    return json.dumps({"auths": auths}).encode()
-
-
 class _MemoryAuthFile:
     """An auth file that lives in memory only (``memfd_create``): a killed sealpy leaves
     nothing on disk. Each skopeo inherits the descriptor and reads ``/proc/self/fd/N``."""
 
     def __init__(self, entries: dict[str, Credential]) -> None:
-        self.fd = os.memfd_create("sealpy-auth.json", os.MFD_CLOEXEC)
-        os.fchmod(self.fd, 0o600)
-        data = _authfile_document(entries)
-        written = 0
-        while written < len(data):
-            written += os.write(self.fd, data[written:])
+        fd = os.memfd_create("sealpy-auth.json", os.MFD_CLOEXEC)
+        if fd < 3:
+            # Started with a standard descriptor closed: the child's stdin/stdout/stderr
+            # set-up would replace ours. Move it out of their way.
+            moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+            os.close(fd)
+            fd = moved
+        self.fd = fd
+        try:
+            os.fchmod(fd, 0o600)
+            data = authfile_document(entries)
+            written = 0
+            while written < len(data):
+                written += os.write(fd, data[written:])
+        except OSError:
+            self.close()
+            raise
 
     @property
     def path(self) -> str:
@@ -728,10 +740,15 @@ class _Copier:
         for attempt in range(attempts):
             if self.cancelled.is_set():
                 raise SealpyError("interrupted")
-            returncode, last = self._attempt(label, command)
+            started = time.monotonic()
+            returncode, last, last_active = self._attempt(label, command)
             if returncode == 0:
                 return
-            failing_since = failing_since or time.monotonic()
+            # Like the client's budget, time spent failing counts from the last progress:
+            # an attempt that kept moving for a while (longer than any backoff) resets it;
+            # quick failures (refused, 5xx at once) do not.
+            if failing_since is None or last_active - started > policy.max_backoff:
+                failing_since = last_active
             # A refused token may just have expired: one fresh skopeo gets a new one.
             give_up = _permanent(last) and not (attempt == 0 and _auth_failure(last))
             if self.cancelled.is_set() or give_up or attempt == attempts - 1:
@@ -745,9 +762,10 @@ class _Copier:
             return  # the caller copies what the batch did not deliver, image by image
         raise RegistryError(f"skopeo {verb} failed: {last}")
 
-    def _attempt(self, label: str, command: list[str]) -> tuple[int, str]:
+    def _attempt(self, label: str, command: list[str]) -> tuple[int, str, float]:
         """One skopeo run: its progress relayed, stopped only when it stalls (no bytes
-        read or written for the read timeout). Returns the exit status and the error."""
+        read or written for the read timeout). Returns the exit status, the error and
+        when the run was last seen making progress."""
         process = popen_tied(
             command,
             env=self._slot_env(),
@@ -755,6 +773,7 @@ class _Copier:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            errors="replace",
             pass_fds=(self.authfile.fd,),
         )
         with self.lock:
@@ -763,8 +782,8 @@ class _Copier:
         reader = threading.Thread(target=relay.read, args=(process.stdout,), daemon=True)
         reader.start()
         stalled = ""
+        watch = _ActivityWatch(process, relay)
         try:
-            watch = _ActivityWatch(process, relay)
             limit = max(1.0, self.options.retry.read_timeout)
             while True:
                 try:
@@ -772,7 +791,7 @@ class _Copier:
                     break
                 except subprocess.TimeoutExpired:
                     pass
-                if watch.idle_for() > limit:
+                if watch.idle_for() > limit and watch.reliable:
                     stalled = f"skopeo made no progress for {limit:.0f} s (stalled source?)"
                     stop(process)
                     break
@@ -782,9 +801,11 @@ class _Copier:
             reader.join(timeout=5)
             with self.lock:
                 self.running.discard(process)
+        watch.idle_for()  # brings watch.since up to date
         if process.returncode == 0:
-            return 0, ""
-        return process.returncode or 1, stalled or _skopeo_error("\n".join(relay.tail))
+            return 0, "", watch.since
+        error = stalled or _skopeo_error("\n".join(relay.tail))
+        return process.returncode or 1, error, watch.since
 
 
 class _ActivityWatch:
@@ -796,6 +817,9 @@ class _ActivityWatch:
         self.relay = relay
         self.last = self._counter()
         self.since = time.monotonic()
+        # Without I/O accounting (kernel option, restricted /proc) only output is left,
+        # and skopeo prints nothing while a blob streams: never call that a stall.
+        self.reliable = len(self.last) > 1
 
     def _counter(self) -> tuple[int, ...]:
         try:
@@ -829,7 +853,7 @@ class _Relay:
         self.lines = 0
 
     def read(self, stream) -> None:
-        for raw in stream:
+        for raw in stream:  # drained to the end: a full pipe would block skopeo
             line = raw.strip()
             self.lines += 1
             if not line:
@@ -837,7 +861,8 @@ class _Relay:
             self.tail = [*self.tail[-19:], line]
             message = self._message(line)
             if message:
-                self.progress.info(f"{self.label}: {message}")
+                with contextlib.suppress(Exception):  # our output may be a broken pipe
+                    self.progress.info(f"{self.label}: {message}")
 
     def _message(self, line: str) -> str | None:
         image = _SYNC_IMAGE.search(line)

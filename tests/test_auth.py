@@ -13,6 +13,7 @@ import pytest
 from sealpy.core.auth import (
     ConfiguredCredentials,
     Credential,
+    authfile_document,
     default_authfile_paths,
     normalize_registry,
     write_authfile,
@@ -331,3 +332,38 @@ def test_credential_helpers_do_not_see_sealpy_creds(tmp_path, monkeypatch):
     env = seen.read_text()
     assert "PATH=" in env  # the helper ran with an environment
     assert "do-not-pass-me-on" not in env and "SEALPY_CREDS" not in env
+
+
+@pytest.mark.parametrize("strategy", ["proxy", "sync"])
+def test_an_identity_token_logs_in_with_either_strategy(
+    strategy, conformance_catalog, token_registry, tmp_path
+):
+    """skopeo skips an auth.json entry without `auth` before it reads `identitytoken`, so
+    the auth file sync hands it carries both (as `docker login` writes them)."""
+    from sealpy.core import pipeline
+    from sealpy.core.model import CacheOptions, ImageSet
+    from sealpy.core.testing.conformance import AMD64
+
+    tokens = token_registry.token_server
+    refresh = tokens._refresh_for(TEST_USER)
+    creds = ConfiguredCredentials(creds=Credential("<token>", "", identity_token=refresh))
+    asked = len(tokens.requests)
+    ref = ImageReference(token_registry.host, "private/app", "1")
+    report = pipeline.cache(
+        ImageSet.of([str(ref)]),
+        tmp_path / "registry",
+        strategy=strategy,
+        options=CacheOptions(platforms=(AMD64,), credentials=creds),
+    )
+    assert [i.repository for i in report.images] == ["private/app"]
+    grants = {r.query.get("grant_type") for r in tokens.requests[asked:]}
+    assert "refresh_token" in grants, grants
+
+
+def test_authfile_document_gives_identity_tokens_an_auth_field():
+    document = json.loads(
+        authfile_document({"r.io": Credential("<token>", "", identity_token="refresh-1")})
+    )
+    entry = document["auths"]["r.io"]
+    assert entry["identitytoken"] == "refresh-1"
+    assert base64.b64decode(entry["auth"]) == b"<token>:"

@@ -20,7 +20,7 @@ import requests
 
 from sealpy.core import localregistry, pipeline
 from sealpy.core.auth import ConfiguredCredentials, Credential, write_authfile
-from sealpy.core.errors import CacheError, SealpyError
+from sealpy.core.errors import CacheError, RegistryError, SealpyError
 from sealpy.core.localregistry import RegistryProcess
 from sealpy.core.model import CacheOptions, ImageSet, RetryPolicy
 from sealpy.core.process import pid_alive
@@ -485,3 +485,47 @@ def test_the_local_registry_ignores_registry_variables_and_refuses_deletion(tmp_
             f"{registry.url}/v2/library/x/manifests/sha256:{'0' * 64}", timeout=5
         )
         assert answer.status_code == 405, answer.text  # deletion is disabled
+
+
+def test_a_copy_that_kept_moving_before_it_broke_does_not_use_up_the_time_budget(
+    tmp_path, monkeypatch
+):
+    """As in the client, the time budget counts time spent failing since the last
+    progress: copies that move for a while and then break are retried while attempts
+    last; copies that fail at once stop when failing has taken max_seconds."""
+    from sealpy.strategies import sync
+
+    policy = RetryPolicy(attempts=6, max_seconds=0.2, initial_backoff=0.01, max_backoff=0.02)
+    copier = sync._Copier(
+        {"CONTAINERS_REGISTRIES_CONF": "/dev/null"},
+        sync._MemoryAuthFile({}),
+        CacheOptions(retry=policy),
+        DistributionLayout(tmp_path),
+        None,  # type: ignore[arg-type]  # not used by _run_skopeo
+        tmp_path,
+    )
+    calls = []
+
+    def moving_then_broken(label, command):
+        calls.append(label)
+        time.sleep(0.25)  # "copying" for longer than the whole budget
+        return 1, "connection reset by peer", time.monotonic()
+
+    monkeypatch.setattr(copier, "_attempt", moving_then_broken)
+    with pytest.raises(RegistryError, match="connection reset"):
+        copier._run_skopeo("img", [], "copy", [], [])
+    assert len(calls) == policy.attempts
+
+    calls.clear()
+    started = time.monotonic()
+
+    def failing_at_once(label, command):
+        calls.append(label)
+        time.sleep(0.08)
+        return 1, "connection refused", started  # never made progress
+
+    monkeypatch.setattr(copier, "_attempt", failing_at_once)
+    with pytest.raises(RegistryError, match="gave up after"):
+        copier._run_skopeo("img", [], "copy", [], [])
+    assert len(calls) < policy.attempts
+    copier.authfile.close()

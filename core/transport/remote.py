@@ -729,7 +729,11 @@ class RemoteRepository:
                     except DigestMismatchError as exc:
                         writer.reset()
                         raise TransientError(str(exc)) from None
-                headers = {"Range": f"bytes={writer.offset}-"} if writer.offset else {}
+                # Identity encoding: Range offsets count the blob's own bytes, which a
+                # proxy compressing the answer would change.
+                headers = {"Accept-Encoding": "identity"}
+                if writer.offset:
+                    headers["Range"] = f"bytes={writer.offset}-"
                 response = self._get_following_redirects(endpoint, path, headers)
                 with response:
                     if response.status_code == 416:
