@@ -19,7 +19,7 @@ from pathlib import Path
 
 from sealpy.core.errors import CacheError
 from sealpy.core.hookspecs import hookimpl
-from sealpy.core.model import CachedImage, CacheOptions, CacheReport, ImageSet
+from sealpy.core.model import CacheOptions, CacheReport, ImageSet
 from sealpy.core.strategy import CacheStrategy
 from sealpy.core.transport.archive import archive_job
 from sealpy.core.transport.copy import CopyJob, CopyOutcome, copy_images
@@ -77,20 +77,7 @@ class ProxyStrategy(CacheStrategy):
             requests = client.requests_sent
         report = CacheReport(
             strategy=self.name,
-            images=tuple(
-                CachedImage(
-                    source=r.label,
-                    repository=repositories[r.label][0],
-                    tag=repositories[r.label][1],
-                    digest=r.digest,
-                    platforms=r.platforms,
-                    blobs_fetched=r.blobs_fetched,
-                    blobs_reused=r.blobs_reused,
-                    bytes_fetched=r.bytes_fetched,
-                    seconds=r.seconds,
-                )
-                for r in outcome.results
-            ),
+            images=tuple(r.cached_as(*repositories[r.label]) for r in outcome.results),
             seconds=time.monotonic() - started,
             requests=requests,
         )

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from sealpy.core.errors import ConflictError, PlatformNotFoundError, SealpyError
+from sealpy.core.model import CachedImage
 from sealpy.core.progress import ProgressReporter, SilentProgress
 from sealpy.core.reference import Platform, select_platform
 from sealpy.core.transport.blobio import BlobWriter
@@ -99,6 +100,20 @@ class CopyResult:
     blobs_reused: int
     bytes_fetched: int
     seconds: float
+
+    def cached_as(self, repository: str, tag: str | None) -> CachedImage:
+        """This copy as a strategy reports it, stored as ``repository`` and ``tag``."""
+        return CachedImage(
+            source=self.label,
+            repository=repository,
+            tag=tag,
+            digest=self.digest,
+            platforms=self.platforms,
+            blobs_fetched=self.blobs_fetched,
+            blobs_reused=self.blobs_reused,
+            bytes_fetched=self.bytes_fetched,
+            seconds=self.seconds,
+        )
 
 
 @dataclass(frozen=True)

@@ -81,20 +81,7 @@ class SerialStrategy(CacheStrategy):
                 )
                 # A conflict is one error shared by every image of its group: say it once.
                 errors.extend(dict.fromkeys(str(f.error) for f in outcome.failures))
-                cached.extend(
-                    CachedImage(
-                        source=r.label,
-                        repository=targets[r.label][0],
-                        tag=targets[r.label][1],
-                        digest=r.digest,
-                        platforms=r.platforms,
-                        blobs_fetched=r.blobs_fetched,
-                        blobs_reused=r.blobs_reused,
-                        bytes_fetched=r.bytes_fetched,
-                        seconds=r.seconds,
-                    )
-                    for r in outcome.results
-                )
+                cached.extend(r.cached_as(*targets[r.label]) for r in outcome.results)
             requests = client.requests_sent
         report = CacheReport(self.name, tuple(cached), time.monotonic() - started, requests)
         if errors:
