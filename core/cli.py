@@ -165,6 +165,22 @@ RetryOpt = Annotated[
     ),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet/--no-quiet", "-q", help="No progress output.")]
+KubeVersionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--kube-version",
+        help="Kubernetes version charts are rendered for (.Capabilities.KubeVersion; "
+        "default v1.20.0, as Sealos renders).",
+    ),
+]
+ApiVersionsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--api-versions",
+        help="API versions charts see in .Capabilities.APIVersions besides Helm's defaults "
+        "(group/version[/Kind]), comma-separated; repeatable.",
+    ),
+]
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -225,6 +241,17 @@ def _run_cache(scanned, registry_dir: Path, strategy, options) -> None:
     typer.echo(f"info {report.summary()}", err=True)
 
 
+def _render_options(ctx: typer.Context, kube_version: str | None, api_versions: list[str] | None):
+    """``--kube-version``, ``--api-versions`` and the sandbox's bounds from the environment
+    (``SEALPY_CHART_MEMORY``, ``SEALPY_CHART_TIMEOUT``); shown with ``--debug``."""
+    from sealpy.core.discovery.chartoptions import render_options
+
+    options = render_options(kube_version, api_versions, os.environ)
+    if (ctx.obj or {}).get("debug"):
+        typer.echo(f"debug chart render context: {options.describe()}", err=True)
+    return options
+
+
 def _print_warnings(images) -> None:
     for warning in images.warnings:
         typer.echo(f"warn {warning}", err=True)
@@ -235,10 +262,13 @@ def _print_warnings(images) -> None:
 
 @app.command()
 def scan(
+    ctx: typer.Context,
     context: ContextArg,
     file: FileOpt = None,
     images: ImagesOpt = None,
     strict: StrictOpt = False,
+    kube_version: KubeVersionOpt = None,
+    api_versions: ApiVersionsOpt = None,
     as_json: Annotated[
         bool,
         typer.Option(
@@ -249,10 +279,11 @@ def scan(
     """List every image the context needs and where each was found."""
     from sealpy.core import pipeline
 
-    scanned = pipeline.scan(context, build_file=file, extra_images=_split(images))
+    render = _render_options(ctx, kube_version, api_versions)
+    scanned = pipeline.scan(context, build_file=file, extra_images=_split(images), render=render)
     found = scanned.images
     if as_json:
-        typer.echo(json.dumps(found.to_json(scanned.context), indent=2))
+        typer.echo(json.dumps(scanned.to_json(), indent=2))
     else:
         width = max((len(str(i.reference)) for i in found.images), default=9)
         typer.echo(f"{'REFERENCE':<{width}}  FOUND IN")
@@ -288,6 +319,7 @@ def strategies() -> None:
 
 @registry_app.command("save")
 def registry_save(
+    ctx: typer.Context,
     context: ContextArg,
     registry_dir: Annotated[
         Path | None,
@@ -306,11 +338,14 @@ def registry_save(
     retry_times: RetryOpt = None,
     strict: StrictOpt = False,
     quiet: QuietOpt = False,
+    kube_version: KubeVersionOpt = None,
+    api_versions: ApiVersionsOpt = None,
 ) -> None:
     """Cache every image the context needs into a registry directory (the cache stage alone)."""
     from sealpy.core import pipeline
 
     chosen = pipeline.select_strategy(strategy)
+    render = _render_options(ctx, kube_version, api_versions)
     options = _cache_options(
         platform=platform,
         all_platforms=all_platforms,
@@ -329,6 +364,7 @@ def registry_save(
         extra_images=_split(images),
         strict=strict,
         require_build_file=False,
+        render=render,
     )
     _print_warnings(scanned.images)
     # Checked after the scan (which reports a missing context best), before any download.
@@ -364,6 +400,7 @@ def registry_verify(
 
 @app.command()
 def build(
+    ctx: typer.Context,
     context: ContextArg,
     tag: Annotated[
         list[str] | None, typer.Option("-t", "--tag", help="Name for the image; repeatable.")
@@ -395,6 +432,8 @@ def build(
     retry_times: RetryOpt = None,
     strict: StrictOpt = False,
     quiet: QuietOpt = False,
+    kube_version: KubeVersionOpt = None,
+    api_versions: ApiVersionsOpt = None,
 ) -> None:
     """Scan the context, cache its images, and build the image (like `sealos build`)."""
     from sealpy.core import pipeline
@@ -408,6 +447,7 @@ def build(
         build_platforms = parse_platforms(platform)
     builder_class = pipeline.select_builder(builder)
     build_args = _parse_build_args(build_arg)
+    render = _render_options(ctx, kube_version, api_versions)
     # Built even without --save-image: FROM and COPY --from pull with the same credentials,
     # TLS policy and mirrors as the caching does.
     options = _cache_options(
@@ -421,7 +461,9 @@ def build(
         quiet=quiet,
         retry_times=retry_times,
     )
-    scanned = pipeline.scan(context, build_file=file, extra_images=_split(images), strict=strict)
+    scanned = pipeline.scan(
+        context, build_file=file, extra_images=_split(images), strict=strict, render=render
+    )
     _print_warnings(scanned.images)
     # A wrong build file or --root fails now, not after every image has been downloaded.
     pipeline.check_build_file(

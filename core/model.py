@@ -44,12 +44,79 @@ class Location:
         return data
 
 
+# Sealos renders charts with Helm 3.15's library defaults: Kubernetes v1.20.0.
+DEFAULT_KUBE_VERSION = "v1.20.0"
+# Release name Sealos renders with (``ReleaseOptions{Name: "dryrun"}``).
+RELEASE_NAME = "dryrun"
+DEFAULT_CHART_MEMORY = 2 << 30
+DEFAULT_CHART_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """How charts are rendered: the render context templates see, and the sandbox's bounds.
+
+    The context is Sealos's as far as the Helm SDK allows (see README, "Differences from
+    Sealos"): release ``dryrun``; ``.Release.IsInstall`` false, which the SDK gives only
+    with ``IsUpgrade`` true; namespace ``default`` (the SDK turns Sealos's empty namespace
+    into it); ``.Capabilities.KubeVersion`` ``kube_version``; Helm's default API versions
+    plus ``api_versions``. ``memory_limit`` (bytes) and ``timeout`` (seconds, per chart)
+    bound the child process that renders."""
+
+    kube_version: str = DEFAULT_KUBE_VERSION
+    api_versions: tuple[str, ...] = ()
+    memory_limit: int = DEFAULT_CHART_MEMORY
+    timeout: float = DEFAULT_CHART_TIMEOUT
+
+    release_name = RELEASE_NAME
+    namespace = "default"
+    is_install = False
+    is_upgrade = True
+
+    def helm_options(self) -> dict:
+        """The options of the SDK's native render call (``helm_render``)."""
+        options: dict = {
+            "name": self.release_name,
+            "namespace": self.namespace,
+            "is_upgrade": self.is_upgrade,
+            "kube_version": self.kube_version,
+        }
+        if self.api_versions:
+            options["api_versions"] = list(self.api_versions)
+        return options
+
+    def to_json(self) -> dict:
+        return {
+            "release_name": self.release_name,
+            "namespace": self.namespace,
+            "is_install": self.is_install,
+            "is_upgrade": self.is_upgrade,
+            "kube_version": self.kube_version,
+            "api_versions": list(self.api_versions),
+            "memory_limit": self.memory_limit,
+            "timeout": self.timeout,
+        }
+
+    def describe(self) -> str:
+        """One line for ``--debug``."""
+        extra = f" + {', '.join(self.api_versions)}" if self.api_versions else ""
+        return (
+            f"release {self.release_name!r}, namespace {self.namespace!r}, "
+            f"IsInstall {str(self.is_install).lower()}, IsUpgrade {str(self.is_upgrade).lower()}, "
+            f"KubeVersion {self.kube_version}, API versions: Helm's defaults{extra}; "
+            f"render process limits: {self.memory_limit / (1 << 30):g} GiB of memory, "
+            f"{self.timeout:g} s per chart"
+        )
+
+
 @dataclass(frozen=True)
 class BuildContext:
-    """A build context directory and the build files that belong to it."""
+    """A build context directory, the build files that belong to it, and how its charts
+    are rendered."""
 
     root: Path
     build_files: tuple[Path, ...]
+    render: RenderOptions = field(default_factory=RenderOptions)
 
     def relative(self, path: Path) -> str:
         """``path`` relative to the context root, posix-style, for messages and JSON."""
@@ -172,6 +239,10 @@ class ScanResult:
 
     context: BuildContext
     images: ImageSet
+
+    def to_json(self) -> dict:
+        """The ``scan --json`` document (README: "sealpy scan --json")."""
+        return {**self.images.to_json(self.context), "render": self.context.render.to_json()}
 
 
 # --- caching -----------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 from sealpy.core.errors import BuildError, ContextError, StrategyUnavailableError, UsageError
-from sealpy.core.model import CacheOptions, CacheReport, ImageSet, ScanResult
+from sealpy.core.model import CacheOptions, CacheReport, ImageSet, RenderOptions, ScanResult
 from sealpy.core.plugins import plugin_manager, resolve_strategy
 from sealpy.core.strategy import CacheStrategy
 
@@ -38,12 +38,15 @@ def scan(
     extra_images: Sequence[str] = (),
     strict: bool = False,
     require_build_file: bool = True,
+    render: RenderOptions | None = None,
     manager: pluggy.PluginManager | None = None,
 ) -> ScanResult:
     """Find the build files and every image the context needs (see :mod:`sealpy.core.discovery`).
 
     ``require_build_file=False`` is for the cache stage alone (``registry save``): in Sealos
-    the build file plays no part in caching, so a context without one is fine there."""
+    the build file plays no part in caching, so a context without one is fine there.
+    ``render``: how charts are rendered (Sealos's context and the sandbox's default bounds
+    unless told otherwise)."""
     from sealpy.core.discovery import scan_context
 
     result = scan_context(
@@ -51,6 +54,7 @@ def scan(
         build_file=build_file,
         extra_images=extra_images,
         require_build_file=require_build_file,
+        render=render,
         manager=manager or plugin_manager(),
     )
     warnings = result.images.warnings

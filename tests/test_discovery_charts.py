@@ -224,19 +224,23 @@ def test_chart_and_manifest_findings_are_merged(tmp_path: Path) -> None:
     )
 
 
-def test_helm_is_imported_only_when_charts_are_scanned(tmp_path: Path) -> None:
+def test_helm_is_never_imported_by_the_scanning_process(tmp_path: Path) -> None:
+    """Charts render in a child process: sealpy itself (``--help`` included) never loads the
+    Helm library and its Go runtime."""
     import subprocess
     import sys
 
+    ctx = make_context(tmp_path / "ctx")
+    make_umbrella_chart(ctx / "charts" / "app")
     code = (
         "import sys\n"
-        "from sealpy.core.plugins import new_plugin_manager\n"
+        "from sealpy.core import pipeline\n"
         "import sealpy.core.cli\n"
-        "new_plugin_manager()\n"
-        "print('helm_python' in sys.modules)\n"
+        f"refs = pipeline.scan({str(ctx)!r}).images.references\n"
+        "print(len(refs), 'helm_python' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.split() == ["1", "False"]
 
 
 def test_multi_line_helm_message_is_quoted_on_one_line(tmp_path: Path) -> None:
@@ -248,3 +252,48 @@ def test_multi_line_helm_message_is_quoted_on_one_line(tmp_path: Path) -> None:
     assert message.startswith("chart charts/bad does not render: bad/templates/a.yaml:1:10")
     assert "nil pointer evaluating" in message
     assert "\n" not in message
+
+
+NOTES = (
+    "Thank you for installing {{ .Chart.Name }}.\n"
+    "Your release is named {{ .Release.Name }}: enjoy!\n"
+    "To debug, run a pod with image: busybox:1.36\n"
+)
+
+
+def test_notes_txt_is_line_scanned_without_a_yaml_warning(tmp_path: Path) -> None:
+    """NOTES.txt is prose, never YAML: Sealos line-scans it, and so does sealpy, silently —
+    so --strict passes on a chart whose only non-YAML output is its NOTES.txt."""
+    ctx = make_context(tmp_path / "ctx")
+    chart = make_umbrella_chart(ctx / "charts" / "app")
+    (chart / "templates" / "NOTES.txt").write_text(NOTES)
+    (chart / "charts" / "cache" / "templates" / "NOTES.txt").write_text(
+        "Cache: {{ .Values.x }}: on\n"
+    )
+    (ctx / "charts" / "app.values.yaml").write_text("cache: {enabled: true}\n")
+    result = scan(ctx, strict=True)
+    assert result.images.warnings == ()
+    assert found(result)["docker.io/library/busybox:1.36"] == (
+        Location("charts/app", None, "app/templates/NOTES.txt"),
+    )
+    assert set(found(result)) == {NGINX, REDIS, "docker.io/library/busybox:1.36"}
+
+
+def test_a_yaml_template_that_is_not_yaml_still_warns_next_to_notes(tmp_path: Path) -> None:
+    ctx = make_context(tmp_path / "ctx")
+    make_chart(
+        ctx / "charts" / "app",
+        "app",
+        templates={
+            "NOTES.txt": NOTES,
+            "broken.yml": "kind: ConfigMap\ndata: {{ .Release.Name }}: [\n",
+            "cm.tpl": "a: b: c\n",
+        },
+    )
+    result = scan(ctx)
+    assert [(w.file, w.message.split(" (")[0]) for w in result.images.warnings] == [
+        ("charts/app/templates/broken.yml", "rendered output is not valid YAML"),
+        ("charts/app/templates/cm.tpl", "rendered output is not valid YAML"),
+    ]
+    with pytest.raises(ContextError, match="2 scan warning"):
+        scan(ctx, strict=True)

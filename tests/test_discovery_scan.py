@@ -223,7 +223,7 @@ def test_scan_json_is_one_object_with_the_documented_keys(
     assert main(["scan", "--json", str(ctx)]) == 0
     out, _err = capfd.readouterr()
     data = json.loads(out)  # exactly one JSON document: nothing else on stdout
-    assert list(data) == ["images", "archives", "ignored", "warnings"]
+    assert list(data) == ["images", "archives", "ignored", "warnings", "render"]
     assert data["images"] == [
         {
             "reference": "docker.io/library/nginx:1.25",
@@ -251,6 +251,17 @@ def test_scan_json_is_one_object_with_the_documented_keys(
     (warning,) = data["warnings"]
     assert (warning["file"], warning["line"]) == ("manifests/app.yaml", 11)
     assert "Bad:Ref" in warning["message"]
+    # The context charts are rendered in: Sealos's, as far as the Helm SDK allows.
+    assert data["render"] == {
+        "release_name": "dryrun",
+        "namespace": "default",
+        "is_install": False,
+        "is_upgrade": True,
+        "kube_version": "v1.20.0",
+        "api_versions": [],
+        "memory_limit": 2 << 30,
+        "timeout": 60.0,
+    }
     assert str(tmp_path) not in out  # every path is relative to the context
 
 
@@ -261,9 +272,26 @@ def test_scan_json_key_sets_and_types_are_pinned(
     types, every one of them (a new key is a documented change, not an accident)."""
     ctx = _full_context(tmp_path)
     (ctx / "charts" / "not-a-chart").mkdir()  # a warning without a line
-    assert main(["scan", "--json", "--images", "busybox:1.36", str(ctx)]) == 0
+    args = ["--kube-version", "1.27", "--api-versions", "example.com/v1,x.io/v2/Kind"]
+    assert main(["scan", "--json", "--images", "busybox:1.36", *args, str(ctx)]) == 0
     data = json.loads(capfd.readouterr().out)
-    assert list(data) == ["images", "archives", "ignored", "warnings"]
+    assert list(data) == ["images", "archives", "ignored", "warnings", "render"]
+    render = data["render"]
+    assert list(render) == [
+        "release_name",
+        "namespace",
+        "is_install",
+        "is_upgrade",
+        "kube_version",
+        "api_versions",
+        "memory_limit",
+        "timeout",
+    ]
+    assert isinstance(render["release_name"], str) and isinstance(render["namespace"], str)
+    assert isinstance(render["is_install"], bool) and isinstance(render["is_upgrade"], bool)
+    assert render["kube_version"] == "v1.27.0"  # as Helm writes .Capabilities.KubeVersion
+    assert render["api_versions"] == ["example.com/v1", "x.io/v2/Kind"]
+    assert isinstance(render["memory_limit"], int) and isinstance(render["timeout"], float)
     sources = [s for image in data["images"] for s in image["sources"]]
     assert all(set(i) == {"reference", "sources"} for i in data["images"])
     assert all(isinstance(i["reference"], str) and i["sources"] for i in data["images"])

@@ -26,6 +26,7 @@ from sealpy.core.model import (
     IgnoredImage,
     ImageSet,
     Location,
+    RenderOptions,
     RequiredImage,
     ScanResult,
     ScanWarning,
@@ -74,7 +75,11 @@ def resolve_build_file(root: Path, build_file: Path) -> Path:
 
 
 def open_context(
-    context_dir: Path, build_file: Path | None = None, *, require_build_file: bool = True
+    context_dir: Path,
+    build_file: Path | None = None,
+    *,
+    require_build_file: bool = True,
+    render: RenderOptions | None = None,
 ) -> BuildContext:
     root = Path(context_dir)
     if not root.exists():
@@ -83,7 +88,7 @@ def open_context(
         raise ContextError(f"build context {context_dir} is not a directory")
     root = root.resolve()
     files = find_build_files(root, build_file, required=require_build_file)
-    return BuildContext(root=root, build_files=files)
+    return BuildContext(root=root, build_files=files, render=render or RenderOptions())
 
 
 @dataclass(frozen=True)
@@ -152,9 +157,12 @@ def scan_context(
     build_file: Path | None = None,
     extra_images: Sequence[str] = (),
     require_build_file: bool = True,
+    render: RenderOptions | None = None,
     manager: pluggy.PluginManager,
 ) -> ScanResult:
-    context = open_context(context_dir, build_file, require_build_file=require_build_file)
+    context = open_context(
+        context_dir, build_file, require_build_file=require_build_file, render=render
+    )
     places: dict[ImageReference, list[Location]] = {}
     archives: list[ArchiveEntry] = []
     warnings: list[ScanWarning] = []

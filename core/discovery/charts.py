@@ -1,157 +1,151 @@
 """Discovery source: ``charts/``, Helm charts rendered with the real Helm engine.
 
 Every direct child of ``charts/`` that is a chart directory (it has a ``Chart.yaml``) or a
-``.tgz`` chart archive is rendered as ``helm template`` would: release name ``dryrun``,
-namespace ``default``, dependencies whose ``condition``/``tags`` the values disable left
-out, and values from ``charts/<name in Chart.yaml>.values.yaml`` when that file exists
-(Sealos's convention). So an image only a values override enables is found, and the images
-of a disabled subchart are not. Images are then taken from every rendered template as from
-a manifest (see :mod:`sealpy.core.discovery.yamlimages`). A finding's location is the chart,
-with the rendered template as its detail; a warning names the template's own file where the
-chart is a directory (and its line where the rendered line appears there verbatim), and
-rendered output that is not YAML gets a warning of its own, as a manifest file does.
+``.tgz`` chart archive is rendered as Sealos renders it (``lifecycle/pkg/sreg/buildimage/
+chart.go``), as far as the Helm SDK allows (:class:`~sealpy.core.model.RenderOptions`):
+release name ``dryrun``, ``.Release.IsInstall`` false, ``.Capabilities.KubeVersion``
+v1.20.0 unless ``--kube-version`` says otherwise, dependencies whose ``condition``/``tags``
+the values disable left out, and values from ``charts/<name in Chart.yaml>.values.yaml``
+when that file exists. So an image only a values override enables is found, the images of
+a disabled subchart are not, and a chart refusing ``helm install`` into ``default`` still
+renders. Images are then taken from every rendered template as from a manifest (see
+:mod:`sealpy.core.discovery.yamlimages`); ``NOTES.txt`` and other templates not meant to be
+YAML are line-scanned as Sealos does, without a warning that they are not YAML.
 
-Rendering uses ``helm-python-sdk`` (``helm_python``, Helm's Go SDK in a shared library),
-imported only when a context has charts so that ``sealpy --help`` stays fast. A chart that
-does not load or render fails the scan with Helm's message: its images are unknown.
+A finding's location is the chart, with the rendered template as its detail; a warning
+names the template's own file where the chart is a directory (and its line where the
+rendered line appears there verbatim).
+
+Rendering happens in a sandboxed child process (:mod:`sealpy.core.discovery.chartsandbox`),
+started only when a context has charts, so neither ``sealpy --help`` nor this process ever
+loads the Helm library. A chart that does not load or render, or overruns the sandbox's
+memory or time, fails the scan with one line naming it: its images are unknown. A chart,
+or its values file, that resolves outside the context is skipped with a warning; inside a
+chart, files that resolve outside it are (:mod:`sealpy.core.discovery.chartfs`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from sealpy.core.discovery.yamlimages import TextImages, images_in_text, text_lines
+from sealpy.core.discovery.chartfs import resolves_within
+from sealpy.core.discovery.chartsandbox import RenderWorker
+from sealpy.core.discovery.yamlimages import text_lines
 from sealpy.core.errors import ContextError
 from sealpy.core.hookspecs import hookimpl
 from sealpy.core.model import BuildContext, DiscoveryResult, Finding, Location, ScanWarning
+from sealpy.core.reference import ImageReference
 
 CHARTS_DIR = "charts"
-RELEASE_NAME = "dryrun"
-NAMESPACE = "default"
-VALUES_SUFFIX = ".values.yaml"
+# Rendered templates Helm means as manifests; any other output (NOTES.txt above all) is
+# text that Sealos line-scans, and so does sealpy, without calling it broken YAML.
+YAML_SUFFIXES = (".yaml", ".yml", ".tpl")
+NOTES_SUFFIX = "NOTES.txt"
 
 
-def chart_children(charts_dir: Path) -> tuple[list[Path], list[str]]:
+def chart_children(context: BuildContext, charts_dir: Path) -> tuple[list[Path], list[ScanWarning]]:
     """The charts to render (directories with a Chart.yaml, ``.tgz`` files), sorted, and
-    the names of directories that are not charts. Hidden entries are skipped."""
+    warnings for what is skipped: directories that are not charts, and children resolving
+    outside the build context (a symlink to ``/etc``). Hidden entries are skipped."""
     charts: list[Path] = []
-    not_charts: list[str] = []
+    warnings: list[ScanWarning] = []
     for child in sorted(charts_dir.iterdir()):
         if child.name.startswith("."):
             continue
-        if child.is_dir():
+        archive = child.name.lower().endswith(".tgz")
+        if not (archive or child.is_dir()):
+            continue  # values files, READMEs
+        relative = context.relative(child)
+        if not resolves_within(child, context.root):
+            warnings.append(
+                ScanWarning(relative, None, "resolves outside the build context; skipped")
+            )
+        elif child.is_dir():
             if (child / "Chart.yaml").is_file():
                 charts.append(child)
             else:
-                not_charts.append(child.name)
-        elif child.is_file() and child.name.lower().endswith(".tgz"):
+                warnings.append(ScanWarning(relative, None, "not a chart (no Chart.yaml); skipped"))
+        elif child.is_file():
             charts.append(child)
-    return charts, not_charts
+    return charts, warnings
 
 
-def _one_line(text: object) -> str:
-    """Helm's message on one line: Helm 4 indents each cause on a line of its own."""
-    parts = [part.strip() for part in str(text).splitlines() if part.strip()]
-    joined = parts[0] if parts else ""
-    for part in parts[1:]:
-        joined += (" " if joined.endswith(":") else ": ") + part
-    return joined
+def expects_yaml(template: str) -> bool:
+    """Whether Helm means the rendered ``template`` as a manifest (so output that is not
+    YAML deserves a warning): ``.yaml``, ``.yml``, ``.tpl``, never ``NOTES.txt``."""
+    name = template.rsplit("/", 1)[-1]
+    return not name.endswith(NOTES_SUFFIX) and name.lower().endswith(YAML_SUFFIXES)
 
 
-def _read_values(path: Path, relative: str) -> dict[str, Any]:
-    """``<name>.values.yaml`` parsed by Helm itself (``-f`` semantics), so dates, big numbers
-    and anchors mean what they mean to ``helm template``."""
-    import helm_python
-
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ContextError(f"{relative}: cannot read: {exc}") from None
-    try:
-        return helm_python.values_from_yaml(text)
-    except helm_python.HelmError as exc:
-        raise ContextError(f"{relative}: not a values file: {_one_line(exc)}") from None
-
-
-def _missing_dependencies(chart: Any) -> list[str]:
-    """Dependencies declared in Chart.yaml but absent from the chart's ``charts/``: Helm's
-    render skips them silently, so their images would be missed without a word."""
-    loaded = {str(d.get("name")) for d in chart.dependencies}
-    declared = chart.metadata.get("dependencies") or []
-    return sorted(str(d.get("name")) for d in declared if str(d.get("name")) not in loaded)
-
-
-def render_chart(path: Path, context: BuildContext) -> DiscoveryResult:
-    """Render one chart and extract the images of every template it produces."""
-    import helm_python
-
+def render_chart(path: Path, context: BuildContext, worker: RenderWorker) -> DiscoveryResult:
+    """Render one chart in the worker and turn its findings into locations and warnings."""
     relative = context.relative(path)
-    warnings: list[ScanWarning] = []
-    try:
-        with helm_python.Chart.load(path) as chart:
-            name = chart.name
-            values_path = path.parent / f"{name}{VALUES_SUFFIX}"
-            values: dict[str, Any] = {}
-            if name and values_path.is_file():
-                values = _read_values(values_path, context.relative(values_path))
-            for missing in _missing_dependencies(chart):
-                warnings.append(
-                    ScanWarning(
-                        relative,
-                        None,
-                        f"dependency {missing!r} is declared in Chart.yaml but missing from the "
-                        "chart's charts/ directory (run helm dependency build); "
-                        "its images are not scanned",
-                    )
-                )
-            # Render once only: helm-python-sdk's render removes the subcharts that the
-            # values disable from this loaded Chart, in place, so a second render of the
-            # same object (with other values) would silently miss their images. It does
-            # honour `condition`/`tags` in the values passed here.
-            rendered = chart.render(values, name=RELEASE_NAME, namespace=NAMESPACE)
-    except helm_python.HelmError as exc:
-        raise ContextError(f"chart {relative} does not render: {_one_line(exc)}") from None
-    findings: list[Finding] = []
-    for template, manifest in sorted(rendered.items()):
-        if not manifest.strip():
-            continue
-        scanned = images_in_text(manifest)
-        findings.extend(
-            Finding(ref, Location(relative, None, template)) for _line, ref in scanned.found
+    reply = worker.render(
+        {
+            "chart": str(path),
+            "context": str(context.root),
+            "options": context.render.helm_options(),
+        },
+        relative,
+    )
+    if not reply.get("ok"):
+        raise ContextError(str(reply.get("message") or f"chart {relative} does not render"))
+    warnings = [
+        ScanWarning(
+            f"{relative}/{inside}",
+            None,
+            f"{reason}; left out of the chart",
         )
-        warnings.extend(_template_warnings(path, relative, template, manifest, scanned))
+        for inside, reason in reply["skipped"]
+    ]
+    values = reply.get("values")
+    if values and values.get("skipped"):
+        warnings.append(ScanWarning(values["file"], None, f"{values['skipped']}; not used"))
+    warnings.extend(
+        ScanWarning(
+            relative,
+            None,
+            f"dependency {missing!r} is declared in Chart.yaml but missing from the "
+            "chart's charts/ directory (run helm dependency build); its images are not scanned",
+        )
+        for missing in reply["missing"]
+    )
+    findings: list[Finding] = []
+    for template in reply["templates"]:
+        name = template["name"]
+        findings.extend(
+            Finding(ImageReference.parse(ref), Location(relative, None, name))
+            for _line, ref in template["found"]
+        )
+        warnings.extend(_template_warnings(path, relative, template))
     return DiscoveryResult(findings=tuple(findings), warnings=tuple(warnings))
 
 
-def _template_warnings(
-    chart_path: Path, relative: str, template: str, manifest: str, scanned: TextImages
-) -> list[ScanWarning]:
+def _template_warnings(chart_path: Path, relative: str, template: dict) -> list[ScanWarning]:
     """Warnings about one rendered template, placed in the template's own file when the
     chart is a directory holding it (``charts/app/templates/pod.yaml``), with the source
     line where the rendered line appears there verbatim, exactly once. Otherwise (a
     ``.tgz``, a templated line) the chart, and the rendered line in the message."""
-    source = _template_source(chart_path, template)
-    file = relative if source is None else f"{relative}/{template.split('/', 1)[1]}"
+    name = template["name"]
+    source = _template_source(chart_path, name)
+    file = relative if source is None else f"{relative}/{name.split('/', 1)[1]}"
     source_lines = _source_lines(source)
-    rendered_lines = text_lines(manifest)
     out: list[ScanWarning] = []
-    for line, message in scanned.problems.items():
-        text = rendered_lines[line - 1].strip() if line <= len(rendered_lines) else ""
+    for line, message, text in template["problems"]:
         at = [n for n, s in enumerate(source_lines, 1) if s.strip() == text] if text else []
         if len(at) == 1:
             out.append(ScanWarning(file, at[0], message))
         elif source is not None:
             out.append(ScanWarning(file, None, f"rendered line {line}: {message}"))
         else:
-            out.append(ScanWarning(file, None, f"{template}, rendered line {line}: {message}"))
-    if scanned.yaml_error:
-        where = "" if source is not None else f"{template}: "
+            out.append(ScanWarning(file, None, f"{name}, rendered line {line}: {message}"))
+    if template["yaml_error"] and expects_yaml(name):
+        where = "" if source is not None else f"{name}: "
         out.append(
             ScanWarning(
                 file,
                 None,
-                f"{where}rendered output is not valid YAML ({scanned.yaml_error}); "
+                f"{where}rendered output is not valid YAML ({template['yaml_error']}); "
                 "read with Sealos's line scan only",
             )
         )
@@ -185,14 +179,12 @@ def sealpy_discover_images(context: BuildContext) -> DiscoveryResult | None:
     charts_dir = context.root / CHARTS_DIR
     if not charts_dir.is_dir():
         return None
-    charts, not_charts = chart_children(charts_dir)
+    charts, warnings = chart_children(context, charts_dir)
     findings: list[Finding] = []
-    warnings = [
-        ScanWarning(f"{CHARTS_DIR}/{name}", None, "not a chart (no Chart.yaml); skipped")
-        for name in not_charts
-    ]
-    for path in charts:
-        result = render_chart(path, context)
-        findings.extend(result.findings)
-        warnings.extend(result.warnings)
+    if charts:
+        with RenderWorker(context.render) as worker:
+            for path in charts:
+                result = render_chart(path, context, worker)
+                findings.extend(result.findings)
+                warnings.extend(result.warnings)
     return DiscoveryResult(findings=tuple(findings), warnings=tuple(warnings))
