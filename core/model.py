@@ -56,12 +56,15 @@ DEFAULT_CHART_TIMEOUT = 60.0
 class RenderOptions:
     """How charts are rendered: the render context templates see, and the sandbox's bounds.
 
-    The context is Sealos's as far as the Helm SDK allows (see README, "Differences from
-    Sealos"): release ``dryrun``; ``.Release.IsInstall`` false, which the SDK gives only
-    with ``IsUpgrade`` true; namespace ``default`` (the SDK turns Sealos's empty namespace
-    into it); ``.Capabilities.KubeVersion`` ``kube_version``; Helm's default API versions
-    plus ``api_versions``. ``memory_limit`` (bytes) and ``timeout`` (seconds, per chart)
-    bound the child process that renders."""
+    Sealos renders with ``.Release.IsInstall`` and ``.Release.IsUpgrade`` both false, which
+    the Helm SDK cannot do (it turns that into an install). So a chart is rendered as an
+    upgrade (``IsInstall`` false, as in Sealos: a guard refusing ``helm install`` into the
+    ``default`` namespace passes) and, if that fails, again as an install (``IsUpgrade``
+    false, as in Sealos: bitnami's "you must provide your current passwords when
+    upgrading" passes). Otherwise as Sealos: release ``dryrun``; namespace ``default``
+    (the SDK's stand-in for Sealos's empty one); ``.Capabilities.KubeVersion``
+    ``kube_version``; Helm's default API versions plus ``api_versions``. ``memory_limit``
+    (bytes) and ``timeout`` (seconds, per chart) bound the process that renders."""
 
     kube_version: str = DEFAULT_KUBE_VERSION
     api_versions: tuple[str, ...] = ()
@@ -70,15 +73,14 @@ class RenderOptions:
 
     release_name = RELEASE_NAME
     namespace = "default"
-    is_install = False
-    is_upgrade = True
 
-    def helm_options(self) -> dict:
-        """The options of the SDK's native render call (``helm_render``)."""
+    def helm_options(self, *, as_install: bool = False) -> dict:
+        """The options of the SDK's native render call (``helm_render``): an upgrade, or
+        with ``as_install`` an install (the SDK's default when ``is_upgrade`` is false)."""
         options: dict = {
             "name": self.release_name,
             "namespace": self.namespace,
-            "is_upgrade": self.is_upgrade,
+            "is_upgrade": not as_install,
             "kube_version": self.kube_version,
         }
         if self.api_versions:
@@ -89,8 +91,9 @@ class RenderOptions:
         return {
             "release_name": self.release_name,
             "namespace": self.namespace,
-            "is_install": self.is_install,
-            "is_upgrade": self.is_upgrade,
+            "is_install": False,
+            "is_upgrade": True,
+            "retry_as_install": True,
             "kube_version": self.kube_version,
             "api_versions": list(self.api_versions),
             "memory_limit": self.memory_limit,
@@ -101,8 +104,8 @@ class RenderOptions:
         """One line for ``--debug``."""
         extra = f" + {', '.join(self.api_versions)}" if self.api_versions else ""
         return (
-            f"release {self.release_name!r}, namespace {self.namespace!r}, "
-            f"IsInstall {str(self.is_install).lower()}, IsUpgrade {str(self.is_upgrade).lower()}, "
+            f"release {self.release_name!r}, namespace {self.namespace!r}, as an upgrade "
+            "(IsInstall false, IsUpgrade true), as an install if that fails, "
             f"KubeVersion {self.kube_version}, API versions: Helm's defaults{extra}; "
             f"render process limits: {self.memory_limit / (1 << 30):g} GiB of memory, "
             f"{self.timeout:g} s per chart"

@@ -10,7 +10,7 @@ from discovery_kit import found, make_chart, make_context, pod_template, scan
 
 from sealpy.core.cli import main
 from sealpy.core.discovery.chartoptions import parse_kube_version, render_options
-from sealpy.core.errors import UsageError
+from sealpy.core.errors import ContextError, UsageError
 from sealpy.core.model import RenderOptions
 
 # A tag made of what the render context says: .Capabilities and .Release.
@@ -59,7 +59,9 @@ def test_the_sdk_render_options_sealpy_relies_on_still_work(tmp_path: Path) -> N
     }
 
 
-def test_a_chart_refusing_helm_install_into_default_renders_as_under_sealos(tmp_path: Path) -> None:
+def test_a_chart_refusing_helm_install_into_default_renders_as_under_sealos(
+    tmp_path: Path,
+) -> None:
     ctx = make_context(tmp_path / "ctx")
     make_chart(
         ctx / "charts" / "mysql-operator",
@@ -67,6 +69,58 @@ def test_a_chart_refusing_helm_install_into_default_renders_as_under_sealos(tmp_
         templates={"deployment.yaml": GUARD + pod_template("mysql/mysql-operator:8.0.30")},
     )
     assert set(found(scan(ctx))) == {"docker.io/mysql/mysql-operator:8.0.30"}
+
+
+# bitnami's common.errors.upgrade.passwords.empty: on an upgrade, an empty password fails.
+UPGRADE_CHECK = (
+    "{{ if and .Release.IsUpgrade (not .Values.auth.rootPassword) }}"
+    '{{ fail "PASSWORDS ERROR: You must provide your current passwords when upgrading" }}'
+    "{{ end }}\n"
+)
+
+
+def test_a_chart_refusing_an_upgrade_without_passwords_renders_as_under_sealos(
+    tmp_path: Path,
+) -> None:
+    """Sealos renders with IsInstall and IsUpgrade both false, which the SDK cannot: a chart
+    that fails as an upgrade is rendered again as an install (IsUpgrade false)."""
+    ctx = make_context(tmp_path / "ctx")
+    make_chart(
+        ctx / "charts" / "mongodb",
+        "mongodb",
+        values={"auth": {"rootPassword": ""}},
+        templates={
+            "secret.yaml": UPGRADE_CHECK + "kind: Secret\n",
+            "sts.yaml": pod_template("bitnami/mongodb:6.0.2-{{ .Release.IsInstall }}"),
+        },
+    )
+    assert set(found(scan(ctx))) == {"docker.io/bitnami/mongodb:6.0.2-true"}
+
+
+def test_a_chart_failing_both_ways_names_both_failures(tmp_path: Path) -> None:
+    ctx = make_context(tmp_path / "ctx")
+    make_chart(
+        ctx / "charts" / "both",
+        "both",
+        values={"auth": {"rootPassword": ""}},
+        templates={"a.yaml": UPGRADE_CHECK, "b.yaml": GUARD},
+    )
+    with pytest.raises(ContextError) as caught:
+        scan(ctx)
+    message = str(caught.value)
+    assert message.startswith("chart charts/both does not render: as an upgrade: ")
+    assert "PASSWORDS ERROR" in message
+    assert "; as an install: " in message and "default namespace is not supported" in message
+
+
+def test_a_chart_failing_the_same_way_both_times_says_it_once(tmp_path: Path) -> None:
+    ctx = make_context(tmp_path / "ctx")
+    make_chart(
+        ctx / "charts" / "a", "a", templates={"p.yaml": '{{ required "host!" .Values.host }}'}
+    )
+    with pytest.raises(ContextError) as caught:
+        scan(ctx)
+    assert str(caught.value).count("host!") == 1 and "as an install" not in str(caught.value)
 
 
 def test_kube_version_flag_changes_capability_derived_images(
@@ -159,8 +213,8 @@ def test_debug_shows_the_render_context(tmp_path: Path, capfd: pytest.CaptureFix
     (line,) = [line for line in err.splitlines() if line.startswith("debug chart render context")]
     for part in (
         "'dryrun'",
-        "IsInstall false",
-        "IsUpgrade true",
+        "IsInstall false, IsUpgrade true",
+        "as an install if that fails",
         "KubeVersion v1.26.0",
         "a.io/v1",
         "2 GiB",

@@ -257,6 +257,7 @@ def test_scan_json_is_one_object_with_the_documented_keys(
         "namespace": "default",
         "is_install": False,
         "is_upgrade": True,
+        "retry_as_install": True,
         "kube_version": "v1.20.0",
         "api_versions": [],
         "memory_limit": 2 << 30,
@@ -282,13 +283,16 @@ def test_scan_json_key_sets_and_types_are_pinned(
         "namespace",
         "is_install",
         "is_upgrade",
+        "retry_as_install",
         "kube_version",
         "api_versions",
         "memory_limit",
         "timeout",
     ]
     assert isinstance(render["release_name"], str) and isinstance(render["namespace"], str)
-    assert isinstance(render["is_install"], bool) and isinstance(render["is_upgrade"], bool)
+    assert all(
+        isinstance(render[k], bool) for k in ("is_install", "is_upgrade", "retry_as_install")
+    )
     assert render["kube_version"] == "v1.27.0"  # as Helm writes .Capabilities.KubeVersion
     assert render["api_versions"] == ["example.com/v1", "x.io/v2/Kind"]
     assert isinstance(render["memory_limit"], int) and isinstance(render["timeout"], float)

@@ -85,6 +85,7 @@ def render_chart(path: Path, context: BuildContext, worker: RenderWorker) -> Dis
             "chart": str(path),
             "context": str(context.root),
             "options": context.render.helm_options(),
+            "fallbacks": [context.render.helm_options(as_install=True)],
         },
         relative,
     )

@@ -10,7 +10,8 @@ Protocol: one JSON object per line on stdin, one JSON object per line on the ori
 stdout (fd 1 is pointed at stderr, so nothing else can reach that channel); stderr is the
 parent's to read when the worker dies. A request::
 
-    {"chart": "/abs/charts/app", "context": "/abs", "options": {...helm_render options}}
+    {"chart": "/abs/charts/app", "context": "/abs", "options": {...helm_render options},
+     "fallbacks": [{...options to try when Helm refuses the first}]}
 
 A reply is ``{"ok": false, "message": "..."}`` or ``{"ok": true, "skipped": [[path,
 reason]], "values": {"file": rel, "skipped": reason|null}|null, "missing": [names],
@@ -125,10 +126,49 @@ def _scan(rendered: dict[str, str]) -> list[dict]:
     return templates
 
 
-def render(helm_python: Any, request: dict) -> dict:
-    """Load, render and scan one chart."""
+def _load(helm_python: Any, path: Path, relative: str) -> Any:
+    try:
+        return helm_python.Chart.load(path)
+    except helm_python.HelmError as exc:
+        message = _one_line(exc).replace(str(path), relative)
+        raise Failed(f"chart {relative} does not render: {message}") from None
+
+
+def _render_once(chart: Any, values: dict, options: dict) -> str:
+    """The SDK's native render: ``Chart.render`` has no ``kube_version``/``api_versions``
+    arguments, the call it wraps takes them (tests pin that they work)."""
     from helm_python import _native
 
+    return _native.call_string("helm_render", chart._raw(), json.dumps(values), json.dumps(options))
+
+
+def _render_attempts(
+    helm_python: Any, load_from: Path, loaded: Any, values: dict, request: dict, relative: str
+) -> dict[str, str]:
+    """Render as ``request["options"]`` says, then, if Helm refuses, as each of
+    ``request["fallbacks"]`` (Sealos's context falls between the SDK's two modes)."""
+    errors: list[str] = []
+    for attempt, options in enumerate([request["options"], *request.get("fallbacks", ())]):
+        # Each attempt on a freshly loaded chart: a render removes the subcharts that the
+        # values disable from the loaded Chart, in place.
+        chart = loaded if attempt == 0 else _load(helm_python, load_from, relative)
+        try:
+            return json.loads(_render_once(chart, values, options))
+        except helm_python.HelmError as exc:
+            errors.append(_one_line(exc))
+        finally:
+            if attempt:
+                chart.close()
+    if len(set(errors)) == 1:
+        raise Failed(f"chart {relative} does not render: {errors[0]}")
+    raise Failed(
+        f"chart {relative} does not render: as an upgrade: {errors[0]}; "
+        f"as an install: {'; '.join(errors[1:])}"
+    )
+
+
+def render(helm_python: Any, request: dict) -> dict:
+    """Load, render and scan one chart."""
     from sealpy.core.discovery.chartfs import ChartTreeError, copy_chart, inspect_chart
 
     chart = Path(request["chart"])
@@ -147,28 +187,13 @@ def render(helm_python: Any, request: dict) -> dict:
             if tree.needs_copy:
                 scratch = Path(tempfile.mkdtemp(prefix="sealpy-chart-"))
                 load_from = copy_chart(tree, scratch / chart.name)
-        try:
-            loaded = helm_python.Chart.load(load_from)
-        except helm_python.HelmError as exc:
-            message = _one_line(exc).replace(str(load_from), relative)
-            raise Failed(f"chart {relative} does not render: {message}") from None
+        with _load(helm_python, load_from, relative) as loaded:
+            values, values_file = _values(helm_python, chart, loaded.name, context)
+            missing = _missing_dependencies(loaded)
+            rendered = _render_attempts(helm_python, load_from, loaded, values, request, relative)
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
-    with loaded:
-        values, values_file = _values(helm_python, chart, loaded.name, context)
-        missing = _missing_dependencies(loaded)
-        # Render once only: the SDK's render removes the subcharts the values disable
-        # from the loaded Chart, in place. Chart.render has no kube_version/api_versions
-        # arguments; the native call it wraps takes them (tests pin that they work).
-        try:
-            output = _native.call_string(
-                "helm_render", loaded._raw(), json.dumps(values), json.dumps(request["options"])
-            )
-        except helm_python.HelmError as exc:
-            raise Failed(f"chart {relative} does not render: {_one_line(exc)}") from None
-    rendered: dict[str, str] = json.loads(output)
-    del output
     return {
         "ok": True,
         "skipped": skipped,
