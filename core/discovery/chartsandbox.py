@@ -63,13 +63,18 @@ class RenderWorker:
         value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self.close()
+        # On an error or an interrupt, the worker may be mid-render: do not wait for it.
+        self.close(kill=kind is not None)
 
     def _start(self) -> subprocess.Popen[bytes]:
         if self._process is not None:
             return self._process
+        from sealpy.core.auth import CREDS_ENV
+
         limit = self.options.memory_limit
-        environment = dict(os.environ)
+        # Helm's templates cannot read the environment (it removes sprig's env functions);
+        # credentials stay out of the worker's all the same.
+        environment = {k: v for k, v in os.environ.items() if k != CREDS_ENV}
         # Go's own soft limit makes its collector work harder before the hard one is hit,
         # and its trace, should it die, stays short.
         environment["GOMEMLIMIT"] = str(limit * 3 // 4)
@@ -95,9 +100,12 @@ class RenderWorker:
         )
         return self._process
 
-    def close(self) -> None:
+    def close(self, *, kill: bool = False) -> None:
+        """End the worker: let it finish (closing its input ends it), or ``kill`` it."""
         process, self._process = self._process, None
         if process is not None:
+            if kill and process.poll() is None:
+                process.kill()
             if process.stdin is not None:
                 with contextlib.suppress(OSError):
                     process.stdin.close()
@@ -157,9 +165,7 @@ class RenderWorker:
         return json.loads(bytes(buffer))
 
     def _kill(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.kill()
-        self.close()
+        self.close(kill=True)
 
     def _died(self, label: str) -> ContextError:
         """The worker ended without replying: say why, from its exit and its stderr."""
