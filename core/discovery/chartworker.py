@@ -38,6 +38,9 @@ VALUES_SUFFIX = ".values.yaml"
 
 def _bound_self(memory_limit: int, parent: int) -> None:
     """Limits that must be in place before the Go runtime starts."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    if hard != resource.RLIM_INFINITY:  # a tighter limit set from outside stays
+        memory_limit = min(memory_limit, hard)
     resource.setrlimit(resource.RLIMIT_DATA, (memory_limit, memory_limit))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
@@ -191,6 +194,8 @@ def render(helm_python: Any, request: dict) -> dict:
             values, values_file = _values(helm_python, chart, loaded.name, context)
             missing = _missing_dependencies(loaded)
             rendered = _render_attempts(helm_python, load_from, loaded, values, request, relative)
+    except OSError as exc:  # an unreadable file or directory while copying the chart
+        raise Failed(f"chart {relative} cannot be read: {exc.strerror or exc}") from None
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
