@@ -250,3 +250,22 @@ def test_a_docker_format_image_is_pushed_as_docker_schema2(
     assert manifest["mediaType"] == media.DOCKER_MANIFEST
     assert manifest["config"]["mediaType"] == media.DOCKER_CONFIG
     assert out.strip() == manifest["config"]["digest"].removeprefix("sha256:")
+
+
+def test_readme_lists_every_buildah_flag_sealpy_build_takes():
+    import typer
+
+    from sealpy.core.cli import app
+
+    command = typer.main.get_command(app).commands["build"]  # type: ignore[attr-defined]
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme[readme.index("Build flags (on `build`)") : readme.index("Any other `buildah")]
+    taken = [
+        opt
+        for param in command.params
+        for opt in getattr(param, "opts", [])
+        if opt.startswith("--") and opt[2:] in BUILDAH_BUD_FLAGS
+    ]
+    assert len(taken) >= 15
+    for opt in taken:
+        assert f"`{opt}" in section or f"/{opt}" in section, opt
