@@ -18,7 +18,6 @@ from sealpy.core.store import Store, oci_media_type
 from sealpy.core.transport import media
 from sealpy.core.transport.media import Descriptor, Manifest
 
-FORMATS = ("oci", "docker")
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
 _DOCKER_LAYER_TYPES = {
     media.OCI_LAYER_GZIP: media.DOCKER_LAYER_GZIP,
@@ -199,8 +198,3 @@ def _docker_layer(descriptor: Descriptor) -> Descriptor:
             "describe; build with --format oci"
         )
     return Descriptor(_DOCKER_LAYER_TYPES[kind], descriptor.digest, descriptor.size)
-
-
-def image_id(manifest: Manifest) -> str:
-    """The image ID buildah prints and writes to ``--iidfile``: the config's digest."""
-    return manifest.config.digest
