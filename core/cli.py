@@ -38,7 +38,16 @@ registry_app = typer.Typer(
 app.add_typer(registry_app, name="registry")
 
 # Flags users type as --flag=true/false (Sealos's cobra and skopeo's pflag spelling).
-BOOL_FLAGS = ("--all", "--save-image", "--tls-verify", "--strict", "--json", "--fix", "--quiet")
+BOOL_FLAGS = (
+    "--all",
+    "--save-image",
+    "--tls-verify",
+    "--strict",
+    "--json",
+    "--fix",
+    "--quiet",
+    "--squash",
+)
 _TRUE = {"true", "1", "yes", "t", "y", "on"}
 _FALSE = {"false", "0", "no", "f", "n", "off"}
 
@@ -223,22 +232,23 @@ def _cache_options(
     )
 
 
-def _run_cache(scanned, registry_dir: Path, strategy, options) -> None:
+def _run_cache(scanned, registry_dir: Path, strategy, options, *, quiet: bool = False) -> None:
     from sealpy.core import pipeline
 
     images = scanned.images
     names = [str(i.reference) for i in images.images] + [
         f"{a.transport}:{scanned.context.relative(a.path)}" for a in images.archives
     ]
+    info = (lambda line: None) if quiet else (lambda line: typer.echo(f"info {line}", err=True))
     if not names:
-        typer.echo("info no images to cache", err=True)
+        info("no images to cache")
         return
-    typer.echo(f"info saving images {', '.join(names)}", err=True)
+    info(f"saving images {', '.join(names)}")
     try:
         report = pipeline.cache(images, registry_dir, strategy=strategy, options=options)
     finally:
         options.progress.close()
-    typer.echo(f"info {report.summary()}", err=True)
+    info(report.summary())
 
 
 def _render_options(ctx: typer.Context, kube_version: str | None, api_versions: list[str] | None):
@@ -431,12 +441,54 @@ def build(
     root: RootOpt = None,
     retry_times: RetryOpt = None,
     strict: StrictOpt = False,
-    quiet: QuietOpt = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet/--no-quiet", "-q", help="Print only the image ID (errors on stderr)."
+        ),
+    ] = False,
+    label: Annotated[
+        list[str] | None,
+        typer.Option("--label", help="KEY=VALUE image label, after the build file's; repeatable."),
+    ] = None,
+    annotation: Annotated[
+        list[str] | None,
+        typer.Option("--annotation", help="KEY=VALUE manifest annotation; repeatable."),
+    ] = None,
+    env: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--env", help="NAME=VALUE (or NAME: this shell's value) set in the image; repeatable."
+        ),
+    ] = None,
+    target: Annotated[
+        str | None, typer.Option("--target", help="Build up to this stage (its name or number).")
+    ] = None,
+    image_format: Annotated[
+        str | None,
+        typer.Option("--format", help="oci (default) or docker; default from BUILDAH_FORMAT."),
+    ] = None,
+    iidfile: Annotated[
+        Path | None, typer.Option("--iidfile", help="Write the image ID (sha256:...) to FILE.")
+    ] = None,
+    timestamp: Annotated[
+        int | None,
+        typer.Option(
+            "--timestamp", min=0, help="Seconds since 1970 for created times and file times."
+        ),
+    ] = None,
+    squash: Annotated[
+        bool, typer.Option("--squash/--no-squash", help="One layer for the whole image.")
+    ] = False,
+    ignorefile: Annotated[
+        Path | None,
+        typer.Option("--ignorefile", help="Ignore file to use instead of .dockerignore."),
+    ] = None,
     kube_version: KubeVersionOpt = None,
     api_versions: ApiVersionsOpt = None,
 ) -> None:
     """Scan the context, cache its images, and build the image (like `sealos build`)."""
-    from sealpy.core import pipeline
+    from sealpy.core import buildflags, pipeline
 
     # The name is validated even without --save-image; only caching needs it available.
     chosen = pipeline.select_strategy(strategy, check_available=save_image)
@@ -448,6 +500,10 @@ def build(
     builder_class = pipeline.select_builder(builder)
     build_args = _parse_build_args(build_arg)
     render = _render_options(ctx, kube_version, api_versions)
+    output = buildflags.output_options(
+        labels=label, annotations=annotation, env=env, format=image_format, squash=squash
+    )
+    buildflags.check_iidfile(iidfile, len(build_platforms or ()) or 1)
     # Built even without --save-image: FROM and COPY --from pull with the same credentials,
     # TLS policy and mirrors as the caching does.
     options = _cache_options(
@@ -467,13 +523,17 @@ def build(
     _print_warnings(scanned.images)
     # A wrong build file or --root fails now, not after every image has been downloaded.
     pipeline.check_build_file(
-        scanned, builder_class, registry_pending=bool(save_image and len(scanned.images))
+        scanned,
+        builder_class,
+        registry_pending=bool(save_image and len(scanned.images)),
+        target=target,
+        ignorefile=ignorefile,
     )
     if root is not None:
         pipeline.check_directory(root, "--root")
     if save_image:
         registry_dir = pipeline.check_directory(Path(context) / "registry", "registry directory")
-        _run_cache(scanned, registry_dir, chosen, options)  # closes the progress
+        _run_cache(scanned, registry_dir, chosen, options, quiet=quiet)  # closes the progress
     else:
         options.progress.close()
     result = pipeline.build(
@@ -487,9 +547,21 @@ def build(
         tls_verify=tls_verify,
         registries=options.registries,
         cached_images=bool(save_image and len(scanned.images)),
-        echo=lambda line: typer.echo(line),
+        echo=(lambda line: None) if quiet else (lambda line: typer.echo(line)),
         warn=lambda message: typer.echo(f"warn {message}", err=True),
+        epoch=timestamp,
+        output=output,
+        target=target,
+        ignorefile=ignorefile,
     )
+    if iidfile is not None:
+        buildflags.write_iidfile(iidfile, result.image_ids[0])
+    if quiet:
+        # As `buildah bud -q`: the image ID (one per platform), unless --iidfile took it.
+        if iidfile is None:
+            for image_id in result.image_ids:
+                typer.echo(image_id.removeprefix("sha256:"))
+        return
     for name in result.names:
         typer.echo(f"Successfully tagged {name}")
     typer.echo(result.digest)
@@ -503,6 +575,21 @@ def _parse_build_args(values: list[str] | None) -> dict[str, str]:
             raise UsageError(f"invalid --build-arg {value!r}: expected KEY=VALUE")
         out[key] = val if sep else os.environ.get(key, "")
     return out
+
+
+def _unsupported_buildah_flag(exc: Exception) -> str | None:
+    """For an unknown option of ``build`` that is a ``buildah bud`` flag: say sealpy does
+    not support it (Sealos passes every buildah flag on, so it is no typo)."""
+    # typer bundles its own click: recognise the exception by its name and fields.
+    ctx = getattr(exc, "ctx", None)
+    option = getattr(exc, "option_name", None)
+    if type(exc).__name__ != "NoSuchOption" or ctx is None or not isinstance(option, str):
+        return None
+    if getattr(ctx.command, "name", None) != "build":
+        return None
+    from sealpy.core.buildflags import unsupported_flag_message
+
+    return unsupported_flag_message(option)
 
 
 # --- entry point --------------------------------------------------------------------------
@@ -593,7 +680,7 @@ def _run(args: list[str]) -> int:
         if callable(format_message) and hasattr(exc, "exit_code"):
             if debug:
                 traceback.print_exc()
-            _error(format_message())
+            _error(_unsupported_buildah_flag(exc) or format_message())
             return int(exc.exit_code) or 2
         if debug:
             raise

@@ -26,7 +26,7 @@ from sealpy.core.strategy import CacheStrategy
 
 if TYPE_CHECKING:
     from sealpy.core.auth import CredentialProvider
-    from sealpy.core.builder import BuildResult, ImageBuilder
+    from sealpy.core.builder import BuildResult, ImageBuilder, OutputOptions
     from sealpy.core.reference import Platform
     from sealpy.core.registries import RegistriesConfig
 
@@ -139,6 +139,8 @@ def check_build_file(
     builder: str | type[ImageBuilder] = "native",
     *,
     registry_pending: bool = False,
+    target: str | None = None,
+    ignorefile: Path | None = None,
     manager: pluggy.PluginManager | None = None,
 ) -> None:
     """Cheap checks of the build files, for before the cache stage so that a wrong build
@@ -148,7 +150,9 @@ def check_build_file(
 
     Sources with variables (``$VAR``), ``--from`` sources and URLs are left to the builder,
     which knows ``ARG`` and ``ENV``. ``registry_pending``: the cache stage is about to
-    create ``registry/``, so sources under it are not checked yet."""
+    create ``registry/``, so sources under it are not checked yet. ``target`` and
+    ``ignorefile`` are ``--target`` and ``--ignorefile``: only the stages built are
+    checked, against that ignore file."""
     from sealpy.core.builder.context import IgnoreMatcher, Tree
     from sealpy.core.builder.native import NativeBuilder, split_stages
     from sealpy.core.builder.parser import parse_files
@@ -160,9 +164,9 @@ def check_build_file(
         # Other builders (buildah) have their own rules for sources (symlinks, ignore
         # files); only the parse is common ground.
         return
-    split_stages(instructions)
-    tree = Tree(context.root, ignore=IgnoreMatcher.for_context(context.root))
-    for ins in instructions:
+    head, stages = split_stages(instructions, target)
+    tree = Tree(context.root, ignore=IgnoreMatcher.for_context(context.root, ignorefile))
+    for ins in [*head, *(i for stage in stages for i in stage)]:
         if ins.keyword not in ("COPY", "ADD") or ins.has_flag("from") or "$" in ins.args:
             continue
         for source in _literal_sources(ins):
@@ -245,12 +249,17 @@ def build(
     echo: Callable[[str], None] = print,
     warn: Callable[[str], None] | None = None,
     epoch: int | None = None,
+    output: OutputOptions | None = None,
+    target: str | None = None,
+    ignorefile: Path | None = None,
     manager: pluggy.PluginManager | None = None,
 ) -> BuildResult:
     """Build the scanned context into the local image store (default
     ``$XDG_DATA_HOME/sealpy/store``) with a builder (``native`` unless told otherwise).
-    Timestamps come from ``epoch``, else ``SOURCE_DATE_EPOCH``, else 0."""
-    from sealpy.core.builder import BuildRequest
+    Timestamps come from ``epoch`` (``--timestamp``), else ``SOURCE_DATE_EPOCH``, else 0.
+    ``output``, ``target`` and ``ignorefile`` carry buildah's flags of the same names (see
+    :class:`~sealpy.core.builder.OutputOptions`)."""
+    from sealpy.core.builder import BuildRequest, OutputOptions
     from sealpy.core.store import default_root
 
     chosen = builder if isinstance(builder, type) else select_builder(builder, manager=manager)
@@ -266,6 +275,9 @@ def build(
         cached_images=cached_images,
         echo=echo,
         source_date_epoch=epoch if epoch is not None else source_date_epoch(),
+        output=output or OutputOptions(),
+        target=target,
+        ignorefile=ignorefile,
         **({"warn": warn} if warn is not None else {}),
     )
     return chosen().build(request)

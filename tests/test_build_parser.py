@@ -31,14 +31,15 @@ def test_continuations_comments_and_blank_lines_inside_an_instruction():
     )
     instructions = parse_text(text, "Kubefile")
     assert [(i.keyword, i.line) for i in instructions] == [("FROM", 3), ("LABEL", 4), ("COPY", 8)]
-    assert instructions[1].args == "a=1 b=2"
+    # buildah appends each continuation line as it is (its indentation kept)
+    assert instructions[1].args == "a=1       b=2"
     assert key_values(instructions[1], {}) == [("a", "1"), ("b", "2")]
-    assert instructions[2].original == "COPY registry ./registry"
+    assert instructions[2].original == "COPY registry      ./registry"
 
 
 def test_escape_directive_changes_the_continuation_character():
     instructions = parse_text("# escape=`\nFROM scratch\nLABEL a=x `\n  b=y\n")
-    assert instructions[1].args == "a=x b=y"
+    assert instructions[1].args == "a=x   b=y"
 
 
 def test_exec_form_is_a_json_array_and_anything_else_is_shell_form():
@@ -62,9 +63,10 @@ def test_flags_are_parsed_and_unknown_flags_are_errors():
     [
         ("FROM scratch\nFOO bar\n", r"^Kubefile:2: unknown instruction FOO$"),
         ("FROM scratch\nCOPY onlyone\n", r"^Kubefile:2: COPY: needs a source and a destination$"),
-        ("FROM scratch\nLABEL novalue\n", r"^Kubefile:2: LABEL: expected KEY=VALUE"),
+        ("FROM scratch\nLABEL novalue\n", r"^Kubefile:2: LABEL: novalue needs a value$"),
+        ("FROM scratch\nLABEL a=1 b\n", r"^Kubefile:2: LABEL: expected KEY=VALUE, got 'b'$"),
         ("FROM scratch\nENV A\n", r"^Kubefile:2: ENV: A needs a value$"),
-        ('FROM scratch\nENV A="x\n', r"^Kubefile:2: ENV: unterminated \" quote$"),
+        ('FROM scratch\nENV A="x\n', r"^Kubefile:2: ENV: unterminated \" quote in '\"x'$"),
         ("FROM\n", r"^Kubefile:1: FROM: needs at least one argument$"),
         ("FROM a b c d\n", r"^Kubefile:1: FROM: expected FROM IMAGE \[AS NAME\]$"),
         ('FROM scratch\n"COPY" a b\n', r"^Kubefile:2: malformed line"),
@@ -89,7 +91,18 @@ def test_several_files_parse_as_one_keeping_each_file_name(tmp_path: Path):
         ("${A}x", "1x"),
         ("${MISSING:-dflt}", "dflt"),
         ("${EMPTY:-dflt}", "dflt"),
-        ("${EMPTY-dflt}", ""),
+        ("${:-dflt}", "dflt"),
+        ("${}", ""),
+        ("$$", "$$"),
+        ("$$A", "$1"),
+        ("$1x", "x"),
+        ("a\\", "a"),
+        ('"a\\qb"', "a\\qb"),
+        ("a\\qb", "aqb"),
+        ('${MISSING:-"x y"}', "x y"),
+        ("${MISSING:-'q'}", "q"),
+        ("\"${MISSING:-'q'}\"", "q"),
+        ("${MISSING:-a\\}b}", "a}b"),
         ("${A:+alt}", "alt"),
         ("${MISSING:+alt}", ""),
         ("${MISSING:-$A}", "1"),
@@ -111,7 +124,9 @@ def test_unquoted_expansions_split_into_words_and_quoted_ones_do_not():
     assert process_words('"$SRC" dest', env) == ["a b", "dest"]
 
 
-@pytest.mark.parametrize("word", ["${", "${A", "${A:x}", "${:-x}"])
+@pytest.mark.parametrize(
+    "word", ["${", "${A", "${A:x}", "${A:-x", "${A-x}", "${A+x}", "${A:?x}", "${A#x}", "${A/x/y}"]
+)
 def test_bad_substitutions_are_errors(word):
     with pytest.raises(BuildError, match="bad substitution"):
         process_word(word, {"A": "1"})

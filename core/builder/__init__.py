@@ -27,13 +27,31 @@ def _stderr_warning(message: str) -> None:
     print(f"warn {message}", file=sys.stderr)
 
 
+Pairs = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """The ``buildah bud`` flags that change what a build writes, with buildah 1.28's
+    meaning: ``format`` (``oci`` or ``docker``), ``annotations`` (manifest annotations),
+    ``env`` and ``labels`` (set after the build file's own ENV and LABEL, the later
+    winning), ``squash`` (the image's layers, base included, as one layer)."""
+
+    format: str = "oci"
+    annotations: Pairs = ()
+    env: Pairs = ()
+    labels: Pairs = ()
+    squash: bool = False
+
+
 @dataclass(frozen=True)
 class BuildRequest:
     """Everything a builder needs. ``store_root`` is the local OCI image store;
     ``cached_images`` says images were cached into ``<context>/registry`` (the builder
     warns when no instruction copies that directory); ``echo`` prints a progress line and
     ``warn`` a warning (stderr by default); ``source_date_epoch`` fixes every timestamp
-    (``None``: 0, the Unix epoch)."""
+    (``None``: 0, the Unix epoch). ``target`` stops at that stage (``--target``);
+    ``ignorefile`` replaces the context's ``.containerignore``/``.dockerignore``."""
 
     context: BuildContext
     store_root: Path
@@ -47,14 +65,19 @@ class BuildRequest:
     echo: Callable[[str], None] = print
     warn: Callable[[str], None] = field(default=_stderr_warning)
     source_date_epoch: int | None = None
+    output: OutputOptions = field(default_factory=OutputOptions)
+    target: str | None = None
+    ignorefile: Path | None = None
 
 
 @dataclass(frozen=True)
 class BuildResult:
-    """The built image: its manifest (or index) digest and the names it got in the store."""
+    """The built image: its manifest (or index) digest, the names it got in the store, and
+    the image ID of each platform's image (its config digest, which buildah prints)."""
 
     digest: str
     names: tuple[str, ...]
+    image_ids: tuple[str, ...] = ()
 
 
 class ImageBuilder(ABC):

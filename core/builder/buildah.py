@@ -7,7 +7,14 @@ directory, so nothing outlives the build, and ``--timestamp`` from ``SOURCE_DATE
 (default 0), so the result is as reproducible as buildah allows. The image is pushed into
 a private OCI layout and copied from there into the store with sealpy's own copy engine,
 which takes the store's lock: buildah writing ``index.json`` itself could lose a
-concurrent command's tag.
+concurrent command's tag. With ``--format docker`` it is pushed as Docker schema2 into a
+``dir:`` directory instead (an OCI layout cannot hold a Docker manifest) and its files are
+moved into the store as they are.
+
+buildah's own flags that sealpy accepts (``--label``, ``--annotation``, ``--env``,
+``--target``, ``--format``, ``--squash``, ``--ignorefile``, ``--timestamp``) are handed
+to ``buildah bud`` unchanged; the image ID (``--iidfile``, ``-q``) is read from the
+result, the same config digest buildah reports.
 
 Credentials for the registries the FROM lines name are handed over in a temporary
 authfile (mode 0600, removed with the build's directory); loopback registries are marked
@@ -25,6 +32,7 @@ import tempfile
 from pathlib import Path
 
 from sealpy.core.builder import BuildRequest, BuildResult, ImageBuilder
+from sealpy.core.builder.output import write_index
 from sealpy.core.builder.parser import Instruction, parse_files
 from sealpy.core.errors import BuildError, SealpyError
 from sealpy.core.hookspecs import hookimpl
@@ -35,6 +43,7 @@ from sealpy.core.registries import is_loopback
 from sealpy.core.store import Store, store_name
 from sealpy.core.strategy import Availability
 from sealpy.core.transport import media
+from sealpy.core.transport.blobio import stream_into
 from sealpy.core.transport.copy import CopyJob, copy_images
 from sealpy.core.transport.media import Manifest
 from sealpy.core.transport.ocilayout import OCILayout
@@ -81,6 +90,8 @@ class BuildahBuilder(ImageBuilder):
             env = self._registry_settings(request, instructions, work)
             platforms = request.platforms or (None,)
             out = OCILayout(work / "out")
+            docker = request.output.format == "docker"
+            manifests: list[Manifest] = []
             for number, platform in enumerate(platforms):
                 local = f"{INTERNAL}{number}:latest"
                 self._run(
@@ -98,32 +109,40 @@ class BuildahBuilder(ImageBuilder):
                     env,
                     what="bud",
                 )
+                destination = (
+                    f"dir:{work / f'dir-{number}'}" if docker else f"oci:{out.root}:{number}"
+                )
                 self._run(
                     [
                         *base,
                         "push",
                         "--quiet",
                         "--format",
-                        "oci",
+                        "v2s2" if docker else "oci",
                         local,
-                        f"oci:{out.root}:{number}",
+                        destination,
                     ],
                     request,
                     env,
                     what="push",
                     echo=False,
                 )
-            manifests = [
-                out.get_manifest_by_digest(out.resolve(str(n)).digest)
-                for n in range(len(platforms))
-            ]
-            top = manifests[0] if len(manifests) == 1 else self._index(out, manifests)
-            self._copy(out, top, store)
+                if docker:
+                    manifests.append(_import_dir(work / f"dir-{number}", store))
+                else:
+                    manifests.append(out.get_manifest_by_digest(out.resolve(str(number)).digest))
+            if docker:
+                top = manifests[0]
+                if len(manifests) > 1:
+                    top = write_index(store, manifests, request.output)
+            else:
+                top = manifests[0] if len(manifests) == 1 else self._index(out, manifests)
+                self._copy(out, top, store)
             for name in names:
                 store.name(name, top)
             if not names:
                 store.add_untagged(top)
-        return BuildResult(top.digest, names)
+        return BuildResult(top.digest, names, tuple(m.config.digest for m in manifests))
 
     def _build_file(self, request: BuildRequest, work: Path) -> Path:
         files = request.context.build_files
@@ -147,6 +166,21 @@ class BuildahBuilder(ImageBuilder):
             flags += ["--authfile", str(work / "auth.json")]
         for key, value in request.build_args.items():
             flags += ["--build-arg", f"{key}={value}"]
+        output = request.output
+        flags += ["--format", output.format]
+        for flag, pairs in (
+            ("--label", output.labels),
+            ("--annotation", output.annotations),
+            ("--env", output.env),
+        ):
+            for key, value in pairs:
+                flags += [flag, f"{key}={value}"]
+        if output.squash:
+            flags.append("--squash")
+        if request.target is not None:
+            flags += ["--target", request.target]
+        if request.ignorefile is not None:
+            flags += ["--ignorefile", str(Path(request.ignorefile).absolute())]
         return flags
 
     def _registry_settings(
@@ -251,6 +285,23 @@ class BuildahBuilder(ImageBuilder):
         outcome = copy_images([job], platforms=(), all_platforms=True)
         if outcome.failures:
             raise outcome.failures[0].error
+
+
+def _import_dir(directory: Path, store: Store) -> Manifest:
+    """A ``dir:`` image (``manifest.json`` and blobs named by hex digest) into the store as
+    it is, each blob verified against its digest on the way."""
+    manifest = Manifest.parse((directory / "manifest.json").read_bytes(), what="buildah's push")
+    for blob in manifest.blobs:
+        if store.layout.has_blob(blob.digest):
+            continue
+        with (
+            open(directory / blob.digest.removeprefix("sha256:"), "rb") as source,
+            store.layout.blob_writer(blob) as writer,
+        ):
+            stream_into(source, writer)
+            writer.commit()
+    store.layout.put_manifest(manifest)
+    return manifest
 
 
 @hookimpl

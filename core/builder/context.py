@@ -90,7 +90,14 @@ class IgnoreMatcher:
             self.rules.append(IgnoreRule(re.compile(_pattern_regex(line)), exclude))
 
     @classmethod
-    def for_context(cls, root: Path) -> IgnoreMatcher:
+    def for_context(cls, root: Path, ignorefile: Path | None = None) -> IgnoreMatcher:
+        """The context's ignore file, or ``ignorefile`` instead (``--ignorefile``: then the
+        context's own files are not read, as in buildah)."""
+        if ignorefile is not None:
+            try:
+                return cls(Path(ignorefile).read_text(errors="replace").splitlines())
+            except OSError as exc:
+                raise BuildError(f"cannot read --ignorefile {ignorefile}: {exc.strerror}") from None
         for name in IGNORE_FILES:
             path = root / name
             if path.is_file():
