@@ -1,0 +1,222 @@
+"""Hostile trees: nothing sealpy is given may make it read, write or delete outside it.
+
+A registry directory with symlinks planted in it (verify, proxy, sync), tar.txt lines
+naming archives outside the context, and layers whose whiteouts name ``..`` or ``.``."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from sealpy.core import pipeline
+from sealpy.core.cli import main
+from sealpy.core.errors import SealpyError
+from sealpy.core.model import CacheOptions, ImageSet
+from sealpy.core.testing.conformance import AMD64
+from sealpy.core.transport.distribution import DistributionLayout
+from sealpy.core.transport.media import DOCKER_CONFIG, DOCKER_LAYER_GZIP, DOCKER_MANIFEST, Manifest
+from sealpy.core.verify import verify_registry
+
+V2 = Path("docker/registry/v2")
+
+
+def write_image(root: Path, repository: str = "library/app", tag: str = "1") -> Manifest:
+    """A small complete image written into a distribution tree by sealpy's own writer."""
+    layout = DistributionLayout(root)
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {}}).encode()
+    layer = gzip.compress(b"layer of " + repository.encode(), mtime=0)
+    config_digest = layout.put_blob_bytes(config)
+    layer_digest = layout.put_blob_bytes(layer)
+    document = {
+        "schemaVersion": 2,
+        "mediaType": DOCKER_MANIFEST,
+        "config": {"mediaType": DOCKER_CONFIG, "digest": config_digest, "size": len(config)},
+        "layers": [{"mediaType": DOCKER_LAYER_GZIP, "digest": layer_digest, "size": len(layer)}],
+    }
+    manifest = Manifest.parse(json.dumps(document).encode(), DOCKER_MANIFEST)
+    layout.put_manifest(repository, manifest)
+    layout.set_tag(repository, tag, manifest.digest)
+    return manifest
+
+
+def snapshot(directory: Path) -> dict[str, bytes | None]:
+    """Every path below ``directory`` with its content (None for a directory)."""
+    return {
+        str(p.relative_to(directory)): (None if p.is_dir() else p.read_bytes())
+        for p in sorted(directory.rglob("*"))
+    }
+
+
+def move_out(path: Path, outside: Path) -> None:
+    """Move ``path`` to ``outside`` and leave a symlink to it in its place."""
+    os.rename(path, outside)
+    path.symlink_to(outside)
+
+
+# --- 1. registry verify [--fix] ------------------------------------------------------------
+
+
+def test_verify_fix_never_deletes_behind_a_symlinked_manifests_dir(tmp_path: Path, capsys):
+    root = tmp_path / "registry"
+    write_image(root)
+    manifests = root / V2 / "repositories/library/app/_manifests"
+    victim = tmp_path / "elsewhere"
+    move_out(manifests, victim)
+    # What lies behind the link looks broken to a reader that follows it.
+    (victim / "tags" / "victim" / "current").mkdir(parents=True)
+    (victim / "tags" / "victim" / "current" / "link").write_text("not a digest")
+    before = snapshot(victim)
+
+    code = main(["registry", "verify", "--fix", str(root)])
+    out = capsys.readouterr().out
+    assert f"{manifests.relative_to(root)} is a symlink to {victim}" in out
+    assert snapshot(victim) == before  # nothing behind the link was touched
+    assert not manifests.is_symlink() and not manifests.exists()  # the link itself went
+    assert code == 0  # the image lost its manifests: the rest is consistent again
+    assert verify_registry(root).problems == ()
+
+
+def test_verify_fix_never_deletes_behind_a_symlinked_blob_prefix(tmp_path: Path):
+    root = tmp_path / "registry"
+    manifest = write_image(root)
+    layer = manifest.layers[0].digest
+    prefix = DistributionLayout(root).blob_path(layer).parent.parent
+    victim = tmp_path / "elsewhere"
+    move_out(prefix, victim)
+    # Content behind the link that does not match its digest: a follower would "fix" it.
+    (victim / layer.split(":")[1] / "data").write_bytes(b"precious, not the layer")
+    before = snapshot(victim)
+
+    result = verify_registry(root, fix=True)
+    messages = [str(p) for p in result.problems]
+    assert any(f"{prefix.relative_to(root)} is a symlink to {victim}" in m for m in messages)
+    assert snapshot(victim) == before
+    assert not os.path.lexists(prefix)
+    # The layer is gone from the tree, so the image is incomplete and was removed too.
+    assert any("image is incomplete" in m for m in messages)
+    assert verify_registry(root).problems == ()
+
+
+def test_verify_reports_symlinked_data_and_link_files(tmp_path: Path):
+    root = tmp_path / "registry"
+    manifest = write_image(root)
+    layout = DistributionLayout(root)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    # A blob's data and a layer link as symlinks to files with the right content:
+    # a reader following them sees nothing wrong; a stock registry never writes these.
+    data = layout.blob_path(manifest.config.digest)
+    move_out(data, outside / "config")
+    link = layout.layer_link("library/app", manifest.layers[0].digest)
+    move_out(link, outside / "link")
+    before = snapshot(outside)
+
+    problems = [str(p) for p in verify_registry(root).problems]
+    assert any(
+        f"{data.relative_to(root)} is a symlink to {outside / 'config'}" in m for m in problems
+    )
+    assert any(
+        f"{link.relative_to(root)} is a symlink to {outside / 'link'}" in m for m in problems
+    )
+
+    result = verify_registry(root, fix=True)
+    assert snapshot(outside) == before
+    assert not os.path.lexists(data) and not os.path.lexists(link)
+    assert result.remaining == ()
+
+
+def test_verify_reports_a_symlink_pointing_inside_too(tmp_path: Path):
+    root = tmp_path / "registry"
+    write_image(root)
+    repositories = root / V2 / "repositories"
+    (repositories / "library" / "alias").symlink_to("app")
+    problems = [str(p) for p in verify_registry(root).problems]
+    assert problems == [
+        "docker/registry/v2/repositories/library/alias is a symlink to app "
+        "(a registry directory holds no symlinks)"
+    ]
+
+
+def test_verify_with_a_symlinked_docker_dir_removes_only_the_link(tmp_path: Path):
+    root = tmp_path / "registry"
+    elsewhere = tmp_path / "elsewhere"
+    write_image(elsewhere)
+    root.mkdir()
+    (root / "docker").symlink_to(elsewhere / "docker")
+    before = snapshot(elsewhere)
+    result = verify_registry(root, fix=True)
+    assert [str(p) for p in result.problems] == [
+        f"docker is a symlink to {elsewhere / 'docker'} (a registry directory holds no symlinks)"
+    ]
+    assert snapshot(elsewhere) == before
+    assert not os.path.lexists(root / "docker")
+
+
+def test_a_rerun_never_removes_leftovers_behind_a_symlink(tmp_path: Path):
+    root = tmp_path / "registry"
+    write_image(root)
+    repositories = root / V2 / "repositories"
+    victim = tmp_path / "elsewhere"
+    move_out(repositories, victim)
+    # Named like a temporary link file that a killed writer (no such pid) left behind.
+    leftover = victim / ".link.999999999-1.tmp"
+    leftover.write_text("someone else's file")
+    DistributionLayout(root).remove_abandoned_writes()
+    assert leftover.read_text() == "someone else's file"
+
+
+# --- 2. the strategies never write through a symlink ---------------------------------------
+
+
+def _poisoned(tmp_path: Path, where: str) -> tuple[Path, Path]:
+    """A registry directory whose ``where`` (under docker/registry/v2) is a symlink to an
+    empty directory outside it."""
+    root = tmp_path / "registry"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    link = root / V2 / where
+    link.parent.mkdir(parents=True)
+    link.symlink_to(outside)
+    return root, outside
+
+
+@pytest.mark.parametrize("strategy", ["proxy", "sync"])
+@pytest.mark.parametrize("where", ["blobs", "repositories", "repositories/library"])
+def test_strategies_refuse_to_write_through_a_symlink(
+    image_factory, plain_registry, tmp_path: Path, strategy: str, where: str
+):
+    image = image_factory.image("confine/app", [2000, 3000])
+    image_factory.push(image, plain_registry.host, "library/confined", "1")
+    root, outside = _poisoned(tmp_path, where)
+    with pytest.raises(SealpyError) as failure:
+        pipeline.cache(
+            ImageSet.of([f"{plain_registry.host}/library/confined:1"]),
+            root,
+            strategy=strategy,
+            options=CacheOptions(platforms=(AMD64,)),
+        )
+    assert f"docker/registry/v2/{where}" in str(failure.value)
+    assert "symlink" in str(failure.value)
+    assert list(outside.iterdir()) == []
+
+
+def test_proxy_refuses_a_symlinked_blob_prefix_named_by_digest(
+    image_factory, plain_registry, tmp_path: Path
+):
+    image = image_factory.image("confine/prefix", [2500])
+    image_factory.push(image, plain_registry.host, "library/prefixed", "1")
+    layer = image.layers[0].digest.split(":")[1]
+    root, outside = _poisoned(tmp_path, f"blobs/sha256/{layer[:2]}")
+    with pytest.raises(SealpyError) as failure:
+        pipeline.cache(
+            ImageSet.of([f"{plain_registry.host}/library/prefixed:1"]),
+            root,
+            strategy="proxy",
+            options=CacheOptions(platforms=(AMD64,)),
+        )
+    assert f"blobs/sha256/{layer[:2]} -> {outside}" in str(failure.value)
+    assert list(outside.iterdir()) == []
