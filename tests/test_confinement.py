@@ -14,7 +14,7 @@ import pytest
 
 from sealpy.core import pipeline
 from sealpy.core.cli import main
-from sealpy.core.errors import SealpyError
+from sealpy.core.errors import ContextError, SealpyError
 from sealpy.core.model import CacheOptions, ImageSet
 from sealpy.core.testing.conformance import AMD64
 from sealpy.core.transport.distribution import DistributionLayout
@@ -220,3 +220,71 @@ def test_proxy_refuses_a_symlinked_blob_prefix_named_by_digest(
         )
     assert f"blobs/sha256/{layer[:2]} -> {outside}" in str(failure.value)
     assert list(outside.iterdir()) == []
+
+
+# --- 3. tar.txt archives resolve inside the context ----------------------------------------
+
+
+def _tar_txt_context(tmp_path: Path, line: str) -> Path:
+    context = tmp_path / "ctx"
+    (context / "images" / "skopeo").mkdir(parents=True)
+    (context / "Kubefile").write_text("FROM scratch\nCOPY . .\n")
+    (context / "images" / "skopeo" / "tar.txt").write_text(line + "\n")
+    return context
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "../../../secret.tar",  # climbs out of the context
+        "/../../../secret.tar",  # "absolute": joined onto images/skopeo/, still climbs out
+        "sub/../../../../secret.tar",
+    ],
+)
+def test_a_tar_txt_path_leaving_the_context_is_an_error(tmp_path: Path, path: str):
+    (tmp_path / "secret.tar").write_bytes(b"not yours")
+    context = _tar_txt_context(tmp_path, f"docker-archive:{path}@my/app:1")
+    with pytest.raises(ContextError) as failure:
+        pipeline.scan(context)
+    message = str(failure.value)
+    assert message.startswith("images/skopeo/tar.txt:1: ")
+    assert "outside the build context" in message
+
+
+def test_a_tar_txt_archive_symlinked_outside_is_an_error(tmp_path: Path):
+    (tmp_path / "secret.tar").write_bytes(b"not yours")
+    context = _tar_txt_context(tmp_path, "docker-archive:app.tar@my/app:1")
+    (context / "images" / "skopeo" / "app.tar").symlink_to(tmp_path / "secret.tar")
+    with pytest.raises(ContextError) as failure:
+        pipeline.scan(context)
+    assert "outside the build context" in str(failure.value)
+    assert f"app.tar -> {tmp_path / 'secret.tar'}" in str(failure.value)
+
+
+def test_a_tar_txt_behind_a_symlinked_directory_is_not_read(tmp_path: Path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "app.tar").write_bytes(b"not yours")
+    (outside / "tar.txt").write_text("docker-archive:app.tar@my/app:1\n")
+    context = tmp_path / "ctx"
+    (context / "images").mkdir(parents=True)
+    (context / "Kubefile").write_text("FROM scratch\nCOPY . .\n")
+    (context / "images" / "skopeo").symlink_to(outside)
+    with pytest.raises(ContextError) as failure:
+        pipeline.scan(context)
+    assert "images/skopeo/tar.txt" in str(failure.value)
+    assert "outside the build context" in str(failure.value)
+
+
+def test_a_tar_txt_path_and_symlink_staying_inside_are_fine(tmp_path: Path):
+    context = _tar_txt_context(
+        tmp_path, "docker-archive:../../archives/app.tar@my/app:1\noci-archive:link.tar@my/b:2"
+    )
+    (context / "archives").mkdir()
+    (context / "archives" / "app.tar").write_bytes(b"x")
+    (context / "images" / "skopeo" / "link.tar").symlink_to("../../archives/app.tar")
+    archives = pipeline.scan(context).images.archives
+    assert [a.path for a in archives] == [
+        context.resolve() / "archives/app.tar",
+        context.resolve() / "archives/app.tar",
+    ]
