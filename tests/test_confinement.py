@@ -6,19 +6,33 @@ naming archives outside the context, and layers whose whiteouts name ``..`` or `
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
+import tarfile
 from pathlib import Path
 
 import pytest
 
 from sealpy.core import pipeline
+from sealpy.core.builder.layers import open_layer, unpack
 from sealpy.core.cli import main
-from sealpy.core.errors import ContextError, SealpyError
+from sealpy.core.errors import BuildError, ContextError, SealpyError
 from sealpy.core.model import CacheOptions, ImageSet
+from sealpy.core.store import Store
 from sealpy.core.testing.conformance import AMD64
 from sealpy.core.transport.distribution import DistributionLayout
-from sealpy.core.transport.media import DOCKER_CONFIG, DOCKER_LAYER_GZIP, DOCKER_MANIFEST, Manifest
+from sealpy.core.transport.media import (
+    DOCKER_CONFIG,
+    DOCKER_LAYER_GZIP,
+    DOCKER_MANIFEST,
+    OCI_CONFIG,
+    OCI_LAYER_GZIP,
+    OCI_MANIFEST,
+    Descriptor,
+    Manifest,
+    sha256_digest,
+)
 from sealpy.core.verify import verify_registry
 
 V2 = Path("docker/registry/v2")
@@ -288,3 +302,84 @@ def test_a_tar_txt_path_and_symlink_staying_inside_are_fine(tmp_path: Path):
         context.resolve() / "archives/app.tar",
         context.resolve() / "archives/app.tar",
     ]
+
+
+# --- 4. whiteouts stay inside the rootfs being assembled -----------------------------------
+
+
+def _tar(members: dict[str, bytes]) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return raw.getvalue()
+
+
+@pytest.mark.parametrize(
+    "whiteout", [".wh...", "sub/.wh...", "sub/.wh..", ".wh..", ".wh.", "sub/.wh."]
+)
+def test_a_whiteout_naming_dot_dot_or_nothing_is_refused(tmp_path: Path, whiteout: str):
+    scratch = tmp_path / "scratch"
+    root = scratch / "rootfs"
+    root.mkdir(parents=True)
+    (scratch / "neighbour").write_text("another build's files")
+    layer = _tar({"sub/kept": b"kept", "top": b"top", whiteout: b""})
+    with (
+        pytest.raises(BuildError) as failure,
+        open_layer(io.BytesIO(layer)) as tar,
+    ):
+        unpack(tar, root, whiteouts=True, what="layer sha256:abc")
+    assert f"layer sha256:abc: invalid whiteout {whiteout!r}" in str(failure.value)
+    assert (scratch / "neighbour").read_text() == "another build's files"
+    assert (root / "sub" / "kept").read_bytes() == b"kept"
+
+
+def test_an_archive_member_named_like_a_whiteout_is_a_plain_file_without_whiteouts(
+    tmp_path: Path,
+):
+    root = tmp_path / "root"
+    root.mkdir()
+    with open_layer(io.BytesIO(_tar({"sub/.wh..": b"x", ".wh.": b"y"}))) as tar:
+        unpack(tar, root, whiteouts=False, what="ADD a.tar")
+    assert (root / "sub" / ".wh..").read_bytes() == b"x"
+    assert (root / ".wh.").read_bytes() == b"y"
+
+
+def test_merge_refuses_an_invalid_whiteout_naming_the_layer(tmp_path: Path, capsys):
+    store_dir = tmp_path / "store"
+    store = Store(store_dir)
+    layers = []
+    for members in ({"etc/app.conf": b"a"}, {"bin/tool": b"t"}, {".wh...": b"", "x": b"x"}):
+        data = _tar(members)
+        compressed = gzip.compress(data, mtime=0)
+        digest = store.layout.put_blob_bytes(compressed)
+        layers.append((Descriptor(OCI_LAYER_GZIP, digest, len(compressed)), sha256_digest(data)))
+    for name, chosen in (("base", layers[:1]), ("evil", layers[1:])):
+        config = store.put_json(
+            {
+                "architecture": "amd64",
+                "os": "linux",
+                "config": {},
+                "rootfs": {"type": "layers", "diff_ids": [d for _, d in chosen]},
+            },
+            OCI_CONFIG,
+        )
+        manifest = store.put_manifest(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": config.to_json(),
+                "layers": [d.to_json() for d, _ in chosen],
+            }
+        )
+        store.name(f"localhost/{name}:v1", manifest)
+    scratch = store.temp_dir()
+    (scratch / "other-build").mkdir()
+    code = main(["merge", "-t", "m", "base:v1", "evil:v1", "--root", str(store_dir)])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert f"evil:v1: layer {layers[2][0].digest}: invalid whiteout '.wh...'" in err
+    assert "Traceback" not in err
+    assert (scratch / "other-build").is_dir()  # <store>/.tmp survived
