@@ -21,6 +21,8 @@ from sealpy.core.errors import BuildError, ContextError, SealpyError
 from sealpy.core.model import CacheOptions, ImageSet
 from sealpy.core.store import Store
 from sealpy.core.testing.conformance import AMD64
+from sealpy.core.transport import confined
+from sealpy.core.transport.confined import SymlinkRefusedError
 from sealpy.core.transport.distribution import DistributionLayout
 from sealpy.core.transport.media import (
     DOCKER_CONFIG,
@@ -383,3 +385,35 @@ def test_merge_refuses_an_invalid_whiteout_naming_the_layer(tmp_path: Path, caps
     assert f"evil:v1: layer {layers[2][0].digest}: invalid whiteout '.wh...'" in err
     assert "Traceback" not in err
     assert (scratch / "other-build").is_dir()  # <store>/.tmp survived
+
+
+@pytest.fixture(params=["openat2", "walk"])
+def resolver(request, monkeypatch) -> str:
+    """Both ways of reaching a path: one openat2 call, or the walk where it is missing."""
+    if request.param == "walk":
+        monkeypatch.setattr(confined._openat2, "available", False)
+    return request.param
+
+
+def test_layout_writes_refuse_a_symlink_swapped_in_during_the_run(tmp_path: Path, resolver):
+    root = tmp_path / "registry"
+    manifest = write_image(root)  # the layout's directory cache is warm now
+    layout = DistributionLayout(root)
+    assert layout.get_manifest("library/app", "1") == manifest
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    layers = root / V2 / "repositories/library/app/_layers/sha256"
+    for child in layers.iterdir():
+        (child / "link").unlink()
+        child.rmdir()
+    layers.rmdir()
+    layers.symlink_to(outside)
+    with pytest.raises(SymlinkRefusedError) as failure:
+        layout.link_blob("library/app", manifest.layers[0].digest)
+    assert "repositories/library/app/_layers/sha256 -> " in str(failure.value)
+    with pytest.raises(SymlinkRefusedError):
+        layout.put_manifest("library/app", manifest)
+    assert list(outside.iterdir()) == []
+    # Reads do not follow it either: the layer link is simply not there.
+    assert layout.layer_links("library/app") == []
+    assert layout.stored_manifest("library/app", manifest.digest) == manifest
