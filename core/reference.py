@@ -94,11 +94,14 @@ class ImageReference:
         if not match:
             raise InvalidReferenceError(f"invalid image reference {original!r}")
         name, tag, digest = match.group("name"), match.group("tag"), match.group("digest")
-        if len(name) > _NAME_MAX:
+        registry, repository = _split_domain(name)
+        # Measured on the normalised name, as distribution does (it parses
+        # "docker.io/library/..."): else a name could be accepted once and its own
+        # normalised form refused when read back.
+        if len(registry) + 1 + len(repository) > _NAME_MAX:
             raise InvalidReferenceError(
                 f"invalid image reference {original!r}: name longer than {_NAME_MAX} characters"
             )
-        registry, repository = _split_domain(name)
         if not _DOMAIN_RE.match(registry):
             raise InvalidReferenceError(f"invalid image reference {original!r}: bad registry host")
         if repository.lower() != repository and _PATH_RE.match(repository.lower()):

@@ -517,3 +517,15 @@ def test_malformed_oci_archive_indexes_found_by_fuzzing_are_context_errors(
     path = _write_archive(tmp_path, {"index.json": index_json})
     with pytest.raises(SealpyError):
         OCIArchiveSource(path).get_manifest(reference)
+
+
+def test_a_reference_whose_normalised_name_is_too_long_is_refused_at_once():
+    # Found by the shim fuzzer: 253 characters parsed, but "docker.io/" + them did not
+    # read back. distribution measures the normalised name.
+    name = "0" * 230 + "/" + "0" * 10 + "/" + "0" * 11
+    assert len(name) <= 255 < len("docker.io/" + name)
+    with pytest.raises(SealpyError, match="name longer than 255"):
+        ImageReference.parse(name)
+    assert len(ImageReference.parse("0" * 237).name) == 255  # docker.io/library/ + 237
+    with pytest.raises(SealpyError, match="name longer than 255"):
+        ImageReference.parse("0" * 238)
