@@ -363,10 +363,76 @@ def test_kubefile_parse_gives_instructions_or_a_sealpy_error(text: str):
         assert ins.where
 
 
-words = st.text(alphabet="ab$ {}:-+?=\"'\\`\t\n", max_size=40)
 environments = st.dictionaries(
     st.sampled_from(["a", "b", "A", "ab"]), st.text(alphabet="ab $\"'{}\\", max_size=6), max_size=3
 )
+
+_ARG_ALPHABET = "ab =$:{}[]-+?\"'\\`\t,/."
+instruction_lines = st.builds(
+    lambda keyword, flags, args: " ".join([keyword, *flags, args]),
+    st.sampled_from(
+        [
+            "FROM",
+            "COPY",
+            "ADD",
+            "ENV",
+            "ARG",
+            "LABEL",
+            "CMD",
+            "ENTRYPOINT",
+            "WORKDIR",
+            "USER",
+            "EXPOSE",
+            "env",
+            "Copy",
+            "RUN",
+            "SHELL",
+            "STOPSIGNAL",
+            "VOLUME",
+            "ONBUILD",
+            "HEALTHCHECK",
+        ]
+    ),
+    st.lists(
+        st.sampled_from(
+            ["--from=b", "--chown=$U:${G}", "--chmod=0755", "--platform=", "--", "--x"]
+        ),
+        max_size=2,
+    ),
+    st.one_of(
+        st.text(alphabet=_ARG_ALPHABET, max_size=30),
+        st.lists(st.text(alphabet=_ARG_ALPHABET, max_size=6), max_size=3).map(json.dumps),
+    ),
+)
+
+
+@FUZZ
+@given(
+    st.lists(
+        st.one_of(instruction_lines, st.sampled_from(["# escape=`", "# x", "\\", ""])), max_size=6
+    ),
+    environments,
+)
+def test_parsed_instructions_expand_or_give_a_sealpy_error(lines: list[str], env: dict):
+    """What the native builder does with each instruction's words, after parsing."""
+    try:
+        instructions = parser.parse_text("\n".join(lines), "Kubefile")
+    except SealpyError:
+        return
+    for ins in instructions:
+        try:
+            if ins.keyword in ("ENV", "LABEL", "ARG"):
+                parser.key_values(ins, env)
+            else:
+                parser.expand_words(ins, env)
+                parser.expand_word(ins, env)
+            for name, _value in ins.flags:
+                parser.expand_flag(ins, name, env)
+        except SealpyError:
+            pass
+
+
+words = st.text(alphabet="ab$ {}:-+?=\"'\\`\t\n", max_size=40)
 
 
 @FUZZ

@@ -6,19 +6,22 @@ would make every write under it land outside. :class:`ConfinedRoot` walks from t
 one component at a time with directory file descriptors, opening each with
 ``O_NOFOLLOW``, and creates, renames and removes relative to the last one: no path is
 ever looked up again by name from the top, so a symlink swapped in while a run is under
-way is refused too (not only one that was there before).
+way is refused too (not only one that was there before). A directory *moved* out of the
+tree while its descriptor is held still receives what is written into it: moving it there
+needs write access to where it goes, so nothing lands where the mover could not write.
 
 A stock registry never writes a symlink, so any symlink below the root is refused, not
 only one pointing outside: one pointing inside would still make two paths one, and
 ``registry verify`` reports every symlink as a problem. The root itself may be a symlink:
 it is the directory the caller chose.
 
-Cost: walking component by component costs about 5 µs per component here (a layer link
-is 11 below the root: 56 µs, a third more CPU on the proxy benchmark). Where the kernel
-has ``openat2`` (Linux 5.6+), one call with ``RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH``
-resolves the whole path with the same guarantee in about 6 µs; the walk remains the
-fallback (older kernels, seccomp filters that refuse the call) and is what creates missing
-directories and names the offending symlink in an error.
+Cost: walking component by component costs about 5 µs per level here, and a layer link
+is 11 levels below the root. So a path is reached in one ``openat2`` call with
+``RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH`` where the kernel has it (Linux 5.6+; the same
+guarantee), starting from the deepest directory reached before, whose descriptor is kept
+(a few dozen, least recently used dropped first); only missing levels are created one by
+one. The plain walk remains the fallback (older kernels, seccomp filters that refuse the
+call) and is what names the offending symlink in an error.
 """
 
 from __future__ import annotations
