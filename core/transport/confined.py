@@ -7,21 +7,22 @@ one component at a time with directory file descriptors, opening each with
 ``O_NOFOLLOW``, and creates, renames and removes relative to the last one: no path is
 ever looked up again by name from the top, so a symlink swapped in while a run is under
 way is refused too (not only one that was there before). A directory *moved* out of the
-tree while its descriptor is held still receives what is written into it: moving it there
-needs write access to where it goes, so nothing lands where the mover could not write.
+tree while a write holds its descriptor still receives that write: moving it there needs
+write access to where it goes, so nothing lands where the mover could not write.
 
 A stock registry never writes a symlink, so any symlink below the root is refused, not
 only one pointing outside: one pointing inside would still make two paths one, and
 ``registry verify`` reports every symlink as a problem. The root itself may be a symlink:
 it is the directory the caller chose.
 
-Cost: walking component by component costs about 5 µs per level here, and a layer link
-is 11 levels below the root. So a path is reached in one ``openat2`` call with
-``RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH`` where the kernel has it (Linux 5.6+; the same
-guarantee), starting from the deepest directory reached before, whose descriptor is kept
-(a few dozen, least recently used dropped first); only missing levels are created one by
-one. The plain walk remains the fallback (older kernels, seccomp filters that refuse the
-call) and is what names the offending symlink in an error.
+Cost: walking component by component costs two calls per level, and a layer link is 11
+levels below the root; with the GIL handed over at each call, a third more CPU on the
+proxy benchmark. So a path is reached in one ``openat2`` call with ``RESOLVE_NO_SYMLINKS |
+RESOLVE_BENEATH`` from the root's descriptor (kept for the object's life) where the kernel
+has it (Linux 5.6+; the same guarantee, checked by the kernel for every component); a new
+directory is made below its parent, reached that way. The walk remains the fallback
+(older kernels, seccomp filters that refuse the call) and is what names the offending
+symlink in an error.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ import stat
 import sys
 import threading
 import weakref
-from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -103,10 +103,10 @@ class _Openat2:
 _openat2 = _Openat2()
 
 
-def _close_all(cache: OrderedDict[tuple[str, ...], int]) -> None:
-    while cache:
+def _close_all(fds: list[int]) -> None:
+    while fds:
         with contextlib.suppress(OSError):
-            os.close(cache.popitem()[1])
+            os.close(fds.pop())
 
 
 class SymlinkRefusedError(SealpyError):
@@ -116,17 +116,17 @@ class SymlinkRefusedError(SealpyError):
 class ConfinedRoot:
     """A directory whose paths are only ever reached without following a symlink."""
 
-    CACHED_DIRS = 64
-
     def __init__(self, root: Path, what: str = "registry directory") -> None:
         self.root = Path(root).absolute()
         self.what = what
         self._prefix = os.path.join(os.fspath(self.root), "")
-        # Descriptors of directories reached safely before, most recent last. A caller
-        # never gets one of these, only a dup, so evicting (closing) one is always safe.
-        self._cache: OrderedDict[tuple[str, ...], int] = OrderedDict()
+        # The root's descriptor, kept for the object's life, the current one last: paths
+        # are resolved from it, never from the root's name again. One found removed (the
+        # directory deleted and made anew) is replaced but kept open until the end, since
+        # another thread may still be using it.
+        self._roots: list[int] = []
         self._lock = threading.Lock()
-        weakref.finalize(self, _close_all, self._cache)
+        weakref.finalize(self, _close_all, self._roots)
 
     def __repr__(self) -> str:
         return f"ConfinedRoot({str(self.root)!r})"
@@ -164,17 +164,16 @@ class ConfinedRoot:
     def open_dir(self, directory: Path, *, create: bool) -> int:
         """A file descriptor on ``directory`` (the caller closes it). Missing directories
         are created (``create``) or raise FileNotFoundError; a symlink or a file on the way
-        raises :class:`SymlinkRefusedError`.
-
-        The walk starts at the deepest directory reached before (a descriptor kept from
-        earlier calls: a symlink put in its place since cannot redirect it). If that one
-        was removed since (no links left), the cache is dropped and the walk starts again
-        from the root."""
+        raises :class:`SymlinkRefusedError`."""
         names = self.parts(directory)
-        start, fd = self._cached(names)
-        if fd is None:
-            start, fd = 0, self._open_root(create)
-        return self._descend(fd, names, start, create)
+        root = self._root(create)
+        try:
+            return self._from(root, names, create)
+        except FileNotFoundError:
+            fresh = self._renewed(root, create)
+            if fresh is None:
+                raise
+            return self._from(fresh, names, create)
 
     def _open_root(self, create: bool) -> int:
         try:
@@ -186,60 +185,65 @@ class ConfinedRoot:
             self.root.mkdir(parents=True, exist_ok=True)
             return os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
-    def _cached(self, names: tuple[str, ...]) -> tuple[int, int | None]:
-        """The deepest cached directory on the way to ``names``: (depth, a dup of it)."""
+    def _root(self, create: bool) -> int:
+        """The root's kept descriptor (borrowed: never closed by the caller)."""
+        if self._roots:
+            return self._roots[-1]
         with self._lock:
-            for depth in range(len(names), -1, -1):
-                fd = self._cache.get(names[:depth])
-                if fd is not None:
-                    if os.fstat(fd).st_nlink == 0:  # removed since: start afresh
-                        _close_all(self._cache)
-                        return 0, None
-                    self._cache.move_to_end(names[:depth])
-                    return depth, os.dup(fd)
-        return 0, None
+            if not self._roots:
+                self._roots.append(self._open_root(create))
+            return self._roots[-1]
 
-    def _remember(self, names: tuple[str, ...], fd: int) -> None:
+    def _renewed(self, root: int, create: bool) -> int | None:
+        """After ENOENT: a new root descriptor if the root ``root`` names was removed since
+        (no links left), else None (the path is simply missing)."""
+        if os.fstat(root).st_nlink > 0:
+            return None
         with self._lock:
-            if names in self._cache:
-                return
-            self._cache[names] = os.dup(fd)
-            while len(self._cache) > self.CACHED_DIRS:
-                os.close(self._cache.popitem(last=False)[1])
+            if self._roots[-1] == root:
+                self._roots.append(self._open_root(create))
+            return self._roots[-1]
 
-    def _descend(self, fd: int, names: tuple[str, ...], start: int, create: bool) -> int:
-        """From ``fd`` (the directory ``names[:start]``, owned by this call) to ``names``."""
-        if start == 0:
-            self._remember((), fd)
-        if len(names) - start > 1 and _openat2.available:
-            # All of it in one call when it exists; else walk (and create) level by level.
-            try:
-                found = _openat2(fd, "/".join(names[start:]), _DIR_FLAGS)
-            except FileNotFoundError:
-                if not create:
-                    os.close(fd)
-                    raise
-                found = None
-            except OSError:
-                found = None  # a symlink or a file on the way: the walk below names it
-            if found is not None:
-                os.close(fd)
-                return found
-        return self._walk(fd, names, start, create=create)
+    def _from(self, root: int, names: tuple[str, ...], create: bool) -> int:
+        """``names`` below the borrowed ``root``, as a descriptor the caller owns."""
+        if names and _openat2.available:
+            # One call resolves a whole path. A write usually makes a new directory (a blob,
+            # a link) whose parent exists: so, for a write, the deepest existing ancestor
+            # from the parent upwards, one call each, then only the missing levels walked.
+            for keep in range(len(names) - 1 if create else len(names), 0, -1):
+                try:
+                    found = _openat2(root, "/".join(names[:keep]), _DIR_FLAGS)
+                except FileNotFoundError:
+                    if not create:
+                        raise
+                    continue
+                except OSError:
+                    break  # a symlink or a file on the way: the walk below names it
+                if found is None:
+                    break
+                if keep == len(names):
+                    return found
+                return self._walk(found, names, keep, create=create)
+        return self._walk(os.dup(root), names, 0, create=create)
 
     def _walk(self, fd: int, names: tuple[str, ...], start: int, *, create: bool) -> int:
         """From ``fd`` (the directory ``names[:start]``, owned by this call) down to all of
         ``names``, one component at a time, creating missing directories with ``create``."""
         try:
             for i in range(start, len(names)):
-                if create:  # mkdir first: a new level costs two calls, not three
+                if create and i == len(names) - 1:  # a new leaf: two calls, not three
                     with contextlib.suppress(FileExistsError):
                         os.mkdir(names[i], dir_fd=fd)
-                child = self._open_child(names[: i + 1], fd)
+                try:
+                    child = self._open_child(names[: i + 1], fd)
+                except FileNotFoundError:
+                    if not create:
+                        raise
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(names[i], dir_fd=fd)
+                    child = self._open_child(names[: i + 1], fd)
                 os.close(fd)
                 fd = child
-                if i + 1 < len(names):
-                    self._remember(names[: i + 1], fd)
         except BaseException:
             os.close(fd)
             raise
@@ -323,20 +327,22 @@ class ConfinedRoot:
         return os.fdopen(fd, "rb")
 
     def _open_beneath(self, path: Path, flags: int) -> int | None:
-        """``path`` opened with openat2 from the deepest cached directory on its way; None
-        when openat2 is not offered. Raises OSError (ELOOP for a symlink on the way)."""
+        """``path`` opened with openat2 from the root; None when openat2 is not offered.
+        Raises OSError (ELOOP for a symlink on the way)."""
         if not _openat2.available:
             return None
         names = self.parts(path)
         if not names:
             return None
-        depth, fd = self._cached(names[:-1])
-        if fd is None:
-            depth, fd = 0, self._open_root(create=False)
+        relpath = "/".join(names)
+        root = self._root(create=False)
         try:
-            return _openat2(fd, "/".join(names[depth:]), flags)
-        finally:
-            os.close(fd)
+            return _openat2(root, relpath, flags)
+        except FileNotFoundError:
+            fresh = self._renewed(root, create=False)
+            if fresh is None:
+                raise
+            return _openat2(fresh, relpath, flags)
 
     def lstat(self, path: Path) -> os.stat_result | None:
         """``path``'s own status, or None when it is missing or behind a symlink."""
