@@ -25,6 +25,7 @@ from urllib3.exceptions import InsecureRequestWarning
 
 from sealpy.core.errors import SealpyError
 from sealpy.core.process import child_environment, popen_tied, stop
+from sealpy.core.transport.distribution import DistributionLayout
 
 REGISTRY_BINARY = "docker-registry"
 
@@ -136,6 +137,9 @@ class RegistryProcess:
             raise SealpyError("docker-registry not found; apt-get install -y docker-registry")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.root.mkdir(parents=True, exist_ok=True)
+        # The registry follows symlinks: it writes only into a tree that has none. Checked
+        # once here; a symlink planted while it runs is not covered (see README).
+        DistributionLayout(self.root).refuse_symlinks()
         tail = ""
         for _ in range(5):  # the chosen port may be taken before the registry binds it
             self.port = free_port()

@@ -20,12 +20,20 @@ into one (the same files, and the blobs are shared with the inputs):
 from __future__ import annotations
 
 import json
+import posixpath
+import tarfile
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sealpy.core.builder.layers import has_whiteouts, readable_layer
+from sealpy.core.builder.layers import (
+    WHITEOUT,
+    open_layer,
+    readable_layer,
+    whiteout_target,
+)
 from sealpy.core.builder.native import DEFAULT_PATH, flatten_image, timestamp
-from sealpy.core.errors import StoreError, UsageError
+from sealpy.core.errors import BuildError, StoreError, UsageError
 from sealpy.core.reference import Platform
 from sealpy.core.store import Store, StoredImage, oci_media_type
 from sealpy.core.transport import media
@@ -244,11 +252,27 @@ def _has_whiteouts(
             "as they are (whiteouts in them, if any, apply to the images before it)"
         )
         return False
+    found = False
     for layer in manifest.layers:
         with store.layout.open_blob(layer.digest) as f:
-            if has_whiteouts(f, f"{name}: layer {layer.digest}"):
-                return True
-    return False
+            # Every layer is read to its end: an invalid whiteout is refused here, naming
+            # its layer, before flattening would apply it.
+            found = _layer_whiteouts(f, f"{name}: layer {layer.digest}") or found
+    return found
+
+
+def _layer_whiteouts(stream, what: str) -> bool:
+    """Whether a layer holds whiteouts; BuildError for one that names no single entry."""
+    found = False
+    try:
+        with open_layer(stream) as tar:
+            for member in tar:
+                if posixpath.basename(posixpath.normpath("/" + member.name)).startswith(WHITEOUT):
+                    whiteout_target(member.name, what)
+                    found = True
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        raise BuildError(f"{what}: cannot read layer: {exc}") from None
+    return found
 
 
 def _index(store: Store, manifests: list[Manifest]) -> Manifest:

@@ -20,8 +20,12 @@ from sealpy.core.errors import InvalidPlatformError, InvalidReferenceError
 
 DEFAULT_REGISTRY = "docker.io"
 DEFAULT_TAG = "latest"
-# Hosts that are all one registry for names and credentials.
+# Hosts that are all one registry for credentials and API requests.
 DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+# Hosts that names are normalised from, as distribution's splitDockerDomain does: only the
+# legacy index name. "registry-1.docker.io/x" stays a repository "x" on that host, as
+# containerd and Sealos read it, so it is cached where the cluster asks for it.
+_NAME_ALIASES = frozenset({"docker.io", "index.docker.io"})
 
 _ALNUM = r"[a-z0-9]+"
 _SEPARATOR = r"(?:[._]|__|[-]+)"
@@ -56,7 +60,7 @@ def _split_domain(name: str) -> tuple[str, str]:
         domain, remainder = DEFAULT_REGISTRY, name
     else:
         domain, remainder = first, rest
-    if domain in DOCKER_HUB_ALIASES:
+    if domain in _NAME_ALIASES:
         domain = DEFAULT_REGISTRY
     if domain == DEFAULT_REGISTRY and "/" not in remainder:
         remainder = f"library/{remainder}"
@@ -94,11 +98,14 @@ class ImageReference:
         if not match:
             raise InvalidReferenceError(f"invalid image reference {original!r}")
         name, tag, digest = match.group("name"), match.group("tag"), match.group("digest")
-        if len(name) > _NAME_MAX:
+        registry, repository = _split_domain(name)
+        # Measured on the normalised name, as distribution does (it parses
+        # "docker.io/library/..."): else a name could be accepted once and its own
+        # normalised form refused when read back.
+        if len(registry) + 1 + len(repository) > _NAME_MAX:
             raise InvalidReferenceError(
                 f"invalid image reference {original!r}: name longer than {_NAME_MAX} characters"
             )
-        registry, repository = _split_domain(name)
         if not _DOMAIN_RE.match(registry):
             raise InvalidReferenceError(f"invalid image reference {original!r}: bad registry host")
         if repository.lower() != repository and _PATH_RE.match(repository.lower()):

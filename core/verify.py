@@ -6,18 +6,26 @@ manifest, and every stored image manifest has its config and layers (an index ma
 sparse: only the children stored are checked). ``fix=True`` removes what is corrupt —
 bad blobs, dangling links, incomplete manifests and the tags pointing at them — so that
 a re-run of ``registry save``/``build`` fetches it again.
+
+Nothing outside the directory is read, written or removed: a stock registry never writes
+a symlink, so every symlink in the tree is a problem of its own (whether it points
+outside or inside), the checks never follow one, and ``fix`` removes the link itself,
+never what it points to. Removal goes through :class:`ConfinedRoot` (directory file
+descriptors, ``O_NOFOLLOW``), so a symlink swapped in during the run is not followed either.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import shutil
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sealpy.core.errors import SealpyError
 from sealpy.core.transport.blobio import CHUNK
-from sealpy.core.transport.distribution import DistributionLayout
+from sealpy.core.transport.confined import find_symlinks
+from sealpy.core.transport.distribution import V2, DistributionLayout
 from sealpy.core.transport.media import Manifest
 
 
@@ -33,6 +41,8 @@ class Problem:
     remove: tuple[Path, ...] = field(default=(), compare=False)
 
     def __str__(self) -> str:
+        if self.repository is None and self.digest is None:
+            return self.message
         where = self.repository or "blobs"
         if self.digest:
             where += f"@{self.digest}"
@@ -61,22 +71,45 @@ class VerifyResult:
         return f"{head}: {len(self.problems)} problems (run with --fix to remove what is corrupt)"
 
 
-def _hash_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
+def _hash_blob(layout: DistributionLayout, digest: str) -> str:
+    sha = hashlib.sha256()
+    with layout.open_blob(digest) as f:
         while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return "sha256:" + digest.hexdigest()
+            sha.update(chunk)
+    return "sha256:" + sha.hexdigest()
+
+
+def symlink_problems(layout: DistributionLayout) -> list[Problem]:
+    """Every symlink in the tree (from ``docker/`` down), each removable by itself."""
+    problems = []
+    for link in find_symlinks(layout.root, layout.root / V2):
+        try:
+            target = os.readlink(link)
+        except OSError:
+            target = "?"
+        problems.append(
+            Problem(
+                None,
+                None,
+                f"{link.relative_to(layout.root)} is a symlink to {target} "
+                "(a registry directory holds no symlinks)",
+                (link,),
+            )
+        )
+    return problems
 
 
 def check(layout: DistributionLayout) -> tuple[list[Problem], int, int]:
-    problems: list[Problem] = []
+    problems = symlink_problems(layout)
     good_blobs: set[str] = set()
     blobs = 0
     for digest in layout.blob_digests():
         blobs += 1
         path = layout.blob_path(digest)
-        actual = _hash_file(path)
+        try:
+            actual = _hash_blob(layout, digest)
+        except SealpyError:  # gone since it was listed
+            continue
         if actual == digest:
             good_blobs.add(digest)
         else:
@@ -195,7 +228,7 @@ def _check_repository(layout: DistributionLayout, repo: str, good_blobs: set[str
                     repo, current, f"tag {tag} points to a missing or broken manifest", (tag_dir,)
                 )
             )
-    for leftover in repo_dir.rglob(".*.tmp"):
+    for leftover in layout.temporary_files(repo_dir):
         problems.append(
             Problem(repo, None, f"unfinished write {leftover.relative_to(repo_dir)}", (leftover,))
         )
@@ -205,7 +238,7 @@ def _check_repository(layout: DistributionLayout, repo: str, good_blobs: set[str
 def verify_registry(directory: Path, *, fix: bool = False) -> VerifyResult:
     directory = Path(directory)
     layout = DistributionLayout(directory)
-    if not layout.exists():
+    if not layout.exists() and not symlink_problems(layout):
         raise NotARegistryError(
             f"{directory} is not a registry storage root (no docker/registry/v2 inside)"
         )
@@ -217,10 +250,10 @@ def verify_registry(directory: Path, *, fix: bool = False) -> VerifyResult:
     for _ in range(3):  # removing a manifest can break the index or tag above it
         for problem in remaining:
             for path in problem.remove:
-                if path.is_dir():
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    path.unlink(missing_ok=True)
+                # The path itself (a symlink is unlinked, not followed); one that can only
+                # be reached through a symlink stays and is reported as remaining.
+                with contextlib.suppress(OSError, SealpyError):
+                    layout.confined.remove(path)
         remaining, _, _ = check(layout)
         found.extend(p for p in remaining if p not in found)
         if not remaining:

@@ -19,7 +19,10 @@ DIGEST = "sha256:" + "0123456789abcdef" * 4
         ("bitnami/redis:7.2", "docker.io/bitnami/redis:7.2"),
         ("docker.io/nginx", "docker.io/library/nginx:latest"),
         ("index.docker.io/library/nginx:1", "docker.io/library/nginx:1"),
-        ("registry-1.docker.io/x/y:2", "docker.io/x/y:2"),
+        # distribution normalises only the legacy index name; containerd and Sealos read
+        # registry-1.docker.io/x as repository "x" on that host, not library/x.
+        ("registry-1.docker.io/x/y:2", "registry-1.docker.io/x/y:2"),
+        ("registry-1.docker.io/x", "registry-1.docker.io/x:latest"),
         ("quay.io/prometheus/node-exporter:v1.7.0", "quay.io/prometheus/node-exporter:v1.7.0"),
         ("  nginx:1.25  ", "docker.io/library/nginx:1.25"),
     ],

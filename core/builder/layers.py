@@ -218,16 +218,17 @@ def unpack(tar: tarfile.TarFile, root: Path, *, whiteouts: bool, what: str) -> N
             base = posixpath.basename(name)
             parent_rel = posixpath.dirname(name)
             if whiteouts and base.startswith(WHITEOUT):
+                target = whiteout_target(member.name, what)
                 parent = _inside(root, parent_rel, what, create=False)
                 if parent is None:
                     continue
-                if base == OPAQUE:
+                if target is None:
                     for child in list(parent.iterdir()) if parent.is_dir() else []:
                         rel = posixpath.join(parent_rel, child.name) if parent_rel else child.name
                         if rel not in written:
                             _remove(child)
                 else:
-                    _remove(parent / base[len(WHITEOUT) :])
+                    _remove(parent / target)
                 continue
             parent = _inside(root, parent_rel, what, create=True)
             assert parent is not None
@@ -278,6 +279,22 @@ def _safe_name(name: str, what: str) -> str | None:
     if ".." in name.split("/") and posixpath.normpath(name.lstrip("/")).startswith(".."):
         raise BuildError(f"{what}: member {name!r} points outside the archive")
     return cleaned or None
+
+
+def whiteout_target(name: str, what: str) -> str | None:
+    """The entry a whiteout member (``dir/.wh.<entry>``) deletes in its directory; None
+    for the opaque marker. A whiteout must name one entry: ``.wh..`` (``.``), ``.wh...``
+    (``..``) or a bare ``.wh.`` would delete the directory itself or its parent — outside
+    the rootfs being assembled — and is refused."""
+    base = posixpath.basename(posixpath.normpath("/" + name))
+    if base == OPAQUE:
+        return None
+    target = base[len(WHITEOUT) :]
+    if target in ("", ".", "..") or "/" in target or "\0" in target:
+        raise BuildError(
+            f"{what}: invalid whiteout {name!r}: it must name one entry of its directory"
+        )
+    return target
 
 
 def _inside(root: Path, relpath: str, what: str, *, create: bool) -> Path | None:

@@ -259,7 +259,7 @@ def unpack_image(store: Store, layers: Sequence[Descriptor], root: Path, label: 
     layer's whiteouts deleting what the layers below put there (``COPY --from``)."""
     for layer in layers:
         with store.layout.open_blob(layer.digest) as f, open_layer(f) as tar:
-            unpack(tar, root, whiteouts=True, what=f"COPY --from={label}")
+            unpack(tar, root, whiteouts=True, what=f"COPY --from={label}: layer {layer.digest}")
     return Tree(root, what=label, jail=True)
 
 

@@ -5,15 +5,23 @@ the archive at ``<path>`` (relative to ``images/skopeo/``, as Sealos joins it) i
 ``<destination>`` (``repository[:tag]``). Blank lines and lines starting with ``#`` are
 skipped. Unlike an unusable image reference in a manifest, a malformed line or a missing
 archive fails the scan: the line names exactly one archive the user meant to ship.
+
+An archive must resolve inside the context, as a Kubefile COPY source must: the path is
+joined and cleaned as Sealos does (``../../x`` from ``images/skopeo/`` is ``x`` in the
+context root), then followed symlink by symlink; climbing out, or a symlink leading out
+(of the archive, of a directory on the way, or of ``tar.txt`` itself), is an error.
 """
 
 from __future__ import annotations
 
+import os
+import posixpath
 from pathlib import Path
 from typing import cast
 
+from sealpy.core.builder.context import Tree
 from sealpy.core.discovery.yamlimages import text_lines
-from sealpy.core.errors import ContextError, InvalidReferenceError
+from sealpy.core.errors import BuildError, ContextError, InvalidReferenceError
 from sealpy.core.hookspecs import hookimpl
 from sealpy.core.model import (
     ArchiveEntry,
@@ -32,8 +40,9 @@ _EXPECTED = (
 )
 
 
-def parse_line(line: str, base: Path, location: Location) -> ArchiveEntry:
-    """One ``tar.txt`` line as an archive entry; ContextError naming file and line if bad."""
+def parse_line(line: str, root: Path, location: Location) -> ArchiveEntry:
+    """One ``tar.txt`` line as an archive entry (``root``: the context root, resolved);
+    ContextError naming file and line if bad."""
     where = f"{location.file}:{location.line}"
     transport, colon, rest = line.partition(":")
     if not colon or transport not in TRANSPORTS:
@@ -55,11 +64,34 @@ def parse_line(line: str, base: Path, location: Location) -> ArchiveEntry:
             f"{where}: destination {destination_text.strip()!r} has a digest; "
             "an archive is stored under a repository and tag"
         )
-    # Sealos joins the path onto images/skopeo/ (Go's path.Join), even a leading "/".
-    path = base / path_text.strip().lstrip("/")
-    if not path.is_file():
-        raise ContextError(f"{where}: archive {path_text.strip()!r} not found (looked for {path})")
+    path = _archive_path(path_text.strip(), root, where)
     return ArchiveEntry(cast(ArchiveTransport, transport), path, destination, location)
+
+
+def _archive_path(text: str, root: Path, where: str) -> Path:
+    """The real path of an archive named in tar.txt, inside the context or an error."""
+    # Sealos joins the path onto images/skopeo/ (Go's path.Join, which also cleans it),
+    # even a leading "/".
+    relpath = posixpath.normpath(posixpath.join(SKOPEO_DIR.as_posix(), text.lstrip("/")))
+    looked = Path(os.path.normpath(root / relpath))
+    if "\0" in relpath:
+        raise ContextError(f"{where}: archive {text!r}: a path cannot hold a NUL character")
+    if relpath == ".." or relpath.startswith("../"):
+        raise ContextError(
+            f"{where}: archive {text!r} is outside the build context ({looked}); "
+            "an archive must be inside it"
+        )
+    try:
+        path = Tree(root).resolve(relpath)
+    except BuildError as exc:
+        if "no such file" in str(exc) or "not a directory" in str(exc):
+            raise ContextError(
+                f"{where}: archive {text!r} not found (looked for {looked})"
+            ) from None
+        raise ContextError(f"{where}: archive {text!r}: {exc}") from None  # outside, a loop
+    if not path.is_file():
+        raise ContextError(f"{where}: archive {text!r} not found (looked for {looked})")
+    return path
 
 
 @hookimpl
@@ -69,11 +101,16 @@ def sealpy_discover_images(context: BuildContext) -> DiscoveryResult | None:
         return None
     relative = context.relative(tar_txt)
     try:
+        # tar.txt itself must not be read through a symlink that leads out of the context.
+        tar_txt = Tree(context.root).resolve(TAR_TXT.as_posix())
+    except BuildError as exc:
+        raise ContextError(f"{relative}: {exc}") from None
+    try:
         text = tar_txt.read_bytes().decode("utf-8-sig", errors="replace")
     except OSError as exc:
         raise ContextError(f"{relative}: cannot read: {exc.strerror or exc}") from None
     entries = [
-        parse_line(line.strip(), tar_txt.parent, Location(relative, number))
+        parse_line(line.strip(), context.root, Location(relative, number))
         for number, line in enumerate(text_lines(text), 1)
         if line.strip() and not line.strip().startswith("#")
     ]

@@ -119,15 +119,16 @@ class OCIArchiveSource:
             self.index = json.loads(self.tar.read("index.json"))
         except (NotFoundError, ValueError):
             raise ContextError(f"{path} is not an OCI archive (no readable index.json)") from None
+        manifests = self.index.get("manifests") if isinstance(self.index, dict) else None
+        if not isinstance(manifests, list) or not all(isinstance(e, dict) for e in manifests):
+            raise ContextError(f"{path}: index.json has no list of manifest descriptors")
 
     def get_manifest(self, reference: str) -> Manifest:
         if SHA256_RE.match(reference):
             return Manifest.parse(self._blob(reference), expected_digest=reference, what=reference)
-        entries = self.index.get("manifests") or []
+        entries = self.index["manifests"]
         if reference:
-            entries = [
-                e for e in entries if (e.get("annotations") or {}).get(REF_NAME) == reference
-            ]
+            entries = [e for e in entries if _annotation(e, REF_NAME) == reference]
         if len(entries) != 1:
             raise ContextError(
                 f"{self.tar.path}: expected exactly one image{' named ' + reference if reference else ''}, "
@@ -156,6 +157,11 @@ class OCIArchiveSource:
         with self.open_blob(descriptor) as src:
             stream_into(src, writer, on_bytes)
         writer.verify()
+
+
+def _annotation(descriptor: dict, key: str) -> object:
+    annotations = descriptor.get("annotations")
+    return annotations.get(key) if isinstance(annotations, dict) else None
 
 
 class BlobSink(Protocol):
@@ -208,6 +214,16 @@ class DockerArchiveSource:
         if entry is not None and not 0 <= entry < len(entries):
             raise ContextError(f"{path}: manifest.json has no image number {entry}")
         self.entry = entries[entry or 0]
+        number = (entry or 0) + 1
+        if not isinstance(self.entry, dict) or not isinstance(self.entry.get("Config"), str):
+            raise ContextError(f"{path}: manifest.json image {number} names no Config file")
+        layers = self.entry.get("Layers")
+        if layers is not None and (
+            not isinstance(layers, list) or not all(isinstance(n, str) for n in layers)
+        ):
+            raise ContextError(
+                f"{path}: manifest.json image {number}: Layers is not a list of names"
+            )
 
     def get_manifest(self, reference: str) -> Manifest:
         with self._lock:

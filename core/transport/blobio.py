@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from sealpy.core.errors import DigestMismatchError
+from sealpy.core.transport.confined import ConfinedRoot
 from sealpy.core.transport.media import Descriptor
 
 CHUNK = 1 << 20  # 1 MiB: constant memory whatever the blob size
@@ -36,6 +37,7 @@ class BlobWriter:
 
     ``final_path`` maps the (verified) digest to the final path; it is called at commit,
     so blobs whose digest is only known afterwards (compressed on the fly) work too.
+    With ``confined``, every path is reached without following a symlink below its root.
     """
 
     def __init__(
@@ -48,6 +50,7 @@ class BlobWriter:
         media_type: str = "",
         durable: bool = True,
         resume: bool = True,
+        confined: ConfinedRoot | None = None,
     ) -> None:
         self.partial = partial
         self._final_path = final_path
@@ -56,10 +59,19 @@ class BlobWriter:
         self.media_type = media_type
         self._durable = durable
         self._hash = hashlib.sha256()
-        partial.parent.mkdir(parents=True, exist_ok=True)
-        mode = "r+b" if resume and partial.exists() else "w+b"
-        self._file = open(partial, mode)  # noqa: SIM115 - closed in commit/close
-        if mode == "r+b":
+        self._confined = confined
+        self._dir_fd: int | None = None
+        if confined is None:
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            mode = "r+b" if resume and partial.exists() else "w+b"
+            self._file = open(partial, mode)  # noqa: SIM115 - closed in commit/close
+        else:
+            # Opened without following a symlink anywhere below the root; the directory
+            # stays open for the rename at commit.
+            flags = os.O_RDWR | os.O_CREAT | (0 if resume else os.O_TRUNC)
+            self._dir_fd, fd = confined.open_file(partial, flags)
+            self._file = os.fdopen(fd, "r+b")
+        if resume:
             self._rehash()
         self.offset = self._file.tell()
 
@@ -124,8 +136,13 @@ class BlobWriter:
             os.fsync(self._file.fileno())
         self._file.close()
         final = self._final_path(actual)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self.partial, final)
+        if self._confined is None:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.partial, final)
+        else:
+            assert self._dir_fd is not None
+            self._confined.replace(self._dir_fd, self.partial.name, final)
+        self._close_dir()
         self._remove_partial_dir()
         return Descriptor(self.media_type, actual, self.offset)
 
@@ -133,17 +150,30 @@ class BlobWriter:
         """Stop writing; the partial file stays for a later run to resume."""
         if not self._file.closed:
             self._file.close()
+        self._close_dir()
+
+    def _close_dir(self) -> None:
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+            self._dir_fd = None
 
     def discard(self) -> None:
         self.close()
-        self.partial.unlink(missing_ok=True)
+        if self._confined is None:
+            self.partial.unlink(missing_ok=True)
+        else:
+            self._confined.remove(self.partial)
         self._remove_partial_dir()
 
     def _remove_partial_dir(self) -> None:
         # Partials live in a directory of their own (distribution's _uploads/<id>/data).
-        if self.partial.name == "data":
+        if self.partial.name != "data":
+            return
+        if self._confined is None:
             with contextlib.suppress(OSError):
                 self.partial.parent.rmdir()
+        else:
+            self._confined.remove_empty_dir(self.partial.parent)
 
 
 def stream_into(
@@ -195,10 +225,17 @@ class HashingTee:
         return "sha256:" + self.hash.hexdigest()
 
 
-def write_bytes_atomically(path: Path, data: bytes, *, durable: bool = False) -> None:
-    """Write a small file (a link, a manifest) so readers see all of it or none of it."""
+def write_bytes_atomically(
+    path: Path, data: bytes, *, durable: bool = False, confined: ConfinedRoot | None = None
+) -> None:
+    """Write a small file (a link, a manifest) so readers see all of it or none of it;
+    with ``confined``, without following a symlink below its root."""
+    tmp_name = f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp"
+    if confined is not None:
+        confined.write_atomically(path, data, tmp_name, durable=durable)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    tmp = path.with_name(tmp_name)
     with open(tmp, "wb") as f:
         f.write(data)
         if durable:

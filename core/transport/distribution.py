@@ -13,17 +13,22 @@ A directory written here is served as it is by a stock ``docker-registry`` whose
 A link file holds exactly ``sha256:<hex>``, no newline. Blobs reach their final path only
 once verified; links are written after the content they point to, and the tag last, so
 an interrupted run leaves a tree that serves whatever was complete.
+
+The tree may come with a build context from anyone: every read, write and removal below
+the root goes through :class:`ConfinedRoot`, which never follows a symlink there. A write
+through one is refused with an error naming it; a read treats it as absent.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from sealpy.core.errors import NotFoundError
+from sealpy.core.errors import NotFoundError, SealpyError
 from sealpy.core.process import pid_alive
 from sealpy.core.reference import SHA256_RE
 from sealpy.core.transport.blobio import (
@@ -32,6 +37,7 @@ from sealpy.core.transport.blobio import (
     stream_into,
     write_bytes_atomically,
 )
+from sealpy.core.transport.confined import ConfinedRoot, SymlinkRefusedError, find_symlinks
 from sealpy.core.transport.media import Descriptor, Manifest, digest_hex
 
 if TYPE_CHECKING:
@@ -52,12 +58,28 @@ class DistributionLayout:
         self.root = Path(root).absolute()
         self.v2 = self.root / V2
         self.durable = durable
+        self.confined = ConfinedRoot(self.root)
 
     def __repr__(self) -> str:
         return f"DistributionLayout({str(self.root)!r})"
 
     def exists(self) -> bool:
-        return self.v2.is_dir()
+        return self.confined.is_dir(self.v2)
+
+    def refuse_symlinks(self) -> None:
+        """Raise :class:`SymlinkRefusedError` naming every symlink in the tree: for a
+        writer that cannot be confined itself (a stock registry follows symlinks), checked
+        before it starts."""
+        links = find_symlinks(self.root, self.v2)
+        if links:
+            shown = ", ".join(
+                f"{p.relative_to(self.root)} -> {_readlink(p)}" for p in links[:3]
+            ) + (f" and {len(links) - 3} more" if len(links) > 3 else "")
+            raise SymlinkRefusedError(
+                f"registry directory {self.root} holds symlinks ({shown}); a registry "
+                "directory holds none, and nothing is written through one: remove them, "
+                "e.g. with `sealpy registry verify --fix`"
+            )
 
     def repository(self, name: str) -> DistributionRepository:
         return DistributionRepository(self, name)
@@ -67,15 +89,31 @@ class DistributionLayout:
         process left behind; those of live processes stay. Returns how many went."""
         removed = 0
         repositories = self.v2 / "repositories"
-        if not repositories.is_dir():
+        if not self.confined.is_dir(repositories):
             return 0
-        for leftover in repositories.rglob(".*.tmp"):
+        for leftover in self.temporary_files(repositories):
             writer = leftover.name.rsplit(".", 2)[-2].split("-", 1)[0]
             if writer.isdigit() and pid_alive(int(writer)):
                 continue
-            leftover.unlink(missing_ok=True)
+            self.confined.remove(leftover)
             removed += 1
         return removed
+
+    def temporary_files(self, directory: Path) -> list[Path]:
+        """The temporary link files (``.<name>.<writer>.tmp``) under ``directory``, found
+        without following a symlink."""
+        found: list[Path] = []
+        try:
+            with self.confined.directory(directory, create=False) as top:
+                for dirpath, _dirs, files, dir_fd in os.fwalk(".", dir_fd=top):
+                    for name in files:
+                        if name.startswith(".") and name.endswith(".tmp"):
+                            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                            if stat.S_ISREG(st.st_mode):
+                                found.append(Path(os.path.normpath(directory / dirpath / name)))
+        except (OSError, SealpyError):
+            return []
+        return sorted(found)
 
     # --- blobs -------------------------------------------------------------------------
 
@@ -84,12 +122,12 @@ class DistributionLayout:
         return self.v2 / "blobs" / "sha256" / hex_[:2] / hex_ / "data"
 
     def has_blob(self, digest: str) -> bool:
-        return self.blob_path(digest).is_file()
+        return self.confined.is_file(self.blob_path(digest))
 
     def open_blob(self, digest: str) -> BinaryIO:
         try:
-            return open(self.blob_path(digest), "rb")
-        except FileNotFoundError:
+            return self.confined.open_read(self.blob_path(digest))
+        except (OSError, SealpyError):
             raise NotFoundError(f"blob {digest} is not in {self.root}") from None
 
     def read_blob(self, digest: str) -> bytes:
@@ -98,12 +136,10 @@ class DistributionLayout:
 
     def blob_digests(self) -> Iterator[str]:
         base = self.v2 / "blobs" / "sha256"
-        if not base.is_dir():
-            return
-        for prefix in sorted(base.iterdir()):
-            for entry in sorted(prefix.iterdir()) if prefix.is_dir() else ():
-                digest = f"sha256:{entry.name}"
-                if SHA256_RE.match(digest) and (entry / "data").is_file():
+        for prefix in self.confined.listdir(base, dirs_only=True):
+            for name in self.confined.listdir(base / prefix, dirs_only=True):
+                digest = f"sha256:{name}"
+                if SHA256_RE.match(digest) and self.confined.is_file(base / prefix / name / "data"):
                     yield digest
 
     def _uploads(self, repository: str) -> Path:
@@ -122,13 +158,19 @@ class DistributionLayout:
             size=descriptor.size,
             media_type=descriptor.media_type,
             durable=self.durable,
+            confined=self.confined,
         )
 
     def new_blob_writer(self, repository: str, media_type: str = "") -> BlobWriter:
         """A writer for a blob whose digest is known only at the end (compressed on the fly)."""
         partial = self._uploads(repository) / f"{PARTIAL_PREFIX}{uuid.uuid4().hex}" / "data"
         return BlobWriter(
-            partial, self.blob_path, media_type=media_type, durable=self.durable, resume=False
+            partial,
+            self.blob_path,
+            media_type=media_type,
+            durable=self.durable,
+            resume=False,
+            confined=self.confined,
         )
 
     def put_blob_bytes(self, data: bytes) -> str:
@@ -136,8 +178,8 @@ class DistributionLayout:
 
         digest = sha256_digest(data)
         path = self.blob_path(digest)
-        if not path.is_file():
-            write_bytes_atomically(path, data, durable=self.durable)
+        if not self.confined.is_file(path):
+            write_bytes_atomically(path, data, durable=self.durable, confined=self.confined)
         return digest
 
     # --- links ---------------------------------------------------------------------------
@@ -163,11 +205,11 @@ class DistributionLayout:
 
     def _write_link(self, path: Path, digest: str) -> None:
         try:
-            if path.read_bytes() == _link(digest):
+            if self.confined.read_bytes(path) == _link(digest):
                 return
-        except OSError:
+        except (OSError, SealpyError):
             pass
-        write_bytes_atomically(path, _link(digest))
+        write_bytes_atomically(path, _link(digest), confined=self.confined)
 
     def link_blob(self, repository: str, digest: str) -> None:
         self._write_link(self.layer_link(repository, digest), digest)
@@ -177,8 +219,10 @@ class DistributionLayout:
         for blob in manifest.blobs:
             self.link_blob(repository, blob.digest)
         path = self.blob_path(manifest.digest)
-        if not path.is_file():
-            write_bytes_atomically(path, manifest.data, durable=self.durable)
+        if not self.confined.is_file(path):
+            write_bytes_atomically(
+                path, manifest.data, durable=self.durable, confined=self.confined
+            )
         self._write_link(self.revision_link(repository, manifest.digest), manifest.digest)
 
     def set_tag(self, repository: str, tag: str, digest: str) -> None:
@@ -188,11 +232,10 @@ class DistributionLayout:
 
     # --- reading -------------------------------------------------------------------------
 
-    @staticmethod
-    def read_link(path: Path) -> str | None:
+    def read_link(self, path: Path) -> str | None:
         try:
-            text = path.read_text().strip()
-        except (OSError, UnicodeDecodeError):
+            text = self.confined.read_bytes(path).decode().strip()
+        except (OSError, UnicodeDecodeError, SealpyError):
             return None
         return text if SHA256_RE.match(text) else None
 
@@ -223,31 +266,44 @@ class DistributionLayout:
         """Every repository name (a directory holding ``_manifests``)."""
         base = self.v2 / "repositories"
         found: list[str] = []
-        if not base.is_dir():
-            return found
-        for dirpath, dirnames, _files in os.walk(base):
-            if "_manifests" in dirnames:
-                found.append(Path(dirpath).relative_to(base).as_posix())
-            dirnames[:] = [d for d in dirnames if not d.startswith("_")]
+        try:
+            with self.confined.directory(base, create=False) as top:
+                # By descriptors, never into a symlink: a linked _manifests is no repository.
+                for dirpath, dirnames, _files, dir_fd in os.fwalk(".", dir_fd=top):
+                    real = [d for d in dirnames if _is_real_dir(d, dir_fd)]
+                    if "_manifests" in real:
+                        found.append(Path(os.path.normpath(dirpath)).as_posix())
+                    dirnames[:] = [d for d in real if not d.startswith("_")]
+        except (OSError, SealpyError):
+            return []
         return sorted(found)
 
     def tags(self, repository: str) -> list[str]:
-        tags = self._repo(repository) / "_manifests" / "tags"
-        return sorted(p.name for p in tags.iterdir()) if tags.is_dir() else []
+        return self.confined.listdir(self._repo(repository) / "_manifests" / "tags")
 
     def _linked(self, directory: Path) -> list[str]:
-        base = directory / "sha256"
-        if not base.is_dir():
-            return []
-        return sorted(
-            f"sha256:{p.name}" for p in base.iterdir() if SHA256_RE.match(f"sha256:{p.name}")
-        )
+        names = self.confined.listdir(directory / "sha256")
+        return [f"sha256:{n}" for n in names if SHA256_RE.match(f"sha256:{n}")]
 
     def revisions(self, repository: str) -> list[str]:
         return self._linked(self._repo(repository) / "_manifests" / "revisions")
 
     def layer_links(self, repository: str) -> list[str]:
         return self._linked(self._repo(repository) / "_layers")
+
+
+def _readlink(path: Path) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return "?"
+
+
+def _is_real_dir(name: str, dir_fd: int) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
 
 
 class DistributionRepository:

@@ -60,8 +60,10 @@ class Descriptor:
                 int(data["size"]),
                 data.get("platform"),
             )
-        except (KeyError, TypeError, ValueError, AttributeError):
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
             raise ManifestError(f"malformed descriptor {str(data)[:120]}") from None
+        if descriptor.platform is not None and not isinstance(descriptor.platform, dict):
+            raise ManifestError(f"malformed platform in descriptor {str(data)[:120]}")
         # The digest becomes a path on disk: anything but sha256 hex is refused outright.
         if not SHA256_RE.match(descriptor.digest):
             raise ManifestError(f"unsupported digest {descriptor.digest[:80]!r} in a descriptor")
@@ -101,9 +103,11 @@ class Manifest:
             doc = None
         # Schema1 first: a signed one's digest is over the payload without its signatures,
         # so the bytes never match it, and a digest check would read as a lying source.
+        declared = doc.get("mediaType") if isinstance(doc, dict) else None
+        if not isinstance(declared, str):
+            declared = None  # a non-string mediaType declares nothing (refused below)
         if kind in SCHEMA1_TYPES or (
-            isinstance(doc, dict)
-            and (doc.get("schemaVersion") == 1 or doc.get("mediaType") in SCHEMA1_TYPES)
+            isinstance(doc, dict) and (doc.get("schemaVersion") == 1 or declared in SCHEMA1_TYPES)
         ):
             raise ManifestError(
                 f"{what}: Docker schema1 manifests are not supported (deprecated since 2017); "
@@ -117,7 +121,8 @@ class Manifest:
             raise ManifestError(f"{what}: not valid JSON")
         if not isinstance(doc, dict):
             raise ManifestError(f"{what}: not a JSON object")
-        declared = doc.get("mediaType")
+        if "mediaType" in doc and declared is None and doc["mediaType"] is not None:
+            raise ManifestError(f"{what}: mediaType is not a string")
         if kind not in MANIFEST_TYPES:
             kind = declared or ""
         if not kind:
