@@ -158,7 +158,7 @@ def run_strategy(spec: dict) -> dict:
 
 def run_skopeo_serial(spec: dict) -> dict:
     """Sealos >= 4.3's saver: a local registry, then one ``skopeo copy`` at a time."""
-    from sealpy.core.localregistry import RegistryProcess
+    from sealpy.core.cache.localregistry import RegistryProcess
     from sealpy.core.reference import ImageReference
 
     out = Path(spec["out"])

@@ -396,7 +396,7 @@ def registry_verify(
     ] = False,
 ) -> None:
     """Check a registry directory: blobs match digests, links resolve, images complete."""
-    from sealpy.core.verify import verify_registry
+    from sealpy.core.cache.verify import verify_registry
 
     result = verify_registry(directory, fix=fix)
     for problem in result.problems:
@@ -488,7 +488,8 @@ def build(
     api_versions: ApiVersionsOpt = None,
 ) -> None:
     """Scan the context, cache its images, and build the image (like `sealos build`)."""
-    from sealpy.core import buildflags, pipeline
+    from sealpy.core import pipeline
+    from sealpy.core.build import flags as buildflags
 
     # The name is validated even without --save-image; only caching needs it available.
     chosen = pipeline.select_strategy(strategy, check_available=save_image)
@@ -587,7 +588,7 @@ def _unsupported_buildah_flag(exc: Exception) -> str | None:
         return None
     if getattr(ctx.command, "name", None) != "build":
         return None
-    from sealpy.core.buildflags import unsupported_flag_message
+    from sealpy.core.build.flags import unsupported_flag_message
 
     return unsupported_flag_message(option)
 

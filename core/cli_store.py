@@ -1,7 +1,7 @@
 """Commands on the local image store: images, inspect, tag, rmi, pull, push, save, load,
 merge. Registered on :data:`sealpy.core.cli.app`; each takes ``--root DIR`` after the
 subcommand. Like the rest of the CLI they only parse arguments, call
-:mod:`sealpy.core.store`, :mod:`sealpy.core.storeio` and :mod:`sealpy.core.merge`, and
+:mod:`sealpy.core.store.layout`, :mod:`sealpy.core.store.transfer` and :mod:`sealpy.core.build.merge`, and
 render results; errors are :class:`~sealpy.core.errors.SealpyError` one-liners.
 """
 
@@ -38,7 +38,7 @@ JsonOpt = Annotated[bool, typer.Option("--json/--no-json", help="Print JSON.")]
 
 def _store(root: Path | None):
     from sealpy.core.pipeline import check_directory
-    from sealpy.core.store import Store
+    from sealpy.core.store.layout import Store
 
     if root is not None:  # a file given as --root is a usage error, not an internal one
         check_directory(root, "--root")
@@ -230,7 +230,7 @@ def tag(
     root: RootOpt = None,
 ) -> None:
     """Give an image more names."""
-    from sealpy.core.store import store_name
+    from sealpy.core.store.layout import store_name
 
     store = _store(root)
     stored = store.get(source)
@@ -283,8 +283,8 @@ def pull(
     """Pull an image from a registry into the store. Docker-typed images are stored with
     OCI media types, as `skopeo copy docker://... oci:` does (same blobs; the manifest
     digest printed is the stored one, not the registry's)."""
-    from sealpy.core import storeio
     from sealpy.core.reference import ImageReference, Platform, parse_platforms
+    from sealpy.core.store import transfer
 
     ref = ImageReference.parse(image.removeprefix("docker://"))
     platforms = parse_platforms(platform) if platform else (Platform.host(),)
@@ -293,7 +293,7 @@ def pull(
     progress = _progress(quiet)
     try:
         with _client(authfile, creds, tls_verify, registry_mirror, retry_times) as client:
-            stored = storeio.pull(
+            stored = transfer.pull(
                 store,
                 ref,
                 client,
@@ -324,8 +324,8 @@ def push(
 ) -> None:
     """Push an image from the store to a registry (blobs it has are skipped; blobs another
     repository there has are mounted)."""
-    from sealpy.core import storeio
     from sealpy.core.reference import ImageReference
+    from sealpy.core.store import transfer
 
     store = _store(root)
     stored = store.get(image)
@@ -340,7 +340,7 @@ def push(
     progress = _progress(quiet)
     try:
         with _client(authfile, creds, tls_verify, None, retry_times) as client:
-            result = storeio.push(store, stored, ref, client, progress=progress)
+            result = transfer.push(store, stored, ref, client, progress=progress)
     finally:
         progress.close()
     typer.echo(
@@ -362,13 +362,13 @@ def save(
     platform: PlatformOpt = None,
 ) -> None:
     """Write images to an archive file (`skopeo` reads it as oci-archive:/docker-archive:)."""
-    from sealpy.core import storeio
+    from sealpy.core.store import transfer
 
-    if archive_format not in storeio.FORMATS:
+    if archive_format not in transfer.FORMATS:
         raise UsageError(f"invalid --format {archive_format!r}: use oci-archive or docker-archive")
     store = _store(root)
     chosen = [store.get(i) for i in images_]
-    storeio.save(store, chosen, output, format=archive_format, platform=_platform(platform))  # type: ignore[arg-type]
+    transfer.save(store, chosen, output, format=archive_format, platform=_platform(platform))  # type: ignore[arg-type]
     typer.echo(f"Saved {len(chosen)} image(s) to {output}", err=True)
 
 
@@ -382,15 +382,15 @@ def load(
 ) -> None:
     """Load the images of an archive into the store (Docker media types become OCI ones;
     an oci-archive image named by a tag only, e.g. `1.0`, becomes localhost/<file>:1.0)."""
-    from sealpy.core import storeio
     from sealpy.core.errors import ContextError
+    from sealpy.core.store import transfer
 
     if not input_.is_file():
         raise ContextError(f"archive {input_} does not exist")
     store = _store(root)
     progress = _progress(quiet)
     try:
-        names = storeio.load(store, input_, progress=progress)
+        names = transfer.load(store, input_, progress=progress)
     finally:
         progress.close()
     for name in names:
@@ -438,11 +438,12 @@ def merge(
     merged, later wins, PATH dropped, rootfs type kept; ENTRYPOINT and CMD concatenated).
     Inputs missing from the store are pulled with build's registry flags (--all: every
     platform of them)."""
-    from sealpy.core import pipeline, storeio
-    from sealpy.core.merge import merge as merge_images
+    from sealpy.core import pipeline
+    from sealpy.core.build.merge import merge as merge_images
     from sealpy.core.model import DEFAULT_MAX_PARALLEL
     from sealpy.core.reference import parse_platforms
-    from sealpy.core.store import store_name
+    from sealpy.core.store import transfer
+    from sealpy.core.store.layout import store_name
 
     if not tag_:
         raise UsageError("merge needs -t NAME for the result")
@@ -459,7 +460,7 @@ def merge(
     with _client(authfile, creds, tls_verify, registry_mirror, retry_times) as client:
 
         def resolve(text, wanted):
-            return storeio.ensure_image(
+            return transfer.ensure_image(
                 store,
                 text,
                 wanted,

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from sealpy.core.builder import BuilderRegistry
+    from sealpy.core.build import BuilderRegistry
+    from sealpy.core.cache.strategy import StrategyRegistry
     from sealpy.core.model import BuildContext, DiscoveryResult
-    from sealpy.core.strategy import StrategyRegistry
 
 PROJECT = "sealpy"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -32,7 +32,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def sealpy_register_strategies(registry: StrategyRegistry) -> None:
     """Register caching strategies: call ``registry.register(StrategyClass)`` for each.
 
-    A strategy is a :class:`sealpy.core.strategy.CacheStrategy` subclass with a unique
+    A strategy is a :class:`sealpy.core.cache.strategy.CacheStrategy` subclass with a unique
     ``name``, a one-line ``description``, an ``availability()`` check and a ``cache()``
     method. ``sealpy build --strategy NAME`` selects it.
     """
@@ -54,7 +54,7 @@ def sealpy_discover_images(context: BuildContext) -> DiscoveryResult | None:
 def sealpy_register_builders(registry: BuilderRegistry) -> None:
     """Register image builders: call ``registry.register(BuilderClass)`` for each.
 
-    A builder is a :class:`sealpy.core.builder.ImageBuilder` subclass that turns a build
+    A builder is a :class:`sealpy.core.build.ImageBuilder` subclass that turns a build
     file and its context into an image in the local store. ``sealpy build --builder NAME``
     selects it; ``native`` is the default.
     """

@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING
 
 import pluggy
 
+from sealpy.core.cache.strategy import CacheStrategy
 from sealpy.core.errors import BuildError, ContextError, StrategyUnavailableError, UsageError
 from sealpy.core.model import CacheOptions, CacheReport, ImageSet, RenderOptions, ScanResult
 from sealpy.core.plugins import plugin_manager, resolve_strategy
-from sealpy.core.strategy import CacheStrategy
 
 if TYPE_CHECKING:
     from sealpy.core.auth import CredentialProvider
-    from sealpy.core.builder import BuildResult, ImageBuilder, OutputOptions
+    from sealpy.core.build import BuildResult, ImageBuilder, OutputOptions
     from sealpy.core.reference import Platform
     from sealpy.core.registries import RegistriesConfig
 
@@ -153,9 +153,9 @@ def check_build_file(
     create ``registry/``, so sources under it are not checked yet. ``target`` and
     ``ignorefile`` are ``--target`` and ``--ignorefile``: only the stages built are
     checked, against that ignore file."""
-    from sealpy.core.builder.context import IgnoreMatcher, Tree
-    from sealpy.core.builder.native import NativeBuilder, split_stages
-    from sealpy.core.builder.parser import parse_files
+    from sealpy.core.build.context import IgnoreMatcher, Tree
+    from sealpy.core.build.native import NativeBuilder, split_stages
+    from sealpy.core.build.parser import parse_files
 
     chosen = builder if isinstance(builder, type) else select_builder(builder, manager=manager)
     context = scanned.context
@@ -182,7 +182,7 @@ _URL_SOURCE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://|^git@")
 
 
 def _literal_sources(ins) -> list[str]:
-    from sealpy.core.builder.parser import expand_words
+    from sealpy.core.build.parser import expand_words
 
     words = expand_words(ins, {})
     return [w for w in words[:-1] if not _URL_SOURCE.match(w)]
@@ -196,7 +196,7 @@ def _under_registry(source: str) -> bool:
 def _check_source(tree, source: str, keyword: str) -> None:
     """What the native builder's plan checks first for one source (missing, outside the
     context, excluded by .dockerignore), without walking directories."""
-    from sealpy.core.builder.context import IGNORE_FILES, has_glob
+    from sealpy.core.build.context import IGNORE_FILES, has_glob
 
     if has_glob(source):
         if not tree.glob(source):
@@ -210,7 +210,7 @@ def _check_source(tree, source: str, keyword: str) -> None:
 
 def select_builder(name: str = "native", *, manager: pluggy.PluginManager | None = None):
     """The builder class registered as ``name``, checked to be available."""
-    from sealpy.core.builder import BuilderRegistry
+    from sealpy.core.build import BuilderRegistry
 
     registry = BuilderRegistry()
     (manager or plugin_manager()).hook.sealpy_register_builders(registry=registry)
@@ -258,9 +258,9 @@ def build(
     ``$XDG_DATA_HOME/sealpy/store``) with a builder (``native`` unless told otherwise).
     Timestamps come from ``epoch`` (``--timestamp``), else ``SOURCE_DATE_EPOCH``, else 0.
     ``output``, ``target`` and ``ignorefile`` carry buildah's flags of the same names (see
-    :class:`~sealpy.core.builder.OutputOptions`)."""
-    from sealpy.core.builder import BuildRequest, OutputOptions
-    from sealpy.core.store import default_root
+    :class:`~sealpy.core.build.OutputOptions`)."""
+    from sealpy.core.build import BuildRequest, OutputOptions
+    from sealpy.core.store.layout import default_root
 
     chosen = builder if isinstance(builder, type) else select_builder(builder, manager=manager)
     request = BuildRequest(

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 import pluggy
 
 from sealpy.core import hookspecs
-from sealpy.core.strategy import CacheStrategy, StrategyRegistry
+from sealpy.core.cache.strategy import CacheStrategy, StrategyRegistry
 
 DEFAULT_STRATEGY = "proxy"
 STRATEGY_ENV = "SEALPY_CACHE_STRATEGY"

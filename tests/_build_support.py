@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sealpy.core import pipeline
-from sealpy.core.builder import BuildResult
+from sealpy.core.build import BuildResult
 from sealpy.core.cli import main
 from sealpy.core.model import ImageSet
 from sealpy.core.testing.images import ImageFactory

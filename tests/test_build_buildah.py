@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from _build_support import cli, manifest_of, member_names
 
-from sealpy.core.builder.buildah import BuildahBuilder, _may_copy_registry
-from sealpy.core.builder.parser import parse_text
+from sealpy.core.build.buildah import BuildahBuilder, _may_copy_registry
+from sealpy.core.build.parser import parse_text
 from sealpy.core.testing.registry import require_tool, skopeo_manifest_digest
 
 

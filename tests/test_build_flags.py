@@ -20,7 +20,7 @@ import pytest
 from _build_support import cli
 from _buildah_support import Buildah, Image, sealpy_build, sealpy_image
 
-from sealpy.core.buildflags import BUILDAH_BUD_FLAGS, BUILDAH_SHORT_FLAGS
+from sealpy.core.build.flags import BUILDAH_BUD_FLAGS, BUILDAH_SHORT_FLAGS
 from sealpy.core.testing.registry import skopeo
 from sealpy.core.transport import media
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from _build_support import blob, build, config_of, manifest_of, member_names, members
 
-from sealpy.core.builder.context import IgnoreMatcher, Ownership, Tree, plan_sources
-from sealpy.core.builder.layers import write_layer
+from sealpy.core.build.context import IgnoreMatcher, Ownership, Tree, plan_sources
+from sealpy.core.build.layers import write_layer
 from sealpy.core.errors import BuildError
 from sealpy.core.transport.ocilayout import OCILayout
 

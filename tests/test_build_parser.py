@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sealpy.core.builder.parser import (
+from sealpy.core.build.parser import (
     expand_words,
     key_values,
     parse_files,

@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 
 from sealpy.core import pipeline
-from sealpy.core.builder.layers import open_layer, unpack
+from sealpy.core.build.layers import open_layer, unpack
+from sealpy.core.cache.verify import verify_registry
 from sealpy.core.cli import main
 from sealpy.core.errors import BuildError, ContextError, SealpyError
 from sealpy.core.model import CacheOptions, ImageSet
-from sealpy.core.store import Store
+from sealpy.core.store.layout import Store
 from sealpy.core.testing.conformance import AMD64
 from sealpy.core.transport import confined
 from sealpy.core.transport.confined import SymlinkRefusedError
@@ -35,7 +36,6 @@ from sealpy.core.transport.media import (
     Manifest,
     sha256_digest,
 )
-from sealpy.core.verify import verify_registry
 
 V2 = Path("docker/registry/v2")
 
@@ -388,7 +388,7 @@ def test_merge_refuses_an_invalid_whiteout_naming_the_layer(tmp_path: Path, caps
 
 
 def test_copy_from_refuses_an_invalid_whiteout_naming_the_layer(tmp_path: Path):
-    from sealpy.core.builder.stagewrite import unpack_image
+    from sealpy.core.build.stagewrite import unpack_image
 
     store = Store(tmp_path / "store")
     compressed = gzip.compress(_tar({"x": b"x", "sub/.wh..": b""}), mtime=0)

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
+from sealpy.core.cache.verify import Problem, verify_registry
 from sealpy.core.reference import ImageReference
 from sealpy.core.testing.faultproxy import FaultPlan, FaultProxy
 from sealpy.core.testing.images import ImageFactory
 from sealpy.core.testing.registry import RegistryServer, skopeo_pull
 from sealpy.core.transport.distribution import DistributionLayout
-from sealpy.core.verify import Problem, verify_registry
 
 KILLS = int(os.environ.get("SEALPY_CRASH_KILLS", "8"))
 PULLS_PER_KILL = 3  # tagged images pulled after each kill (all of them after the re-run)

@@ -27,8 +27,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from sealpy.core.builder import parser
-from sealpy.core.builder.words import split_fields, split_raw_words
+from sealpy.core.build import parser
+from sealpy.core.build.words import split_fields, split_raw_words
 from sealpy.core.discovery import IgnoreRule, read_sealignore
 from sealpy.core.discovery.archives import parse_line
 from sealpy.core.discovery.archives import sealpy_discover_images as discover_archives
@@ -440,7 +440,7 @@ words = st.text(alphabet="ab$ {}:-+?=\"'\\`\t\n", max_size=40)
 @given(words, environments, st.sampled_from(["\\", "`"]))
 def test_word_expansion_gives_text_or_a_sealpy_error(text: str, env: dict, escape: str):
     """Splitting takes the build file's escape character; processing always uses ``\\``,
-    as buildah does (core/builder/words.py)."""
+    as buildah does (core/build/words.py)."""
     for raw in [text, *split_raw_words(text, escape), *split_fields(text)]:
         for expand in (parser.process_word, parser.process_words):
             with contextlib.suppress(SealpyError):

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from _build_support import build, cli, config_of, manifest_of
 
-from sealpy.core.builder.native import DEFAULT_PATH, unpack_image
-from sealpy.core.merge import merge_configs, sealfile
-from sealpy.core.store import Store
+from sealpy.core.build.merge import merge_configs, sealfile
+from sealpy.core.build.native import DEFAULT_PATH, unpack_image
+from sealpy.core.store.layout import Store
 from sealpy.core.testing.registry import skopeo_manifest_digest
 from sealpy.core.transport.media import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, Descriptor
 

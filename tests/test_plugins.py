@@ -13,11 +13,11 @@ from typing import ClassVar
 import pytest
 
 from sealpy.core import pipeline
+from sealpy.core.cache.strategy import Availability, CacheStrategy, StrategyRegistry
 from sealpy.core.errors import StrategyUnavailableError, UnknownStrategyError
 from sealpy.core.hookspecs import hookimpl
 from sealpy.core.model import CacheOptions, CacheReport, ImageSet
 from sealpy.core.plugins import new_plugin_manager, strategy_name, strategy_registry
-from sealpy.core.strategy import Availability, CacheStrategy, StrategyRegistry
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "sealpy-example-strategy"
 

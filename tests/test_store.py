@@ -13,7 +13,7 @@ import pytest
 from _build_support import build, cli, manifest_of, store_snapshot
 
 from sealpy.core.errors import ManifestError
-from sealpy.core.store import Store, default_root, store_name, to_oci
+from sealpy.core.store.layout import Store, default_root, store_name, to_oci
 from sealpy.core.testing.pytest_plugin import TEST_PASSWORD, TEST_USER
 from sealpy.core.testing.registry import skopeo, skopeo_manifest_digest
 from sealpy.core.transport import media

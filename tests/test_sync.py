@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from sealpy.core import localregistry, pipeline
+from sealpy.core import pipeline
 from sealpy.core.auth import ConfiguredCredentials, Credential, write_authfile
+from sealpy.core.cache import localregistry
+from sealpy.core.cache.localregistry import RegistryProcess
 from sealpy.core.errors import CacheError, RegistryError, SealpyError
-from sealpy.core.localregistry import RegistryProcess
 from sealpy.core.model import CacheOptions, ImageSet, RetryPolicy
 from sealpy.core.process import pid_alive
 from sealpy.core.progress import SilentProgress

@@ -19,7 +19,7 @@ import posixpath
 from pathlib import Path
 from typing import cast
 
-from sealpy.core.builder.context import Tree
+from sealpy.core.build.context import Tree
 from sealpy.core.discovery.yamlimages import text_lines
 from sealpy.core.errors import BuildError, ContextError, InvalidReferenceError
 from sealpy.core.hookspecs import hookimpl

@@ -18,7 +18,7 @@ the strategy and the registry: 15 % of requests fail (each fault kind in turn, t
 mixed) and the result must equal a fault-free run; past the retry budget the error names
 the image and the last cause; tokens fail, expire early or really expire (``ttl=1``). No
 case may leave a blob with wrong content at a final path (checked with
-:func:`sealpy.core.verify.verify_registry`). Error-parity cases hold every strategy to the
+:func:`sealpy.core.cache.verify.verify_registry`). Error-parity cases hold every strategy to the
 same errors: two sources for one ``repository:tag`` with different content, a platform
 the image lacks, a missing tag or image, a source sending wrong bytes.
 
@@ -43,6 +43,7 @@ import pytest
 
 from sealpy.core import pipeline
 from sealpy.core.auth import AnonymousCredentials, ConfiguredCredentials, Credential
+from sealpy.core.cache.verify import verify_registry
 from sealpy.core.errors import CacheError, SealpyError
 from sealpy.core.model import (
     ArchiveEntry,
@@ -66,7 +67,6 @@ from sealpy.core.testing.registry import (
 from sealpy.core.transport.distribution import DistributionLayout
 from sealpy.core.transport.media import Manifest
 from sealpy.core.transport.remote import RegistryClient
-from sealpy.core.verify import verify_registry
 
 AMD64 = Platform("linux", "amd64")
 ARM64 = Platform("linux", "arm64")

@@ -27,7 +27,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from sealpy.core.auth import Credential
-from sealpy.core.localregistry import RegistryProcess
+from sealpy.core.cache.localregistry import RegistryProcess
 
 PACKAGES = {"docker-registry": "docker-registry", "skopeo": "skopeo", "buildah": "buildah"}
 

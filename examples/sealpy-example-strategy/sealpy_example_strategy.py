@@ -20,10 +20,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from sealpy.core.cache.strategy import CacheStrategy
 from sealpy.core.errors import CacheError
 from sealpy.core.hookspecs import hookimpl
 from sealpy.core.model import CachedImage, CacheOptions, CacheReport, ImageSet
-from sealpy.core.strategy import CacheStrategy
 from sealpy.core.transport.archive import archive_job
 from sealpy.core.transport.copy import CopyJob, copy_images
 from sealpy.core.transport.distribution import DistributionLayout

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from sealpy.core.model import BuildContext
 from sealpy.core.reference import Platform
-from sealpy.core.strategy import Availability, NamedRegistry
+from sealpy.core.cache.strategy import Availability, NamedRegistry
 
 if TYPE_CHECKING:
     from sealpy.core.auth import CredentialProvider

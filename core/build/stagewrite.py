@@ -1,5 +1,5 @@
 """Phase 2 of a native build: a planned stage's layers, config and manifest, written into
-the store (see :mod:`sealpy.core.builder.native` for the phases).
+the store (see :mod:`sealpy.core.build.native` for the phases).
 
 A layer is written once even when several platforms need it (context files are the same
 for all); what WORKDIR must create is found from the paths the stage's layers already
@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
-from sealpy.core.builder import OutputOptions
-from sealpy.core.builder.context import Entry, Ownership, Tree, merge_entries, plan_sources
-from sealpy.core.builder.layers import (
+from sealpy.core.build import OutputOptions
+from sealpy.core.build.context import Entry, Ownership, Tree, merge_entries, plan_sources
+from sealpy.core.build.layers import (
     IMPLICIT_DIR_MODE,
     LayerBlob,
     open_layer,
@@ -26,8 +26,8 @@ from sealpy.core.builder.layers import (
     unpack,
     write_layer,
 )
-from sealpy.core.builder.output import timestamp, write_image
-from sealpy.core.builder.plan import (
+from sealpy.core.build.output import timestamp, write_image
+from sealpy.core.build.plan import (
     ArchivePart,
     ContextPart,
     ImagePart,
@@ -39,7 +39,7 @@ from sealpy.core.builder.plan import (
 from sealpy.core.errors import BuildError
 from sealpy.core.model import BuildContext
 from sealpy.core.reference import Platform
-from sealpy.core.store import Store, StoredImage, oci_media_type
+from sealpy.core.store.layout import Store, StoredImage, oci_media_type
 from sealpy.core.transport.media import Descriptor, Manifest
 
 SHORT_ID = 11  # buildah prints image IDs this long after "-->"

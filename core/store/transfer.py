@@ -27,7 +27,7 @@ from typing import BinaryIO, Literal
 from sealpy.core.errors import ContextError, InvalidReferenceError, SealpyError, StoreError
 from sealpy.core.progress import ProgressReporter
 from sealpy.core.reference import ImageReference, Platform
-from sealpy.core.store import Store, StoredImage, store_name
+from sealpy.core.store.layout import Store, StoredImage, store_name
 from sealpy.core.transport import media
 from sealpy.core.transport.archive import DockerArchiveSource, OCIArchiveSource, TarIndex
 from sealpy.core.transport.blobio import CHUNK

@@ -6,7 +6,7 @@ directory an image or an archive was unpacked into (where, as inside a container
 absolute symlink means the tree's own root).
 
 Planning only reads metadata (``lstat``), so a build file whose sources are wrong fails
-before anything is written. The entries are what :func:`sealpy.core.builder.layers.write_layer`
+before anything is written. The entries are what :func:`sealpy.core.build.layers.write_layer`
 streams into a tar: sorted by path, owned by 0:0 (or ``--chown``), modes kept (or
 ``--chmod``), symlinks as links, hard links between copied files kept.
 """

@@ -1,9 +1,9 @@
 """What a native build's plan holds, and the checks and small rules its instructions use.
 
-The plan (phase 1 of :mod:`sealpy.core.builder.native`) is plain data: per stage, its base,
+The plan (phase 1 of :mod:`sealpy.core.build.native`) is plain data: per stage, its base,
 its config as the instructions leave it, and per step the parts of the layer it will
 write — files of the context, a local archive to unpack, paths of another stage or image,
-a WORKDIR directory. Phase 2 (:mod:`sealpy.core.builder.stagewrite`) writes them.
+a WORKDIR directory. Phase 2 (:mod:`sealpy.core.build.stagewrite`) writes them.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sealpy.core.builder.context import Entry, Ownership
-from sealpy.core.builder.layers import open_layer
-from sealpy.core.builder.parser import NATIVE, Instruction, expand_flag
+from sealpy.core.build.context import Entry, Ownership
+from sealpy.core.build.layers import open_layer
+from sealpy.core.build.parser import NATIVE, Instruction, expand_flag
 from sealpy.core.errors import BuildError
 from sealpy.core.reference import Platform
 from sealpy.core.transport.media import Descriptor, Manifest

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from sealpy.core.builder.context import Entry
+from sealpy.core.build.context import Entry
 from sealpy.core.errors import BuildError
 from sealpy.core.transport.blobio import CHUNK, BlobWriter, HashingTee
 from sealpy.core.transport.media import OCI_LAYER_GZIP, Descriptor

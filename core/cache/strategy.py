@@ -3,7 +3,7 @@
 A strategy is a class registered by name through the ``sealpy_register_strategies`` hook::
 
     from sealpy.core.hookspecs import hookimpl
-    from sealpy.core.strategy import Availability, CacheStrategy
+    from sealpy.core.cache.strategy import Availability, CacheStrategy
 
     class MyStrategy(CacheStrategy):
         name = "mine"

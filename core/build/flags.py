@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from sealpy.core.builder import OutputOptions, Pairs
+from sealpy.core.build import OutputOptions, Pairs
 from sealpy.core.errors import UsageError
 
 FORMAT_ENV = "BUILDAH_FORMAT"

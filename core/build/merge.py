@@ -26,16 +26,16 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sealpy.core.builder.layers import (
+from sealpy.core.build.layers import (
     WHITEOUT,
     open_layer,
     readable_layer,
     whiteout_target,
 )
-from sealpy.core.builder.native import DEFAULT_PATH, flatten_image, timestamp
+from sealpy.core.build.native import DEFAULT_PATH, flatten_image, timestamp
 from sealpy.core.errors import BuildError, StoreError, UsageError
 from sealpy.core.reference import Platform
-from sealpy.core.store import Store, StoredImage, oci_media_type
+from sealpy.core.store.layout import Store, StoredImage, oci_media_type
 from sealpy.core.transport import media
 from sealpy.core.transport.media import Descriptor, Manifest
 

@@ -10,11 +10,11 @@ stage's file system lacks (mode 0755, root's), none when it has them all.
 
 A build has two phases, so a wrong build file leaves nothing behind:
 
-1. *plan* (here; the plan's data in :mod:`sealpy.core.builder.plan`), per platform:
+1. *plan* (here; the plan's data in :mod:`sealpy.core.build.plan`), per platform:
    parse, check every instruction, expand variables, pull base images, and resolve every
    context source of COPY/ADD (missing, outside the context, symlink loops, ignored: all
    errors now, before a byte is written);
-2. *write* (:mod:`sealpy.core.builder.stagewrite`): the layers (streamed into the store,
+2. *write* (:mod:`sealpy.core.build.stagewrite`): the layers (streamed into the store,
    the same content written once even for several platforms), the configs, the
    manifests (an index for several platforms), and last the names.
 
@@ -31,10 +31,10 @@ import re
 from collections.abc import Mapping
 from contextlib import ExitStack
 
-from sealpy.core.builder import BuildRequest, BuildResult, ImageBuilder
-from sealpy.core.builder.context import IgnoreMatcher, Tree, clean_dest, plan_sources
-from sealpy.core.builder.output import apply_flags, timestamp, write_index
-from sealpy.core.builder.parser import (
+from sealpy.core.build import BuildRequest, BuildResult, ImageBuilder
+from sealpy.core.build.context import IgnoreMatcher, Tree, clean_dest, plan_sources
+from sealpy.core.build.output import apply_flags, timestamp, write_index
+from sealpy.core.build.parser import (
     Instruction,
     expand_flag,
     expand_word,
@@ -42,7 +42,7 @@ from sealpy.core.builder.parser import (
     key_values,
     parse_files,
 )
-from sealpy.core.builder.plan import (
+from sealpy.core.build.plan import (
     DEFAULT_PATH,
     ArchivePart,
     ContextPart,
@@ -62,12 +62,12 @@ from sealpy.core.builder.plan import (
     set_env,
     split_stages,
 )
-from sealpy.core.builder.stagewrite import StageWriter, flatten_image, unpack_image
+from sealpy.core.build.stagewrite import StageWriter, flatten_image, unpack_image
 from sealpy.core.errors import BuildError, SealpyError
 from sealpy.core.hookspecs import hookimpl
 from sealpy.core.model import BUILD_FILE_NAMES
 from sealpy.core.reference import Platform, parse_platforms
-from sealpy.core.store import Store, StoredImage, store_name
+from sealpy.core.store.layout import Store, StoredImage, store_name
 
 # Names other modules import from here (merge, the pipeline, tests).
 __all__ = [
@@ -272,7 +272,7 @@ class _Build:
 
     def _image(self, text: str, platform: Platform, ins: Instruction) -> StoredImage:
         """An image from the store, pulled first if it is not there (for this platform)."""
-        from sealpy.core.storeio import ensure_image
+        from sealpy.core.store.transfer import ensure_image
 
         wanted = platform if self._platform_matters() else None
         try:

@@ -12,9 +12,9 @@ import datetime
 import re
 from collections.abc import Callable, Mapping, Sequence
 
-from sealpy.core.builder import OutputOptions
+from sealpy.core.build import OutputOptions
 from sealpy.core.errors import BuildError
-from sealpy.core.store import Store, oci_media_type
+from sealpy.core.store.layout import Store, oci_media_type
 from sealpy.core.transport import media
 from sealpy.core.transport.media import Descriptor, Manifest
 

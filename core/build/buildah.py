@@ -31,17 +31,17 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from sealpy.core.builder import BuildRequest, BuildResult, ImageBuilder
-from sealpy.core.builder.output import write_index
-from sealpy.core.builder.parser import Instruction, parse_files
+from sealpy.core.build import BuildRequest, BuildResult, ImageBuilder
+from sealpy.core.build.output import write_index
+from sealpy.core.build.parser import Instruction, parse_files
 from sealpy.core.errors import BuildError, SealpyError
 from sealpy.core.hookspecs import hookimpl
 from sealpy.core.model import BUILD_FILE_NAMES
 from sealpy.core.process import child_environment, popen_tied, stop
 from sealpy.core.reference import ImageReference, Platform
 from sealpy.core.registries import is_loopback
-from sealpy.core.store import Store, store_name
-from sealpy.core.strategy import Availability
+from sealpy.core.store.layout import Store, store_name
+from sealpy.core.cache.strategy import Availability
 from sealpy.core.transport import media
 from sealpy.core.transport.blobio import stream_into
 from sealpy.core.transport.copy import CopyJob, copy_images

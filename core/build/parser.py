@@ -8,7 +8,7 @@ instruction is a keyword (any case), optional ``--flags`` and arguments, which a
 form* when they are a JSON array of strings and *shell form* otherwise.
 
 Variables are expanded later, step by step, because ``ENV`` and ``ARG`` change them as the
-build goes: :mod:`sealpy.core.builder.words` splits and processes words as buildah does.
+build goes: :mod:`sealpy.core.build.words` splits and processes words as buildah does.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sealpy.core.builder.words import (
+from sealpy.core.build.words import (
     process_word,
     process_words,
     split_fields,
