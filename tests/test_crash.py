@@ -80,7 +80,30 @@ def run_sealpy(strategy: str, proxy: FaultProxy, images: dict, out: Path) -> sub
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Its own process group, so that a kill can wait for the children too (below).
+        start_new_session=True,
     )
+
+
+def wait_for_process_group(process: subprocess.Popen) -> None:
+    """Children die with sealpy (a parent-death SIGTERM) but not at the same instant: a
+    skopeo of a killed run may still send a request after sealpy itself has been reaped,
+    which must not be counted as the re-run's. Zombies do not count (whoever adopted them
+    may be slow to reap them)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _live_members(process.pid):
+        time.sleep(0.01)
+
+
+def _live_members(group: int) -> bool:
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if fields[0] != "Z" and int(fields[2]) == group:
+            return True
+    return False
 
 
 def stored_blobs(out: Path) -> set[str]:
@@ -215,6 +238,7 @@ def kill_at_random(
         time.sleep(rng.uniform(0.0, 0.1))
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
+    wait_for_process_group(process)
 
 
 @pytest.mark.parametrize("strategy", ["proxy", "sync"])
@@ -300,6 +324,7 @@ def kill_build(process: subprocess.Popen, context: Path, kill: int, rng: random.
         time.sleep(rng.uniform(0.0, 0.1) if kill % 3 == 1 else rng.uniform(0.1, 0.6))
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
+    wait_for_process_group(process)
 
 
 def test_sigkill_during_build_then_rerun(workload, tmp_path):
