@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from sealpy.core.errors import ConflictError, PlatformNotFoundError
+from sealpy.core.progress import SilentProgress
 from sealpy.core.reference import Platform
 from sealpy.core.testing.memory import MemoryRepository
 from sealpy.core.transport.copy import CopyJob, copy_images
@@ -172,3 +173,43 @@ def test_a_second_run_fetches_nothing(source, destination):
     assert sum(source.blob_fetches.values()) == fetches
     assert all(r.blobs_fetched == 0 and r.bytes_fetched == 0 for r in outcome.results)
     assert sum(r.blobs_reused for r in outcome.results) == sum(len(m.blobs) for m in images)
+
+
+class _ConvertingSource(MemoryRepository):
+    """Writes its blobs into the destination while it resolves, as a docker-archive source
+    compresses its layers into the registry directory, and lists them in ``converted``."""
+
+    def __init__(self, destination: MemoryRepository) -> None:
+        super().__init__("archive")
+        self.destination = destination
+        self.converted: list = []
+
+    def get_manifest(self, reference: str):
+        manifest = super().get_manifest(reference)
+        for blob in manifest.blobs:
+            self.destination.blobs[blob.digest] = self.blobs[blob.digest]
+            self.converted.append(blob)
+        return manifest
+
+
+class _RecordingProgress(SilentProgress):
+    def __init__(self) -> None:
+        self.done: dict[str, str] = {}
+
+    def image_done(self, image: str, detail: str = "") -> None:
+        self.done[image] = detail
+
+
+def test_the_progress_line_and_the_result_count_a_converted_image_alike(destination):
+    source = _ConvertingSource(destination)
+    image = source.add_image([b"compressed while resolving"])
+    progress = _RecordingProgress()
+    outcome = copy_images(
+        [job("docker-archive:app.tar", source, image.digest, destination)],
+        platforms=AMD64,
+        progress=progress,
+    )
+    (result,) = outcome.results
+    assert (result.blobs_fetched, result.blobs_reused) == (2, 0)
+    assert progress.done["docker-archive:app.tar"].startswith("2 blobs fetched, 0 reused")
+    assert source.blob_fetches.total() == 0  # present already: nothing transferred

@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from sealpy.core.errors import ConflictError, PlatformNotFoundError, SealpyError
 from sealpy.core.model import CachedImage
@@ -69,6 +69,15 @@ class ImageDestination(Protocol):
         ...
 
     def set_tag(self, tag: str, manifest: Manifest) -> None: ...
+
+
+@runtime_checkable
+class ConvertingSource(Protocol):
+    """A source that writes some blobs into the destination itself while it resolves (a
+    docker-archive compressing its layers) and lists them here, so that they count as
+    fetched although the engine then finds them present."""
+
+    converted: Sequence[Descriptor]
 
 
 class Cancelled(SealpyError):
@@ -187,6 +196,9 @@ def resolve(job: CopyJob, platforms: Sequence[Platform], all_platforms: bool) ->
 
 @dataclass
 class _JobState:
+    """One job in flight. ``fetched``: blobs this job had transferred (first to ask for
+    them); ``reused``: blobs the destination already had or another job transferred."""
+
     job: CopyJob
     started: float = field(default_factory=time.monotonic)
     plan: _Plan | None = None
@@ -198,6 +210,20 @@ class _JobState:
     finished: float = 0.0
     error: SealpyError | None = None
 
+    def counts(self) -> tuple[int, int, int]:
+        """(fetched, reused, bytes) as reported — the one place they are computed, for the
+        progress line and the result alike. Blobs a converting source wrote into the
+        destination itself (a docker-archive's compressed layers) were found present, yet
+        they are this job's work: fetched, not reused."""
+        converted: Sequence[Descriptor] = ()
+        if isinstance(self.job.source, ConvertingSource):
+            converted = self.job.source.converted
+        return (
+            self.fetched + len(converted),
+            max(0, self.reused - len(converted)),
+            self.bytes + sum(b.size for b in converted),
+        )
+
 
 def copy_images(
     jobs: Sequence[CopyJob],
@@ -208,70 +234,140 @@ def copy_images(
     progress: ProgressReporter | None = None,
 ) -> CopyOutcome:
     """Run every job; failures are collected per job, never stop the others."""
-    progress = progress or SilentProgress()
-    states = [_JobState(job) for job in jobs]
-    groups: dict[str, list[_JobState]] = defaultdict(list)
-    for state in states:
-        if state.job.target:
-            groups[state.job.target].append(state)
-    cancel = threading.Event()
-    blob_futures: dict[str, Future] = {}
-    blob_waiters: dict[str, list[_JobState]] = defaultdict(list)
-    blob_size: dict[str, int] = {}
-    futures: dict[Future, tuple[str, object]] = {}
-    lock = threading.Lock()
+    run = _CopyRun(
+        jobs,
+        platforms=platforms,
+        all_platforms=all_platforms,
+        progress=progress or SilentProgress(),
+    )
+    return run.run(max_parallel)
 
-    def fail(state: _JobState, error: SealpyError) -> None:
-        if state.done:
-            return
-        state.done = True
-        state.finished = time.monotonic()
-        # Name the image once: a conflict's message already names every image involved.
-        named = str(error).startswith(state.job.label) or isinstance(error, ConflictError)
-        state.error = error if named else type(error)(f"{state.job.label}: {error}")
-        progress.image_failed(state.job.label, str(error))
 
-    def count_bytes(state: _JobState) -> Callable[[int], None]:
+class _CopyRun:
+    """One call of :func:`copy_images`, in named steps: resolve each job (in the pool),
+    plan its blobs (each digest transferred once across all jobs), transfer them (in the
+    pool), commit each job once its blobs are in and its target group is resolved, report.
+
+    Only the thread running :meth:`run` touches the bookkeeping; pool threads resolve and
+    transfer, and report back through their futures."""
+
+    def __init__(
+        self,
+        jobs: Sequence[CopyJob],
+        *,
+        platforms: Sequence[Platform],
+        all_platforms: bool,
+        progress: ProgressReporter,
+    ) -> None:
+        self.platforms = platforms
+        self.all_platforms = all_platforms
+        self.progress = progress
+        self.states = [_JobState(job) for job in jobs]
+        self.groups: dict[str, list[_JobState]] = defaultdict(list)
+        for state in self.states:
+            if state.job.target:
+                self.groups[state.job.target].append(state)
+        self.cancel = threading.Event()
+        self.blob_futures: dict[str, Future] = {}
+        self.blob_waiters: dict[str, list[_JobState]] = defaultdict(list)
+        self.futures: dict[Future, tuple[str, object]] = {}
+        self.lock = threading.Lock()  # byte counters, updated from pool threads
+
+    def run(self, max_parallel: int) -> CopyOutcome:
+        self.pool = ThreadPoolExecutor(
+            max_workers=max(1, max_parallel), thread_name_prefix="sealpy-copy"
+        )
+        try:
+            for state in self.states:
+                fut = self.pool.submit(resolve, state.job, self.platforms, self.all_platforms)
+                self.futures[fut] = ("resolve", state)
+            while self.futures:
+                done, _ = wait(list(self.futures), return_when=FIRST_COMPLETED)
+                for fut in done:
+                    kind, key = self.futures.pop(fut)
+                    if kind == "resolve":
+                        self.on_resolved(key, fut)  # type: ignore[arg-type]
+                    else:
+                        self.on_blob(key, fut)  # type: ignore[arg-type]
+        except BaseException:
+            self.cancel.set()
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        self.pool.shutdown(wait=True)
+        return self.report()
+
+    # --- plan -------------------------------------------------------------------------
+
+    def on_resolved(self, state: _JobState, future: Future) -> None:
+        try:
+            state.plan = future.result()
+        except SealpyError as exc:
+            self.fail(state, exc)
+        if state.plan is not None:
+            self.plan_blobs(state, state.plan)
+        # A resolution may unblock others waiting on the same target.
+        for s in self.groups.get(state.job.target or "", [state]):
+            self.maybe_commit(s)
+
+    def plan_blobs(self, state: _JobState, plan: _Plan) -> None:
+        needed: dict[str, Descriptor] = {}
+        for manifest in plan.manifests:
+            for blob in manifest.blobs:
+                needed.setdefault(blob.digest, blob)
+        self.progress.image_started(state.job.label, sum(b.size for b in needed.values()))
+        for digest, blob in needed.items():
+            existing = self.blob_futures.get(digest)
+            if existing is not None:
+                state.reused += 1  # transferred once, for another job
+                if not existing.done():
+                    state.pending.add(digest)
+                    self.blob_waiters[digest].append(state)
+                elif existing.exception() is not None:
+                    self.fail(state, _as_error(digest, existing.exception()))
+            elif state.job.destination.has_blob(digest):
+                state.reused += 1
+            else:
+                state.fetched += 1
+                self.transfer(state, blob)
+
+    # --- transfer ---------------------------------------------------------------------
+
+    def transfer(self, state: _JobState, blob: Descriptor) -> None:
+        state.pending.add(blob.digest)
+        self.blob_waiters[blob.digest].append(state)
+        fut = self.pool.submit(
+            state.job.destination.receive_blob, blob, state.job.source, self.count_bytes(state)
+        )
+        self.blob_futures[blob.digest] = fut
+        self.futures[fut] = ("blob", blob.digest)
+
+    def count_bytes(self, state: _JobState) -> Callable[[int], None]:
         def on_bytes(n: int) -> None:
-            if cancel.is_set():
+            if self.cancel.is_set():
                 raise Cancelled("interrupted")
-            with lock:
+            with self.lock:
                 state.bytes += n
-            progress.image_bytes(state.job.label, n)
+            self.progress.image_bytes(state.job.label, n)
 
         return on_bytes
 
-    def commit(state: _JobState) -> None:
-        assert state.plan is not None
-        plan = state.plan
-        job = state.job
-        try:
-            for manifest in plan.manifests:
-                job.destination.put_manifest(manifest)
-            if plan.top.is_index:
-                job.destination.put_manifest(plan.top)
-            if job.tag:
-                job.destination.set_tag(job.tag, plan.top)
-        except SealpyError as exc:
-            fail(state, exc)
-            return
-        except OSError as exc:
-            fail(state, SealpyError(f"writing failed: {exc.strerror or exc}"))
-            return
-        state.done = True
-        state.finished = time.monotonic()
-        progress.image_done(
-            job.label,
-            f"{state.fetched} blobs fetched, {state.reused} reused, "
-            f"{state.bytes / (1 << 20):.1f} MiB",
-        )
+    def on_blob(self, digest: str, future: Future) -> None:
+        error = future.exception()
+        for state in self.blob_waiters.pop(digest, []):
+            state.pending.discard(digest)
+            if error is not None:
+                self.fail(state, _as_error(digest, error))
+            else:
+                self.maybe_commit(state)
 
-    def maybe_commit(state: _JobState) -> None:
+    # --- commit -----------------------------------------------------------------------
+
+    def maybe_commit(self, state: _JobState) -> None:
         """Commit once the job's blobs are in — and every job with the same target is
         resolved, so two sources for one repository:tag are caught before either lands."""
         if state.done or state.plan is None or state.pending:
             return
-        group = groups.get(state.job.target or "", [state])
+        group = self.groups.get(state.job.target or "", [state])
         if any(s.plan is None and not s.done for s in group):
             return
         digests = {s.plan.top.digest for s in group if s.plan is not None and s.error is None}
@@ -282,84 +378,55 @@ def copy_images(
                 f"{labels} would all be stored as {state.job.target} with different content"
             )
             for s in group:
-                fail(s, conflict)
+                self.fail(s, conflict)
             return
-        commit(state)
+        self.commit(state, state.plan)
 
-    def on_resolved(state: _JobState, future: Future) -> None:
+    def commit(self, state: _JobState, plan: _Plan) -> None:
+        """Children, then the index, then the tag: a reader never finds a name whose
+        content is not all there."""
+        job = state.job
         try:
-            plan = future.result()
-        except SealpyError as exc:
-            fail(state, exc)
-            plan = None
-        if plan is not None:
-            state.plan = plan
-            needed: dict[str, Descriptor] = {}
             for manifest in plan.manifests:
-                for blob in manifest.blobs:
-                    needed.setdefault(blob.digest, blob)
-            progress.image_started(state.job.label, sum(b.size for b in needed.values()))
-            for digest, blob in needed.items():
-                if digest in blob_futures:
-                    existing = blob_futures[digest]
-                    state.reused += 1  # fetched once, for another image
-                    if not existing.done():
-                        state.pending.add(digest)
-                        blob_waiters[digest].append(state)
-                    elif existing.exception() is not None:
-                        fail(state, _as_error(digest, existing.exception()))
-                elif state.job.destination.has_blob(digest):
-                    state.reused += 1
-                else:
-                    state.pending.add(digest)
-                    state.fetched += 1
-                    blob_size[digest] = blob.size
-                    blob_waiters[digest].append(state)
-                    fut = pool.submit(
-                        state.job.destination.receive_blob,
-                        blob,
-                        state.job.source,
-                        count_bytes(state),
-                    )
-                    blob_futures[digest] = fut
-                    futures[fut] = ("blob", digest)
-        # A resolution may unblock others waiting on the same target.
-        for s in groups.get(state.job.target or "", [state]):
-            maybe_commit(s)
+                job.destination.put_manifest(manifest)
+            if plan.top.is_index:
+                job.destination.put_manifest(plan.top)
+            if job.tag:
+                job.destination.set_tag(job.tag, plan.top)
+        except SealpyError as exc:
+            self.fail(state, exc)
+            return
+        except OSError as exc:
+            self.fail(state, SealpyError(f"writing failed: {exc.strerror or exc}"))
+            return
+        state.done = True
+        state.finished = time.monotonic()
+        fetched, reused, size = state.counts()
+        self.progress.image_done(
+            job.label, f"{fetched} blobs fetched, {reused} reused, {size / (1 << 20):.1f} MiB"
+        )
 
-    def on_blob(digest: str, future: Future) -> None:
-        error = future.exception()
-        for state in blob_waiters.pop(digest, []):
-            state.pending.discard(digest)
-            if error is not None:
-                fail(state, _as_error(digest, error))
-            else:
-                maybe_commit(state)
+    def fail(self, state: _JobState, error: SealpyError) -> None:
+        if state.done:
+            return
+        state.done = True
+        state.finished = time.monotonic()
+        # Name the image once: a conflict's message already names every image involved.
+        named = str(error).startswith(state.job.label) or isinstance(error, ConflictError)
+        state.error = error if named else type(error)(f"{state.job.label}: {error}")
+        self.progress.image_failed(state.job.label, str(error))
 
-    pool = ThreadPoolExecutor(max_workers=max(1, max_parallel), thread_name_prefix="sealpy-copy")
-    try:
-        for state in states:
-            fut = pool.submit(resolve, state.job, platforms, all_platforms)
-            futures[fut] = ("resolve", state)
-        while futures:
-            done, _ = wait(list(futures), return_when=FIRST_COMPLETED)
-            for fut in done:
-                kind, key = futures.pop(fut)
-                if kind == "resolve":
-                    on_resolved(key, fut)  # type: ignore[arg-type]
-                else:
-                    on_blob(key, fut)  # type: ignore[arg-type]
-    except BaseException:
-        cancel.set()
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
-    for state in states:
-        if not state.done:  # waiting on a conflicting partner that failed
-            fail(state, SealpyError("not stored: another image for the same tag failed"))
-    results = tuple(_result(s) for s in states if s.error is None and s.plan is not None)
-    failures = tuple(CopyFailure(s.job.label, s.error) for s in states if s.error is not None)
-    return CopyOutcome(results, failures)
+    # --- report -----------------------------------------------------------------------
+
+    def report(self) -> CopyOutcome:
+        for state in self.states:
+            if not state.done:  # waiting on a conflicting partner that failed
+                self.fail(state, SealpyError("not stored: another image for the same tag failed"))
+        results = tuple(_result(s) for s in self.states if s.error is None and s.plan is not None)
+        failures = tuple(
+            CopyFailure(s.job.label, s.error) for s in self.states if s.error is not None
+        )
+        return CopyOutcome(results, failures)
 
 
 def _as_error(digest: str, error: BaseException | None) -> SealpyError:
@@ -371,17 +438,14 @@ def _as_error(digest: str, error: BaseException | None) -> SealpyError:
 
 
 def _result(state: _JobState) -> CopyResult:
-    # A source that writes blobs into the destination itself (a docker-archive compressing
-    # its layers) lists them in ``converted``: the engine found them present, yet they
-    # are this job's work, not reuse.
-    converted = list(getattr(state.job.source, "converted", ()))
     assert state.plan is not None
+    fetched, reused, size = state.counts()
     return CopyResult(
         state.job.label,
         state.plan.top.digest,
         state.plan.platforms,
-        state.fetched + len(converted),
-        max(0, state.reused - len(converted)),
-        state.bytes + sum(b.size for b in converted),
+        fetched,
+        reused,
+        size,
         state.finished - state.started,
     )
