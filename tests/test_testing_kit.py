@@ -146,3 +146,33 @@ def test_a_token_server_ttl_is_the_lifetime_the_registry_enforces(tmp_path):
             assert status(server, token) == 404  # accepted: the repository does not exist
             time.sleep(2.1)
             assert status(server, token) == 401
+
+
+def test_a_fault_proxy_counts_requests_by_method_and_kind(image_factory, plain_registry, tmp_path):
+    from sealpy.core.testing.faultproxy import FaultProxy
+
+    image = image_factory.image("counted", [512])
+    with FaultProxy(plain_registry.host) as proxy:
+        image_factory.push(image, proxy.host, "library/counted", "1")
+        pushed = proxy.count()
+        proxy.seen.clear()
+        target = tmp_path / "counted-pull"
+        skopeo_pull(f"docker://{proxy.host}/library/counted:1", target)
+    assert pushed > 0
+    assert proxy.count("GET", "blob") == len(image.manifest.blobs)  # config + one layer
+    assert proxy.count("GET", "manifest") >= 1
+    assert proxy.count() == len(proxy.seen)
+    assert proxy.count("GET") + proxy.count("HEAD") + proxy.count("PUT") + proxy.count(
+        "POST"
+    ) + proxy.count("PATCH") == len(proxy.seen)
+
+
+def test_a_fault_proxy_cannot_be_started_twice(plain_registry):
+    from sealpy.core.testing.faultproxy import FaultProxy
+
+    with FaultProxy(plain_registry.host) as proxy:
+        host = proxy.host
+        with pytest.raises(RuntimeError, match="already serving"):
+            proxy.start()
+        assert proxy.host == host
+    proxy.start().stop()  # stopped: it may serve again

@@ -34,7 +34,7 @@ import json
 import re
 import shutil
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -227,6 +227,33 @@ class StrategyConformance:
 
     strategy: ClassVar[str] = ""
     plugins: ClassVar[tuple[object, ...]] = ()
+
+    # --- per-test state: override these for a strategy that keeps state of its own ------
+
+    def prepare(self, state_dir: Path) -> Mapping[str, str]:
+        """Called before each case with a fresh, empty ``state_dir``; returns environment
+        variables to set for that case (restored afterwards). A strategy with a cache of
+        its own points it there, so every case starts cold and none sees another's state::
+
+            def prepare(self, state_dir):
+                return {"MY_STRATEGY_CACHE": str(state_dir / "cache")}
+
+        The fault cases' fault-free reference run (one per class) is prepared once."""
+        return {}
+
+    def finish(self, state_dir: Path) -> None:
+        """Called after each case (also a failed one): stop what :meth:`prepare` started.
+        ``state_dir`` is removed by pytest later."""
+
+    @pytest.fixture(autouse=True)
+    def _strategy_state(self, tmp_path_factory, monkeypatch) -> Iterator[Path]:
+        state_dir = tmp_path_factory.mktemp("strategy-state")
+        for name, value in self.prepare(state_dir).items():
+            monkeypatch.setenv(name, value)
+        try:
+            yield state_dir
+        finally:
+            self.finish(state_dir)
 
     # --- helpers -----------------------------------------------------------------------
 
@@ -482,12 +509,20 @@ class StrategyConformance:
     def fault_free_snapshots(cls, conformance_catalog: Catalog, tmp_path_factory) -> dict:
         """{fleet size: the fault workload cached through a proxy that injects nothing}."""
         snapshots = {}
-        for fleet in (FLEET_ONE_KIND, FLEET_SIZE):
-            root = tmp_path_factory.mktemp(f"fault-free-{cls.strategy}") / "registry"
-            with FaultProxy(conformance_catalog.plain.host) as proxy:
-                workload = fault_workload(conformance_catalog, proxy.host, fleet)
-                cls().cache(workload, root, retry=FAULT_RETRY)
-            snapshots[fleet] = registry_snapshot(root)
+        case = cls()
+        state_dir = tmp_path_factory.mktemp("strategy-state")
+        with pytest.MonkeyPatch.context() as env:
+            for name, value in case.prepare(state_dir).items():
+                env.setenv(name, value)
+            try:
+                for fleet in (FLEET_ONE_KIND, FLEET_SIZE):
+                    root = tmp_path_factory.mktemp(f"fault-free-{cls.strategy}") / "registry"
+                    with FaultProxy(conformance_catalog.plain.host) as proxy:
+                        workload = fault_workload(conformance_catalog, proxy.host, fleet)
+                        case.cache(workload, root, retry=FAULT_RETRY)
+                    snapshots[fleet] = registry_snapshot(root)
+            finally:
+                case.finish(state_dir)
         return snapshots
 
     @pytest.mark.parametrize(

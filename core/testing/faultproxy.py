@@ -136,15 +136,42 @@ class FaultPlan:
 
 @dataclass(frozen=True)
 class Seen:
+    """One request the proxy answered: ``status`` as the client saw it, ``fault`` the kind
+    injected (None when forwarded untouched), ``authorization`` whether it carried an
+    ``Authorization`` header."""
+
     method: str
     path: str
     status: int
     fault: str | None
     authorization: bool
 
+    @property
+    def kind(self) -> str:
+        """``blob``, ``manifest``, ``upload``, ``tags``, ``ping`` (``/v2/``) or ``other``."""
+        if self.path.rstrip("/") == "/v2":
+            return "ping"
+        for marker, kind in (
+            ("/blobs/uploads", "upload"),
+            ("/blobs/", "blob"),
+            ("/manifests/", "manifest"),
+            ("/tags/", "tags"),
+        ):
+            if marker in self.path:
+                return kind
+        return "other"
+
 
 class FaultProxy:
-    """``FaultProxy(upstream_host, plan).start()``; point clients at ``.host``."""
+    """A scripted HTTP proxy in front of a registry, for fault tests and for counting.
+
+    ``FaultProxy(upstream_host, plan).start()`` (or ``with FaultProxy(...) as proxy``);
+    point clients at ``proxy.host``. Without a plan it only forwards and records.
+
+    Counting (stable API, used by tests and the benchmark): ``seen`` lists every request
+    in arrival order (:class:`Seen`); :meth:`count` counts them by method and kind;
+    ``faults`` and :meth:`fault_counts` list and count the injected faults.
+    """
 
     def __init__(self, upstream: str, plan: FaultPlan | None = None) -> None:
         self.upstream = upstream
@@ -163,6 +190,17 @@ class FaultProxy:
     def faults(self) -> list[Seen]:
         return [s for s in self.seen if s.fault]
 
+    def count(self, method: str | None = None, kind: str | None = None) -> int:
+        """Requests seen so far, of ``method`` (``GET``, ``HEAD``…) and :attr:`Seen.kind`
+        (``blob``, ``manifest``…) when given: ``proxy.count("GET", "blob")``."""
+        with self._lock:
+            seen = list(self.seen)
+        return sum(
+            1
+            for s in seen
+            if (method is None or s.method == method) and (kind is None or s.kind == kind)
+        )
+
     def fault_counts(self) -> Counter[str]:
         """How many faults of each kind were injected."""
         return Counter(s.fault for s in self.faults if s.fault)
@@ -172,6 +210,11 @@ class FaultProxy:
             self.seen.append(seen)
 
     def start(self) -> FaultProxy:
+        """Start serving (on a free port of 127.0.0.1) and return self. Starting a proxy
+        that is already running is an error: it would leave the first server running,
+        unreachable and never stopped."""
+        if self._server is not None:
+            raise RuntimeError(f"FaultProxy already serving on {self.host}")
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
