@@ -17,7 +17,9 @@ Every run writes to a fresh directory and nothing is deleted until the end (dele
 trees on an ext4 disk with online discard slowed the following runs). Budget about 25x
 the large workload in free disk. Each timed run is a subprocess of its own
 (benchmarks/runner.py): the cache stage is timed in-process, and peak RSS, CPU time
-(children included) and the peak disk used outside the registry directory are its own.
+(children included) and the peak disk used outside the registry directory (its TMPDIR, and
+the state directory of a contender that keeps state of its own: see --contender-env and
+CacheStrategy.state_environment) are its own.
 Contenders alternate within each repeat (rotated order); medians and min-max are
 reported. HTTP requests are counted in a separate, untimed pass through a pass-through
 proxy in front of the source, the same for every contender.
@@ -200,8 +202,46 @@ def seed_workloads(args, factory, plain, token, authfile: Path) -> list[Workload
     return workloads
 
 
-def run_once(contender: str, workload: Workload, out: Path, tmp: Path, args, images=None) -> dict:
+def contender_state(contender: str, scratch: Path, args) -> tuple[Path | None, dict[str, str]]:
+    """A fresh state directory and the environment that puts the contender's own state
+    there: the strategy's ``state_environment`` plus ``--contender-env`` entries (``{state}``
+    stands for the directory). None when the contender keeps no state of its own."""
+    env = dict(args.strategy_env.get(contender, {}))
+    env.update(args.contender_env.get(contender, {}))
+    if not env:
+        return None, {}
+    state = fresh(scratch, f"state-{contender}")
+    return state, {k: v.replace("{state}", str(state)) for k, v in env.items()}
+
+
+STATE_PLACEHOLDER_DIR = "/sealpy-bench-state-placeholder"
+
+
+def parse_contender_env(parser: argparse.ArgumentParser, entries: list[str]) -> dict:
+    parsed: dict[str, dict[str, str]] = {}
+    for entry in entries:
+        contender, _, assignment = entry.partition(":")
+        name, eq, value = assignment.partition("=")
+        if not contender or not name or not eq:
+            parser.error(f"--contender-env {entry!r}: expected CONTENDER:NAME=VALUE")
+        parsed.setdefault(contender, {})[name] = value
+    return parsed
+
+
+def run_once(
+    contender: str,
+    workload: Workload,
+    out: Path,
+    tmp: Path,
+    args,
+    images=None,
+    state: tuple[Path | None, dict[str, str]] = (None, {}),
+) -> dict:
+    """One timed run in a subprocess. ``state`` (from :func:`contender_state`) is reset by
+    the caller between cold runs and kept for warm ones."""
     spec = {
+        "state": str(state[0]) if state[0] else None,
+        "env": state[1],
         "contender": contender,
         "images": images or workload.images,
         "out": str(out),
@@ -399,9 +439,18 @@ def main() -> None:
     parser.add_argument(
         "--sweep-procs", action="store_true", help="time proxy with 2/4/8/16 parallel fetches"
     )
+    parser.add_argument(
+        "--contender-env",
+        action="append",
+        default=[],
+        metavar="CONTENDER:NAME=VALUE",
+        help="environment for one contender's runs; {state} is its state directory, fresh "
+        "for each cold run (repeatable)",
+    )
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args()
     args.workloads = args.workloads.split(",")
+    args.contender_env = parse_contender_env(parser, args.contender_env)
 
     from sealpy.core.auth import Credential, write_authfile
     from sealpy.core.model import DEFAULT_MAX_PARALLEL
@@ -415,7 +464,17 @@ def main() -> None:
     if args.example_plugin:
         sys.path.insert(0, EXAMPLE_PLUGIN[0])
         plugins.append(__import__(EXAMPLE_PLUGIN[1]))
-    strategies = strategy_registry(new_plugin_manager(plugins)).names()
+    registry = strategy_registry(new_plugin_manager(plugins))
+    strategies = registry.names()
+    # Each strategy's own state goes under a directory the benchmark resets (placeholder
+    # path, replaced per run by contender_state).
+    args.strategy_env = {
+        name: {
+            k: v.replace(STATE_PLACEHOLDER_DIR, "{state}")
+            for k, v in registry.get(name).state_environment(Path(STATE_PLACEHOLDER_DIR)).items()
+        }
+        for name in strategies
+    }
     contenders = args.contenders.split(",") if args.contenders else [*strategies, *BASELINES]
 
     with tempfile.TemporaryDirectory(
@@ -445,10 +504,19 @@ def main() -> None:
             for workload in workloads:
                 runs: dict[str, list[dict]] = {c: [] for c in contenders}
                 warm_dirs = {}
+                warm_states = {}
                 if workload.warm:  # every contender starts from its own complete cache
                     for contender in contenders:
                         warm_dirs[contender] = fresh(scratch, f"warm-{contender}")
-                        run_once(contender, workload, warm_dirs[contender], scratch / "tmp", args)
+                        warm_states[contender] = contender_state(contender, scratch, args)
+                        run_once(
+                            contender,
+                            workload,
+                            warm_dirs[contender],
+                            scratch / "tmp",
+                            args,
+                            state=warm_states[contender],
+                        )
                 for repeat in range(args.repeats):
                     order = (
                         contenders[repeat % len(contenders) :]
@@ -463,8 +531,11 @@ def main() -> None:
                             file=sys.stderr,
                             flush=True,
                         )
+                        state = warm_states.get(contender) or contender_state(
+                            contender, scratch, args
+                        )
                         runs[contender].append(
-                            run_once(contender, workload, out, scratch / "tmp", args)
+                            run_once(contender, workload, out, scratch / "tmp", args, state=state)
                         )
                 for contender in contenders:
                     requests = (
@@ -488,6 +559,7 @@ def main() -> None:
                             "peak_extra_disk_mib": summarize(
                                 runs[contender], "peak_extra_disk_mib"
                             ),
+                            "state_left_mib": summarize(runs[contender], "state_left_mib"),
                             "requests": requests,
                         }
                     )

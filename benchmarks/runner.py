@@ -270,7 +270,15 @@ def main() -> None:
 
     tempfile.tempdir = str(tmp)
     contender = spec["contender"]
-    with DiskSampler(tmp) as disk, ChildrenSampler() as children_rss:
+    # The contender's own state (a cache of its own, ...) lives under spec["state"]: its
+    # environment says so, and what lands there counts as disk it used.
+    os.environ.update(spec.get("env") or {})
+    state = Path(spec["state"]) if spec.get("state") else None
+    with (
+        DiskSampler(tmp) as disk,
+        DiskSampler(state) if state else contextlib.nullcontext() as state_disk,
+        ChildrenSampler() as children_rss,
+    ):
         if contender == "skopeo-serial":
             result = run_skopeo_serial(spec)
         elif contender in ("limit", "limit-verified"):
@@ -284,7 +292,8 @@ def main() -> None:
             "cpu_seconds": me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime,
             "peak_rss_mib": peak_rss_kib() / 1024,
             "children_peak_rss_mib": children_rss.peak_kib / 1024,
-            "peak_extra_disk_mib": disk.peak / (1 << 20),
+            "peak_extra_disk_mib": (disk.peak + (state_disk.peak if state_disk else 0)) / (1 << 20),
+            "state_left_mib": (directory_size(state) if state else 0) / (1 << 20),
         }
     )
     shutil.rmtree(tmp, ignore_errors=True)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Generic, TypeVar
@@ -69,6 +70,16 @@ class CacheStrategy(ABC):
     def availability(cls) -> Availability:
         """Whether this strategy can run on this machine; the reason says how to fix it."""
         return Availability.ok()
+
+    @classmethod
+    def state_environment(cls, state_dir: Path) -> Mapping[str, str]:
+        """Environment variables that put all the state this strategy keeps outside the
+        registry directory (a cache of its own, a daemon's files) under ``state_dir``.
+
+        The conformance suite calls it with a fresh, empty directory for every case, and
+        the benchmark for every cold run (reused for warm runs), counting what lands there
+        as disk the strategy used. Default: no state of its own."""
+        return {}
 
     @abstractmethod
     def cache(self, images: ImageSet, registry_dir: Path, options: CacheOptions) -> CacheReport:

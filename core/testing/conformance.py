@@ -54,7 +54,7 @@ from sealpy.core.model import (
     RequiredImage,
     RetryPolicy,
 )
-from sealpy.core.plugins import new_plugin_manager
+from sealpy.core.plugins import new_plugin_manager, strategy_registry
 from sealpy.core.reference import ImageReference, Platform
 from sealpy.core.testing.faultproxy import BODY_FAULTS, FAULTS, FaultPlan, FaultProxy
 from sealpy.core.testing.images import ImageFactory, TestImage, TestIndex
@@ -238,8 +238,12 @@ class StrategyConformance:
             def prepare(self, state_dir):
                 return {"MY_STRATEGY_CACHE": str(state_dir / "cache")}
 
-        The fault cases' fault-free reference run (one per class) is prepared once."""
-        return {}
+        Default: the strategy's own
+        :meth:`~sealpy.core.cache.strategy.CacheStrategy.state_environment`, which the
+        benchmark uses too. The fault cases' fault-free reference run (one per class) is
+        prepared once."""
+        manager = new_plugin_manager(self.plugins) if self.plugins else None
+        return strategy_registry(manager).get(self.strategy).state_environment(state_dir)
 
     def finish(self, state_dir: Path) -> None:
         """Called after each case (also a failed one): stop what :meth:`prepare` started.
