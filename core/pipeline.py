@@ -240,8 +240,8 @@ class BuildJob:
     from the environment, else ``proxy``) with ``cache``, whose credentials, TLS policy and
     registries the builder's own pulls (FROM, ``COPY --from``) use too, cached or not;
     ``cache.platforms`` are the platforms cached, ``platforms`` the ones built (``None``:
-    this host's); the CLI sets both from ``--platform``. ``cache.progress`` is closed when
-    the cache stage ends (at once without ``save_image``). The rest are buildah's flags of
+    this host's); the CLI sets both from ``--platform``. ``cache.progress`` is closed once
+    images were cached (at once without ``save_image``). The rest are buildah's flags of
     the same names: ``epoch`` is ``--timestamp`` (else ``SOURCE_DATE_EPOCH``, else 0),
     ``store_root`` is ``--root`` (default ``$XDG_DATA_HOME/sealpy``), ``iidfile`` gets the
     image ID."""
