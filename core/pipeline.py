@@ -1,34 +1,52 @@
-"""The three stages, as plain functions: ``scan`` → ``cache`` → ``build``.
+"""The pipeline: the stages as plain functions, and one entry point per command.
 
-Each takes values and returns values; the CLI only parses arguments, calls these and
-renders the results. Callable from Python::
+Stages, each taking values and returning values: :func:`scan` → :func:`cache` →
+:func:`build_scanned`. Commands, each taking one frozen job value and an event sink
+(:mod:`sealpy.core.events`) and returning a result value: :func:`build` (scan, the
+builder's pre-check, cache, build), :func:`save` (``registry save``: scan, cache) and
+:func:`merge`. The command entry points own the sequence; the CLI only parses arguments
+into a job, calls one of them and renders the events and the result, so a Python caller
+gets the CLI's behaviour with one call::
 
     from sealpy.core import pipeline
     scanned = pipeline.scan(Path("my-app"))
     report = pipeline.cache(scanned.images, Path("my-app/registry"), strategy="proxy")
+    built = pipeline.build(pipeline.BuildJob(Path("my-app"), tags=("my-app:1",)))
 """
 
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pluggy
 
+from sealpy.core.build import OutputOptions
 from sealpy.core.cache.strategy import CacheStrategy
-from sealpy.core.errors import BuildError, ContextError, StrategyUnavailableError, UsageError
-from sealpy.core.model import CacheOptions, CacheReport, ImageSet, RenderOptions, ScanResult
+from sealpy.core.errors import ContextError, StrategyUnavailableError, UsageError
+from sealpy.core.events import Event, EventKind, EventSink, discard
+from sealpy.core.model import (
+    DEFAULT_MAX_PARALLEL,
+    CacheOptions,
+    CacheReport,
+    ImageSet,
+    RenderOptions,
+    RetryPolicy,
+    ScanResult,
+)
 from sealpy.core.plugins import plugin_manager, resolve_strategy
 
 if TYPE_CHECKING:
     from sealpy.core.auth import CredentialProvider
-    from sealpy.core.build import BuildResult, ImageBuilder, OutputOptions
+    from sealpy.core.build import BuildResult, ImageBuilder
+    from sealpy.core.build.merge import MergeResult
     from sealpy.core.reference import Platform
     from sealpy.core.registries import RegistriesConfig
+    from sealpy.core.store.layout import Store, StoredImage
 
 
 def scan(
@@ -134,80 +152,6 @@ def check_directory(path: Path, what: str) -> Path:
     return path
 
 
-def check_build_file(
-    scanned: ScanResult,
-    builder: str | type[ImageBuilder] = "native",
-    *,
-    registry_pending: bool = False,
-    target: str | None = None,
-    ignorefile: Path | None = None,
-    manager: pluggy.PluginManager | None = None,
-) -> None:
-    """Cheap checks of the build files, for before the cache stage so that a wrong build
-    file fails before a single image is downloaded: they parse (unknown or malformed
-    instructions) and, for the native builder, it can run every instruction (no RUN) and
-    each literal COPY/ADD source exists inside the context and is not ignored.
-
-    Sources with variables (``$VAR``), ``--from`` sources and URLs are left to the builder,
-    which knows ``ARG`` and ``ENV``. ``registry_pending``: the cache stage is about to
-    create ``registry/``, so sources under it are not checked yet. ``target`` and
-    ``ignorefile`` are ``--target`` and ``--ignorefile``: only the stages built are
-    checked, against that ignore file."""
-    from sealpy.core.build.context import IgnoreMatcher, Tree
-    from sealpy.core.build.native import NativeBuilder, split_stages
-    from sealpy.core.build.parser import parse_files
-
-    chosen = builder if isinstance(builder, type) else select_builder(builder, manager=manager)
-    context = scanned.context
-    instructions = parse_files(context.build_files, root=context.root)
-    if not issubclass(chosen, NativeBuilder):
-        # Other builders (buildah) have their own rules for sources (symlinks, ignore
-        # files); only the parse is common ground.
-        return
-    head, stages = split_stages(instructions, target)
-    tree = Tree(context.root, ignore=IgnoreMatcher.for_context(context.root, ignorefile))
-    for ins in [*head, *(i for stage in stages for i in stage)]:
-        if ins.keyword not in ("COPY", "ADD") or ins.has_flag("from") or "$" in ins.args:
-            continue
-        for source in _literal_sources(ins):
-            if registry_pending and _under_registry(source):
-                continue
-            try:
-                _check_source(tree, source, ins.keyword)
-            except BuildError as exc:
-                raise ins.error(str(exc)) from None
-
-
-_URL_SOURCE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://|^git@")
-
-
-def _literal_sources(ins) -> list[str]:
-    from sealpy.core.build.parser import expand_words
-
-    words = expand_words(ins, {})
-    return [w for w in words[:-1] if not _URL_SOURCE.match(w)]
-
-
-def _under_registry(source: str) -> bool:
-    parts = [p for p in source.split("/") if p not in ("", ".")]
-    return bool(parts) and parts[0] == "registry"
-
-
-def _check_source(tree, source: str, keyword: str) -> None:
-    """What the native builder's plan checks first for one source (missing, outside the
-    context, excluded by .dockerignore), without walking directories."""
-    from sealpy.core.build.context import IGNORE_FILES, has_glob
-
-    if has_glob(source):
-        if not tree.glob(source):
-            raise BuildError(f"{keyword} {source}: no file in {tree.what} matches")
-        return
-    path = tree.resolve(source.lstrip("/"))
-    rel = tree.relative(path)
-    if tree.ignore and rel and tree.ignore.ignored(rel):
-        raise BuildError(f"{keyword} {source}: excluded by {IGNORE_FILES[1]} or {IGNORE_FILES[0]}")
-
-
 def select_builder(name: str = "native", *, manager: pluggy.PluginManager | None = None):
     """The builder class registered as ``name``, checked to be available."""
     from sealpy.core.build import BuilderRegistry
@@ -234,7 +178,7 @@ def source_date_epoch(environ: Mapping[str, str] | None = None) -> int | None:
     return int(value)
 
 
-def build(
+def build_scanned(
     scanned: ScanResult,
     *,
     tags: Sequence[str] = (),
@@ -254,12 +198,12 @@ def build(
     ignorefile: Path | None = None,
     manager: pluggy.PluginManager | None = None,
 ) -> BuildResult:
-    """Build the scanned context into the local image store (default
+    """The build stage alone: the scanned context into the local image store (default
     ``$XDG_DATA_HOME/sealpy/store``) with a builder (``native`` unless told otherwise).
     Timestamps come from ``epoch`` (``--timestamp``), else ``SOURCE_DATE_EPOCH``, else 0.
     ``output``, ``target`` and ``ignorefile`` carry buildah's flags of the same names (see
     :class:`~sealpy.core.build.OutputOptions`)."""
-    from sealpy.core.build import BuildRequest, OutputOptions
+    from sealpy.core.build import BuildRequest
     from sealpy.core.store.layout import default_root
 
     chosen = builder if isinstance(builder, type) else select_builder(builder, manager=manager)
@@ -281,3 +225,289 @@ def build(
         **({"warn": warn} if warn is not None else {}),
     )
     return chosen().build(request)
+
+
+# --- one entry point per command ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BuildJob:
+    """What ``sealpy build`` is asked to do, as the CLI parsed it.
+
+    ``context``, ``build_file``, ``extra_images``, ``strict`` and ``render`` are the scan's
+    (see :func:`scan`). With ``save_image`` the images are cached into
+    ``<context>/registry`` by ``strategy`` (a name, as ``--strategy``, or a class; ``None``:
+    from the environment, else ``proxy``) with ``cache``, whose credentials, TLS policy and
+    registries the builder's own pulls (FROM, ``COPY --from``) use too, cached or not;
+    ``cache.platforms`` are the platforms cached, ``platforms`` the ones built (``None``:
+    this host's); the CLI sets both from ``--platform``. ``cache.progress`` is closed once
+    images were cached (at once without ``save_image``). The rest are buildah's flags of
+    the same names: ``epoch`` is ``--timestamp`` (else ``SOURCE_DATE_EPOCH``, else 0),
+    ``store_root`` is ``--root`` (default ``$XDG_DATA_HOME/sealpy``), ``iidfile`` gets the
+    image ID."""
+
+    context: Path
+    tags: tuple[str, ...] = ()
+    build_file: Path | None = None
+    extra_images: tuple[str, ...] = ()
+    strict: bool = False
+    render: RenderOptions | None = None
+    save_image: bool = True
+    strategy: str | type[CacheStrategy] | None = None
+    cache: CacheOptions = field(default_factory=CacheOptions)
+    builder: str | type[ImageBuilder] = "native"
+    platforms: tuple[Platform, ...] | None = None
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    store_root: Path | None = None
+    output: OutputOptions = field(default_factory=OutputOptions)
+    target: str | None = None
+    ignorefile: Path | None = None
+    epoch: int | None = None
+    iidfile: Path | None = None
+
+
+@dataclass(frozen=True)
+class BuildJobResult:
+    """What a build did: the scan, the cache stage's report (``None`` when nothing was
+    cached) and the built image."""
+
+    scanned: ScanResult
+    cache: CacheReport | None
+    image: BuildResult
+
+
+@dataclass(frozen=True)
+class SaveJob:
+    """What ``sealpy registry save`` is asked to do: scan ``context`` (no build file
+    needed) and cache every image it needs into ``registry_dir`` (default
+    ``<context>/registry``), as :class:`BuildJob` describes the same fields."""
+
+    context: Path
+    registry_dir: Path | None = None
+    build_file: Path | None = None
+    extra_images: tuple[str, ...] = ()
+    strict: bool = False
+    render: RenderOptions | None = None
+    strategy: str | type[CacheStrategy] | None = None
+    cache: CacheOptions = field(default_factory=CacheOptions)
+
+
+@dataclass(frozen=True)
+class SaveJobResult:
+    """The scan, the registry directory written, and the cache stage's report (``None``
+    when there was nothing to cache)."""
+
+    scanned: ScanResult
+    registry_dir: Path
+    cache: CacheReport | None
+
+
+@dataclass(frozen=True)
+class MergeJob:
+    """What ``sealpy merge`` is asked to do: merge the stored ``images`` (in order) into
+    one named ``tags``, in the store at ``store_root``. Inputs the store lacks are pulled
+    with the registry settings here (``all_platforms``: every platform of them);
+    ``platforms`` ``None`` takes each input's only (or this host's) image. ``epoch``
+    (default ``SOURCE_DATE_EPOCH``, else 0) dates the result."""
+
+    images: tuple[str, ...]
+    tags: tuple[str, ...]
+    store_root: Path | None = None
+    platforms: tuple[Platform, ...] | None = None
+    all_platforms: bool = False
+    max_parallel: int = DEFAULT_MAX_PARALLEL
+    credentials: CredentialProvider | None = None
+    tls_verify: bool = True
+    registries: RegistriesConfig | None = None
+    retry: RetryPolicy | None = None
+    epoch: int | None = None
+
+
+def build(
+    job: BuildJob,
+    on_event: EventSink = discard,
+    *,
+    manager: pluggy.PluginManager | None = None,
+) -> BuildJobResult:
+    """``sealpy build`` in one call: scan, the builder's pre-check, cache, build.
+
+    Everything that can be checked without downloading is checked first (strategy,
+    builder, ``--iidfile``, the scan, the build file, ``--root``), so a typo fails before
+    a single image is fetched. Warnings, info lines and the builder's output reach
+    ``on_event`` (see :mod:`sealpy.core.events`)."""
+    from sealpy.core.build.flags import check_iidfile, write_iidfile
+
+    strategy = _strategy(job.strategy, check_available=job.save_image, manager=manager)
+    builder = _builder(job.builder, manager)
+    check_iidfile(job.iidfile, len(job.platforms or ()) or 1)
+    scanned = scan(
+        job.context,
+        build_file=job.build_file,
+        extra_images=job.extra_images,
+        strict=job.strict,
+        render=job.render,
+        manager=manager,
+    )
+    _warn_scan(scanned, on_event)
+    caching = bool(job.save_image and len(scanned.images))
+    builder().check(
+        scanned.context,
+        target=job.target,
+        ignorefile=job.ignorefile,
+        registry_pending=caching,
+    )
+    if job.store_root is not None:
+        check_directory(job.store_root, "--root")
+    report = None
+    if job.save_image:
+        registry_dir = check_directory(Path(job.context) / "registry", "registry directory")
+        report = _cache_stage(scanned, registry_dir, strategy, job.cache, on_event, manager)
+    else:
+        job.cache.progress.close()
+    image = build_scanned(
+        scanned,
+        tags=job.tags,
+        builder=builder,
+        platforms=job.platforms,
+        build_args=job.build_args,
+        store_root=job.store_root,
+        credentials=job.cache.credentials,
+        tls_verify=job.cache.tls_verify,
+        registries=job.cache.registries,
+        cached_images=caching,
+        echo=lambda line: on_event(Event(EventKind.OUTPUT, line)),
+        warn=lambda message: on_event(Event(EventKind.WARNING, message)),
+        epoch=job.epoch,
+        output=job.output,
+        target=job.target,
+        ignorefile=job.ignorefile,
+    )
+    if job.iidfile is not None:
+        write_iidfile(job.iidfile, image.image_ids[0])
+    return BuildJobResult(scanned, report, image)
+
+
+def save(
+    job: SaveJob,
+    on_event: EventSink = discard,
+    *,
+    manager: pluggy.PluginManager | None = None,
+) -> SaveJobResult:
+    """``sealpy registry save`` in one call: scan, then cache every image found."""
+    strategy = _strategy(job.strategy, check_available=True, manager=manager)
+    # The build file plays no part in caching (as in Sealos): a context may have none.
+    scanned = scan(
+        job.context,
+        build_file=job.build_file,
+        extra_images=job.extra_images,
+        strict=job.strict,
+        require_build_file=False,
+        render=job.render,
+        manager=manager,
+    )
+    _warn_scan(scanned, on_event)
+    # Checked after the scan (which reports a missing context best), before any download.
+    if job.registry_dir is not None:
+        target = check_directory(job.registry_dir, "--registry-dir")
+    else:
+        target = check_directory(Path(job.context) / "registry", "registry directory")
+    report = _cache_stage(scanned, target, strategy, job.cache, on_event, manager)
+    return SaveJobResult(scanned, target, report)
+
+
+def merge(job: MergeJob, on_event: EventSink = discard) -> MergeResult:
+    """``sealpy merge`` in one call: pull the inputs the store lacks, merge them by
+    Sealos's rules (see :mod:`sealpy.core.build.merge`), name the result."""
+    from sealpy.core.build.merge import merge as merge_images
+    from sealpy.core.store import transfer
+    from sealpy.core.store.layout import store_name
+    from sealpy.core.transport.remote import RegistryClient
+
+    store = open_store(job.store_root)
+    client = RegistryClient(
+        credentials=job.credentials,
+        tls_verify=job.tls_verify,
+        registries=job.registries,
+        retry=job.retry,
+    )
+    try:
+
+        def resolve(text: str, wanted: Platform | None) -> StoredImage:
+            return transfer.ensure_image(
+                store,
+                text,
+                wanted,
+                lambda: client,
+                echo=lambda line: on_event(Event(EventKind.STATUS, line)),
+                all_platforms=job.all_platforms,
+                max_parallel=job.max_parallel,
+            )
+
+        return merge_images(
+            store,
+            job.images,
+            [store_name(t) for t in job.tags],
+            platforms=job.platforms,
+            epoch=job.epoch if job.epoch is not None else source_date_epoch() or 0,
+            resolve=resolve,
+            warn=lambda message: on_event(Event(EventKind.WARNING, message)),
+        )
+    finally:
+        client.close()
+
+
+def open_store(root: Path | None) -> Store:
+    """The local image store at ``root`` (``--root``; default ``$XDG_DATA_HOME/sealpy``),
+    a file given as ``root`` being a usage error, not an internal one."""
+    from sealpy.core.store.layout import Store
+
+    if root is not None:
+        check_directory(root, "--root")
+    return Store(root)
+
+
+def _strategy(
+    spec: str | type[CacheStrategy] | None,
+    *,
+    check_available: bool,
+    manager: pluggy.PluginManager | None,
+) -> type[CacheStrategy]:
+    if isinstance(spec, type):
+        return spec
+    return select_strategy(spec, check_available=check_available, manager=manager)
+
+
+def _builder(
+    spec: str | type[ImageBuilder], manager: pluggy.PluginManager | None
+) -> type[ImageBuilder]:
+    return spec if isinstance(spec, type) else select_builder(spec, manager=manager)
+
+
+def _warn_scan(scanned: ScanResult, on_event: EventSink) -> None:
+    for warning in scanned.images.warnings:
+        on_event(Event(EventKind.WARNING, str(warning)))
+
+
+def _cache_stage(
+    scanned: ScanResult,
+    registry_dir: Path,
+    strategy: type[CacheStrategy],
+    options: CacheOptions,
+    on_event: EventSink,
+    manager: pluggy.PluginManager | None,
+) -> CacheReport | None:
+    """The cache stage of a command: say what is cached, cache it, say how it went."""
+    images = scanned.images
+    names = [str(i.reference) for i in images.images] + [
+        f"{a.transport}:{scanned.context.relative(a.path)}" for a in images.archives
+    ]
+    if not names:
+        on_event(Event(EventKind.INFO, "no images to cache"))
+        return None
+    on_event(Event(EventKind.INFO, f"saving images {', '.join(names)}"))
+    try:
+        report = cache(images, registry_dir, strategy=strategy, options=options, manager=manager)
+    finally:
+        options.progress.close()
+    on_event(Event(EventKind.INFO, report.summary()))
+    return report

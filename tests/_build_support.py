@@ -28,7 +28,7 @@ def build(context: Path, store: Path, **kwargs) -> Built:
     warnings: list[str] = []
     kwargs.setdefault("tags", ["test"])
     scanned = pipeline.scan(context)
-    result = pipeline.build(
+    result = pipeline.build_scanned(
         scanned, store_root=store, echo=lines.append, warn=warnings.append, **kwargs
     )
     return Built(result, lines, warnings)

@@ -99,6 +99,111 @@ def test_build_caches_builds_and_the_registry_layer_serves_the_cached_image(
     assert code == 0 and out.splitlines()[-1] == digest
 
 
+def test_pipeline_build_is_the_cli_build_in_one_call(
+    tmp_path: Path, capsys, image_factory, plain_registry
+):
+    """`pipeline.build(BuildJob(...))` does what `sealpy build` does (scan, check, cache,
+    build, --iidfile) and tells it through events: the same image, the same lines."""
+    from sealpy.core import pipeline
+    from sealpy.core.events import Event, EventKind
+    from sealpy.core.model import CacheOptions
+    from sealpy.core.transport.distribution import DistributionLayout
+
+    image = image_factory.image("one-call", [4096, 2048])
+    ref = image_factory.push(image, plain_registry.host, "library/one-call", "1.0")
+    contexts = []
+    for name in ("cli", "python"):
+        context = tmp_path / name / "ctx"
+        context.mkdir(parents=True)
+        (context / "Kubefile").write_text("FROM scratch\nCOPY registry ./registry\n")
+        contexts.append(context)
+
+    code, out, err = cli(
+        capsys,
+        "build",
+        "--images",
+        str(ref),
+        "--strategy",
+        "proxy",
+        "-t",
+        "test",
+        "--iidfile",
+        str(tmp_path / "cli" / "iid"),
+        str(contexts[0]),
+        "--root",
+        str(tmp_path / "cli" / "store"),
+    )
+    assert code == 0, err
+
+    events: list[Event] = []
+    built = pipeline.build(
+        pipeline.BuildJob(
+            context=contexts[1],
+            tags=("test",),
+            extra_images=(str(ref),),
+            strategy="proxy",
+            cache=CacheOptions(),
+            store_root=tmp_path / "python" / "store",
+            iidfile=tmp_path / "python" / "iid",
+        ),
+        events.append,
+    )
+    assert capsys.readouterr() == ("", "")  # the pipeline prints nothing itself
+
+    cli_lines = out.splitlines()
+    assert built.image.digest == cli_lines[-1]
+    assert [f"Successfully tagged {n}" for n in built.image.names] == cli_lines[-2:-1]
+    output = [e.message for e in events if e.kind is EventKind.OUTPUT]
+    assert output == cli_lines[:-2] and output[0] == "STEP 1/2: FROM scratch"
+    info = [e.message for e in events if e.kind is EventKind.INFO]
+    assert info[0] == f"saving images {ref}" and f"info {info[0]}" in err.splitlines()
+    assert built.cache is not None and built.cache.summary() == info[1]
+    assert info[1].startswith("1 images cached by proxy")
+    assert (tmp_path / "python" / "iid").read_bytes() == (tmp_path / "cli" / "iid").read_bytes()
+    assert DistributionLayout(contexts[1] / "registry").resolve("library/one-call", "1.0") == (
+        image.digest
+    )
+
+
+def test_the_pipeline_asks_the_builders_own_check_before_caching(
+    tmp_path: Path, image_factory, plain_registry
+):
+    """The pre-check is the builder's (``ImageBuilder.check``), whatever its class: a
+    refusal stops the build before any image is cached."""
+    from sealpy.core import pipeline
+    from sealpy.core.build import BuildRequest, BuildResult, ImageBuilder
+
+    seen = []
+
+    class Refusing(ImageBuilder):
+        name = "refusing"
+        description = "refuses every build file"
+
+        def check(self, context, *, target=None, ignorefile=None, registry_pending=False):
+            seen.append((context.root, target, registry_pending))
+            raise BuildError("not this one")
+
+        def build(self, request: BuildRequest) -> BuildResult:  # pragma: no cover
+            raise AssertionError("built although the check refused")
+
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Kubefile").write_text("FROM scratch\n")
+    ref = image_factory.push(image_factory.image("refused", [64]), plain_registry.host, "r/x", "1")
+    job = pipeline.BuildJob(
+        context=context,
+        extra_images=(str(ref),),
+        builder=Refusing,
+        target="last",
+        strategy="proxy",
+        store_root=tmp_path / "store",
+    )
+    with pytest.raises(BuildError, match="not this one"):
+        pipeline.build(job)
+    assert seen == [(context, "last", True)]
+    assert not (context / "registry").exists() and not (tmp_path / "store").exists()
+
+
 def test_push_then_skopeo_copy_back(tmp_path: Path, capsys, image_factory, plain_registry):
     context, _, _ = cached_context(
         tmp_path, image_factory, plain_registry, seed="pushme", repository="library/pushme"

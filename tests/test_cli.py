@@ -117,6 +117,50 @@ def test_registry_save_through_the_cli(conformance_catalog, context, capsys):
     )
 
 
+def test_pipeline_save_is_registry_save_in_one_call(conformance_catalog, tmp_path, capsys):
+    """`pipeline.save(SaveJob(...))` does what `sealpy registry save` does, and says it
+    with the events the CLI prints as `info`/`warn` lines."""
+    from sealpy.core import pipeline
+    from sealpy.core.events import Event, EventKind
+    from sealpy.core.model import CacheOptions
+    from sealpy.core.reference import Platform
+
+    c = conformance_catalog
+    ref = c.ref(c.plain, "library/single")
+    contexts = []
+    for name in ("cli", "python"):
+        context = tmp_path / name
+        (context / "manifests").mkdir(parents=True)
+        (context / "manifests" / "app.yaml").write_text(f"image: {ref}\nimage: bad ref!\n")
+        contexts.append(context)
+    code = main(["registry", "save", "--platform=linux/amd64", str(contexts[0])])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+
+    events: list[Event] = []
+    saved = pipeline.save(
+        pipeline.SaveJob(
+            context=contexts[1],
+            strategy="proxy",
+            cache=CacheOptions(platforms=(Platform.parse("linux/amd64"),)),
+        ),
+        events.append,
+    )
+    assert capsys.readouterr() == ("", "")
+    warnings = [e.message for e in events if e.kind is EventKind.WARNING]
+    info = [e.message for e in events if e.kind is EventKind.INFO]
+    assert len(warnings) == 1 and [f"warn {w}" for w in warnings] == [
+        line for line in err.splitlines() if line.startswith("warn ")
+    ]
+    assert info[0] == f"saving images {ref}" and f"info {info[0]}" in err.splitlines()
+    assert saved.cache is not None and info[1] == saved.cache.summary()
+    assert "1 images cached by proxy" in info[1] and "1 images cached by proxy" in err
+    assert saved.registry_dir == contexts[1] / "registry"
+    for context in contexts:
+        layout = DistributionLayout(context / "registry")
+        assert layout.resolve("library/single", "1") == c.single.digest
+
+
 def test_registry_dir_option(conformance_catalog, context, tmp_path, capsys):
     c = conformance_catalog
     out = tmp_path / "elsewhere"

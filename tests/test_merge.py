@@ -208,6 +208,36 @@ def test_merge_pulls_an_input_missing_from_the_store(
     )
 
 
+def test_pipeline_merge_is_the_cli_merge_in_one_call(
+    tmp_path: Path, capsys, image_factory, plain_registry
+):
+    """`pipeline.merge(MergeJob(...))` pulls and merges as `sealpy merge` does, and says
+    what it pulls with a status event (the line the CLI prints)."""
+    from sealpy.core import pipeline
+    from sealpy.core.events import Event, EventKind
+
+    stores = [tmp_path / "cli" / "store", tmp_path / "python" / "store"]
+    for store in stores:
+        make_images(store.parent, store)
+    remote = image_factory.image("merge-call", [300], labels={"sealos.io.type": "application"})
+    ref = image_factory.push(remote, plain_registry.host, "apps/call", "1")
+    code, out, err = cli(
+        capsys, "merge", "-t", "m", "rootfs:v1", str(ref), "--root", str(stores[0])
+    )
+    assert code == 0, err
+
+    events: list[Event] = []
+    result = pipeline.merge(
+        pipeline.MergeJob(images=("rootfs:v1", str(ref)), tags=("m",), store_root=stores[1]),
+        events.append,
+    )
+    assert capsys.readouterr() == ("", "")
+    assert [result.digest] == out.splitlines()[-1:]
+    assert [f"Successfully tagged {n}" for n in result.names] == out.splitlines()[-2:-1]
+    status = [e.message for e in events if e.kind is EventKind.STATUS]
+    assert status == [f"Trying to pull {ref}..."] and status[0] in err.splitlines()
+
+
 def test_merge_needs_two_existing_images_and_a_name(tmp_path: Path, capsys, plain_registry):
     store = tmp_path / "store"
     make_images(tmp_path, store)

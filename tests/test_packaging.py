@@ -86,7 +86,7 @@ def test_wheel_holds_the_mapped_packages_and_entry_points(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for module in (
         "sealpy/core/__init__.py",
-        "sealpy/core/cli.py",
+        "sealpy/core/cli/__init__.py",
         "sealpy/core/transport/copy.py",
         "sealpy/core/testing/conformance.py",
         "sealpy/strategies/proxy.py",

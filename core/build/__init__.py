@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
+from sealpy.core.cache.strategy import Availability, NamedRegistry
 from sealpy.core.model import BuildContext
 from sealpy.core.reference import Platform
-from sealpy.core.cache.strategy import Availability, NamedRegistry
 
 if TYPE_CHECKING:
     from sealpy.core.auth import CredentialProvider
@@ -87,6 +87,26 @@ class ImageBuilder(ABC):
     @classmethod
     def availability(cls) -> Availability:
         return Availability.ok()
+
+    def check(
+        self,
+        context: BuildContext,
+        *,
+        target: str | None = None,
+        ignorefile: Path | None = None,
+        registry_pending: bool = False,
+    ) -> None:
+        """Cheap checks of the build files, run before the cache stage so that a wrong build
+        file fails before a single image is downloaded; raises a :class:`BuildError
+        <sealpy.core.errors.BuildError>`. ``target`` and ``ignorefile`` are ``--target``
+        and ``--ignorefile``; ``registry_pending``: the cache stage is about to create
+        ``registry/`` in the context, so sources under it do not exist yet.
+
+        The default only parses the build files (unknown or malformed instructions), the
+        ground every builder shares; a builder that knows its rules checks more."""
+        from sealpy.core.build.parser import parse_files
+
+        parse_files(context.build_files, root=context.root)
 
     @abstractmethod
     def build(self, request: BuildRequest) -> BuildResult:

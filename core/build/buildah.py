@@ -34,14 +34,14 @@ from pathlib import Path
 from sealpy.core.build import BuildRequest, BuildResult, ImageBuilder
 from sealpy.core.build.output import write_index
 from sealpy.core.build.parser import Instruction, parse_files
+from sealpy.core.cache.strategy import Availability
 from sealpy.core.errors import BuildError, SealpyError
 from sealpy.core.hookspecs import hookimpl
-from sealpy.core.model import BUILD_FILE_NAMES
+from sealpy.core.model import BUILD_FILE_NAMES, BuildContext
 from sealpy.core.process import child_environment, popen_tied, stop
 from sealpy.core.reference import ImageReference, Platform
 from sealpy.core.registries import is_loopback
 from sealpy.core.store.layout import Store, store_name
-from sealpy.core.cache.strategy import Availability
 from sealpy.core.transport import media
 from sealpy.core.transport.blobio import stream_into
 from sealpy.core.transport.copy import CopyJob, copy_images
@@ -62,6 +62,18 @@ class BuildahBuilder(ImageBuilder):
         if shutil.which(BUILDAH) is None:
             return Availability.missing("buildah not found; apt-get install buildah")
         return Availability.ok()
+
+    def check(
+        self,
+        context: BuildContext,
+        *,
+        target: str | None = None,
+        ignorefile: Path | None = None,
+        registry_pending: bool = False,
+    ) -> None:
+        """Only the parse: buildah has its own rules for sources (symlinks, ignore files)
+        and for ``--target``, and reports them itself when it runs."""
+        parse_files(context.build_files, root=context.root)
 
     def build(self, request: BuildRequest) -> BuildResult:
         store = Store(request.store_root)

@@ -30,6 +30,7 @@ import posixpath
 import re
 from collections.abc import Mapping
 from contextlib import ExitStack
+from pathlib import Path
 
 from sealpy.core.build import BuildRequest, BuildResult, ImageBuilder
 from sealpy.core.build.context import IgnoreMatcher, Tree, clean_dest, plan_sources
@@ -62,10 +63,11 @@ from sealpy.core.build.plan import (
     set_env,
     split_stages,
 )
+from sealpy.core.build.precheck import check_native
 from sealpy.core.build.stagewrite import StageWriter, flatten_image, unpack_image
 from sealpy.core.errors import BuildError, SealpyError
 from sealpy.core.hookspecs import hookimpl
-from sealpy.core.model import BUILD_FILE_NAMES
+from sealpy.core.model import BUILD_FILE_NAMES, BuildContext
 from sealpy.core.reference import Platform, parse_platforms
 from sealpy.core.store.layout import Store, StoredImage, store_name
 
@@ -90,6 +92,20 @@ class NativeBuilder(ImageBuilder):
     description = (
         "pure Python: FROM/COPY/ADD/ENV/LABEL/... into OCI layers, no container engine (no RUN)"
     )
+
+    def check(
+        self,
+        context: BuildContext,
+        *,
+        target: str | None = None,
+        ignorefile: Path | None = None,
+        registry_pending: bool = False,
+    ) -> None:
+        """Parse, the stages up to ``target`` (no RUN), ``ignorefile``, and every literal
+        COPY/ADD source (see :mod:`sealpy.core.build.precheck`)."""
+        check_native(
+            context, target=target, ignorefile=ignorefile, registry_pending=registry_pending
+        )
 
     def build(self, request: BuildRequest) -> BuildResult:
         return _Build(request).run()

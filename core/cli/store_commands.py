@@ -1,98 +1,36 @@
-"""Commands on the local image store: images, inspect, tag, rmi, pull, push, save, load,
-merge. Registered on :data:`sealpy.core.cli.app`; each takes ``--root DIR`` after the
-subcommand. Like the rest of the CLI they only parse arguments, call
-:mod:`sealpy.core.store.layout`, :mod:`sealpy.core.store.transfer` and :mod:`sealpy.core.build.merge`, and
-render results; errors are :class:`~sealpy.core.errors.SealpyError` one-liners.
+"""Commands on the local image store: images, inspect, tag, rmi, pull, push, save, load.
+Each takes ``--root DIR`` after the subcommand. They only parse arguments, call
+:mod:`sealpy.core.store.layout` and :mod:`sealpy.core.store.transfer`, and render results;
+errors are :class:`~sealpy.core.errors.SealpyError` one-liners.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import sys
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from sealpy.core.cli import (
+from sealpy.core.cli.options import (
     AllOpt,
     AuthfileOpt,
     CredsOpt,
     MirrorOpt,
     PlatformOpt,
-    ProcsOpt,
     QuietOpt,
     RetryOpt,
     RootOpt,
-    StrategyOpt,
     TLSOpt,
-    app,
+    one_platform,
+    open_store,
+    registry_client,
+    store_progress,
 )
 from sealpy.core.errors import UsageError
 
 ImageArg = Annotated[str, typer.Argument(help="An image in the store: name or ID.")]
 JsonOpt = Annotated[bool, typer.Option("--json/--no-json", help="Print JSON.")]
-
-
-def _store(root: Path | None):
-    from sealpy.core.pipeline import check_directory
-    from sealpy.core.store.layout import Store
-
-    if root is not None:  # a file given as --root is a usage error, not an internal one
-        check_directory(root, "--root")
-    return Store(root)
-
-
-@contextmanager
-def _client(
-    authfile: Path | None,
-    creds: str | None,
-    tls_verify: bool,
-    mirrors: list[str] | None,
-    retry_times: int | None = None,
-):
-    """A registry client with credentials built as for `build` (--creds, SEALPY_CREDS,
-    --authfile and the standard auth files), retrying as `--retry-times` says."""
-    from sealpy.core.auth import CREDS_ENV, ConfiguredCredentials, Credential
-    from sealpy.core.model import RetryPolicy
-    from sealpy.core.registries import RegistriesConfig
-    from sealpy.core.transport.remote import RegistryClient
-
-    secret = creds if creds is not None else os.environ.get(CREDS_ENV)
-    credentials = ConfiguredCredentials(
-        creds=Credential.parse(secret) if secret else None, authfile=authfile
-    )
-    credentials.check()
-    client = RegistryClient(
-        credentials=credentials,
-        tls_verify=tls_verify,
-        registries=RegistriesConfig.load(mirrors=mirrors or ()),
-        retry=None if retry_times is None else RetryPolicy(attempts=retry_times + 1),
-    )
-    try:
-        yield client
-    finally:
-        client.close()
-
-
-def _progress(quiet: bool):
-    """Bars on a terminal; nothing otherwise (the plain reporter speaks of "caching")."""
-    from sealpy.core.progress import progress_for
-
-    return progress_for(sys.stderr, quiet=quiet or not sys.stderr.isatty())
-
-
-def _platform(values: list[str] | None):
-    from sealpy.core.reference import parse_platforms
-
-    if not values:
-        return None
-    platforms = parse_platforms(values)
-    if len(platforms) != 1:
-        raise UsageError("give one --platform here")
-    return platforms[0]
 
 
 def _split_name(name: str | None) -> tuple[str, str]:
@@ -111,7 +49,6 @@ def _split_name(name: str | None) -> tuple[str, str]:
     return name, "<none>"
 
 
-@app.command()
 def images(
     root: RootOpt = None,
     as_json: JsonOpt = False,
@@ -120,7 +57,7 @@ def images(
     ] = False,
 ) -> None:
     """List the images in the local store."""
-    store = _store(root)
+    store = open_store(root)
     rows = []
     for image in store.images():
         manifest = store.manifest(image)
@@ -162,17 +99,16 @@ def _human(size: int) -> str:
     return f"{size} B"  # pragma: no cover
 
 
-@app.command()
 def inspect(
     image: ImageArg,
     root: RootOpt = None,
     platform: PlatformOpt = None,
 ) -> None:
     """Show an image's config, labels, layers and size (JSON)."""
-    store = _store(root)
+    store = open_store(root)
     stored = store.get(image)
     manifest = store.manifest(stored)
-    wanted = _platform(platform)
+    wanted = one_platform(platform)
     if manifest.is_index and wanted is None:
         children = []
         for child in manifest.children:
@@ -221,7 +157,6 @@ def _details(store, manifest) -> dict:
     }
 
 
-@app.command()
 def tag(
     source: ImageArg,
     names: Annotated[
@@ -232,19 +167,18 @@ def tag(
     """Give an image more names."""
     from sealpy.core.store.layout import store_name
 
-    store = _store(root)
+    store = open_store(root)
     stored = store.get(source)
     for name in names:
         store.name(store_name(name), stored.descriptor)
 
 
-@app.command()
 def rmi(
     image: Annotated[list[str], typer.Argument(help="Images to remove: names or IDs.")],
     root: RootOpt = None,
 ) -> None:
     """Remove images from the store (by ID: every name of it), then the blobs no image uses."""
-    store = _store(root)
+    store = open_store(root)
     chosen = []
     for text in image:  # resolve all first: an unknown name removes nothing
         named = store.find_name(text)
@@ -265,7 +199,6 @@ def rmi(
         typer.echo(f"Deleted {removed} unused blobs")
 
 
-@app.command()
 def pull(
     image: Annotated[
         str, typer.Argument(help="An image reference, e.g. docker.io/library/nginx:1.25.")
@@ -288,11 +221,11 @@ def pull(
 
     ref = ImageReference.parse(image.removeprefix("docker://"))
     platforms = parse_platforms(platform) if platform else (Platform.host(),)
-    store = _store(root)
+    store = open_store(root)
     typer.echo(f"Trying to pull {ref}...", err=True)
-    progress = _progress(quiet)
+    progress = store_progress(quiet)
     try:
-        with _client(authfile, creds, tls_verify, registry_mirror, retry_times) as client:
+        with registry_client(authfile, creds, tls_verify, registry_mirror, retry_times) as client:
             stored = transfer.pull(
                 store,
                 ref,
@@ -306,7 +239,6 @@ def pull(
     typer.echo(stored.digest)
 
 
-@app.command()
 def push(
     image: ImageArg,
     destination: Annotated[
@@ -327,7 +259,7 @@ def push(
     from sealpy.core.reference import ImageReference
     from sealpy.core.store import transfer
 
-    store = _store(root)
+    store = open_store(root)
     stored = store.get(image)
     target = destination or stored.name
     if not target:
@@ -337,9 +269,9 @@ def push(
             f"push writes to registries (docker://...); use `sealpy save` for {target}"
         )
     ref = ImageReference.parse(target.removeprefix("docker://"))
-    progress = _progress(quiet)
+    progress = store_progress(quiet)
     try:
-        with _client(authfile, creds, tls_verify, None, retry_times) as client:
+        with registry_client(authfile, creds, tls_verify, None, retry_times) as client:
             result = transfer.push(store, stored, ref, client, progress=progress)
     finally:
         progress.close()
@@ -351,7 +283,6 @@ def push(
     typer.echo(result.digest)
 
 
-@app.command()
 def save(
     images_: Annotated[list[str], typer.Argument(metavar="IMAGE...", help="Images to save.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="The archive to write.")],
@@ -366,13 +297,12 @@ def save(
 
     if archive_format not in transfer.FORMATS:
         raise UsageError(f"invalid --format {archive_format!r}: use oci-archive or docker-archive")
-    store = _store(root)
+    store = open_store(root)
     chosen = [store.get(i) for i in images_]
-    transfer.save(store, chosen, output, format=archive_format, platform=_platform(platform))  # type: ignore[arg-type]
+    transfer.save(store, chosen, output, format=archive_format, platform=one_platform(platform))  # type: ignore[arg-type]
     typer.echo(f"Saved {len(chosen)} image(s) to {output}", err=True)
 
 
-@app.command()
 def load(
     input_: Annotated[
         Path, typer.Option("-i", "--input", help="An oci-archive or docker-archive file.")
@@ -387,100 +317,11 @@ def load(
 
     if not input_.is_file():
         raise ContextError(f"archive {input_} does not exist")
-    store = _store(root)
-    progress = _progress(quiet)
+    store = open_store(root)
+    progress = store_progress(quiet)
     try:
         names = transfer.load(store, input_, progress=progress)
     finally:
         progress.close()
     for name in names:
         typer.echo(f"Loaded image: {name}")
-
-
-@app.command()
-def merge(
-    ctx: typer.Context,
-    images_: Annotated[
-        list[str],
-        typer.Argument(metavar="IMAGE...", help="Images to merge, in order (at least two)."),
-    ],
-    tag_: Annotated[
-        list[str] | None, typer.Option("-t", "--tag", help="Name for the result; repeatable.")
-    ] = None,
-    root: RootOpt = None,
-    platform: PlatformOpt = None,
-    print_sealfile: Annotated[
-        bool,
-        typer.Option(
-            "--print-sealfile/--no-print-sealfile",
-            help="Print the Sealfile Sealos would build for this merge (also with --debug).",
-        ),
-    ] = False,
-    save_image: Annotated[
-        bool,
-        typer.Option(
-            "--save-image/--no-save-image",
-            help="Accepted as by Sealos: the merge context holds only the generated Sealfile, "
-            "so there are no images to cache.",
-        ),
-    ] = False,
-    strategy: StrategyOpt = None,
-    all_platforms: AllOpt = False,
-    max_pull_procs: ProcsOpt = None,
-    authfile: AuthfileOpt = None,
-    creds: CredsOpt = None,
-    tls_verify: TLSOpt = True,
-    registry_mirror: MirrorOpt = None,
-    retry_times: RetryOpt = None,
-    quiet: QuietOpt = False,
-) -> None:
-    """Merge cluster images into one, by Sealos's rules (layers in order; labels and ENV
-    merged, later wins, PATH dropped, rootfs type kept; ENTRYPOINT and CMD concatenated).
-    Inputs missing from the store are pulled with build's registry flags (--all: every
-    platform of them)."""
-    from sealpy.core import pipeline
-    from sealpy.core.build.merge import merge as merge_images
-    from sealpy.core.model import DEFAULT_MAX_PARALLEL
-    from sealpy.core.reference import parse_platforms
-    from sealpy.core.store import transfer
-    from sealpy.core.store.layout import store_name
-
-    if not tag_:
-        raise UsageError("merge needs -t NAME for the result")
-    if len(images_) < 2:
-        raise UsageError("merge needs at least two images")
-    if save_image:
-        pipeline.select_strategy(strategy)  # validated and selected as for build
-        typer.echo(
-            "info no images to cache (the merge context holds only the generated Sealfile)",
-            err=True,
-        )
-    platforms = parse_platforms(platform) if platform else None
-    store = _store(root)
-    with _client(authfile, creds, tls_verify, registry_mirror, retry_times) as client:
-
-        def resolve(text, wanted):
-            return transfer.ensure_image(
-                store,
-                text,
-                wanted,
-                lambda: client,
-                echo=None if quiet else lambda line: typer.echo(line, err=True),
-                all_platforms=all_platforms,
-                max_parallel=max_pull_procs or DEFAULT_MAX_PARALLEL,
-            )
-
-        result = merge_images(
-            store,
-            images_,
-            [store_name(t) for t in tag_],
-            platforms=platforms,
-            epoch=pipeline.source_date_epoch() or 0,
-            resolve=resolve,
-            warn=lambda message: typer.echo(f"warn {message}", err=True),
-        )
-    if print_sealfile or (ctx.obj or {}).get("debug"):
-        typer.echo(result.sealfile, nl=False)
-    for name in result.names:
-        typer.echo(f"Successfully tagged {name}")
-    typer.echo(result.digest)
