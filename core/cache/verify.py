@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sealpy.core.errors import SealpyError
+from sealpy.core.image.media import Manifest
+from sealpy.core.image.walk import walk
 from sealpy.core.transport.blobio import CHUNK
 from sealpy.core.transport.confined import find_symlinks
 from sealpy.core.transport.distribution import V2, DistributionLayout
-from sealpy.core.transport.media import Manifest
 
 
 class NotARegistryError(SealpyError):
@@ -191,7 +192,7 @@ def _check_repository(layout: DistributionLayout, repo: str, good_blobs: set[str
             broken.add(digest)
         else:
             complete.add(digest)
-    for digest, manifest in manifests.items():
+    for digest, manifest in _indexes_children_first(manifests):
         if manifest.is_index:
             stored = [
                 c.digest for c in manifest.children if c.digest in manifests or c.digest in broken
@@ -233,6 +234,18 @@ def _check_repository(layout: DistributionLayout, repo: str, good_blobs: set[str
             Problem(repo, None, f"unfinished write {leftover.relative_to(repo_dir)}", (leftover,))
         )
     return problems
+
+
+def _indexes_children_first(manifests: dict[str, Manifest]) -> list[tuple[str, Manifest]]:
+    """The stored indexes, each once, an index nested in another before it: judging the
+    outer one needs the verdict on the inner one."""
+    out: dict[str, Manifest] = {}
+    for manifest in manifests.values():
+        if manifest.is_index:
+            for node in walk(manifest, lambda child: manifests.get(child.digest)):
+                if node.manifest.is_index:
+                    out.setdefault(node.manifest.digest, node.manifest)
+    return list(out.items())
 
 
 def verify_registry(directory: Path, *, fix: bool = False) -> VerifyResult:
