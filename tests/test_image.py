@@ -13,7 +13,7 @@ from sealpy.core.image import config as image_config
 from sealpy.core.image import media
 from sealpy.core.image.compose import canonical_json, new_index, new_manifest, platform_index
 from sealpy.core.image.media import Descriptor, Manifest
-from sealpy.core.image.walk import MAX_DEPTH, walk
+from sealpy.core.image.walk import MAX_DEPTH, is_complete, walk
 
 AMD64 = {"architecture": "amd64", "os": "linux"}
 ARM64 = {"architecture": "arm64", "os": "linux", "variant": "v8"}
@@ -130,6 +130,23 @@ def test_walk_accepts_indexes_nested_up_to_the_limit_and_refuses_deeper():
         list(walk(top, source))
     # Refused before the manifest beyond the limit is fetched.
     assert image("bottom").digest not in source.fetched
+
+
+def test_is_complete_needs_every_manifest_and_blob_and_stops_at_the_first_gap():
+    a, b, c = image("a"), image("b"), image("c")
+    top = new_index([(a, AMD64), (new_index([(b, None)]), None), (c, ARM64)])
+    nested = top.children[1]
+    every_blob = {d.digest for m in (a, b, c) for d in m.blobs}
+    whole = Source(a, b, c)
+    whole.add(nested.digest, new_index([(b, None)]))
+    assert is_complete(top, whole, every_blob.__contains__)
+    # A layer of the image under the nested index is missing.
+    assert not is_complete(top, whole, (every_blob - {b.layers[0].digest}).__contains__)
+
+    gap = Source(a, c)
+    gap.add(nested.digest, new_index([(b, None)]))
+    assert not is_complete(top, gap, every_blob.__contains__)
+    assert c.digest not in gap.fetched  # nothing fetched after the missing manifest
 
 
 # --- new documents ----------------------------------------------------------------------------

@@ -193,31 +193,30 @@ def _check_repository(layout: DistributionLayout, repo: str, good_blobs: set[str
         else:
             complete.add(digest)
     for digest, manifest in _indexes_children_first(manifests):
-        if manifest.is_index:
-            stored = [
-                c.digest for c in manifest.children if c.digest in manifests or c.digest in broken
-            ]
-            bad = [c for c in stored if c in broken]
-            if not stored:
-                problems.append(
-                    Problem(
-                        repo,
-                        digest,
-                        "index with none of its images stored",
-                        (layout.revision_link(repo, digest).parent,),
-                    )
+        stored = [
+            c.digest for c in manifest.children if c.digest in manifests or c.digest in broken
+        ]
+        bad = [c for c in stored if c in broken]
+        if not stored:
+            problems.append(
+                Problem(
+                    repo,
+                    digest,
+                    "index with none of its images stored",
+                    (layout.revision_link(repo, digest).parent,),
                 )
-                broken.add(digest)
-            elif bad:
-                problems.append(
-                    Problem(
-                        repo,
-                        digest,
-                        f"index child {bad[0]} is incomplete",
-                        (layout.revision_link(repo, digest).parent,),
-                    )
+            )
+            broken.add(digest)
+        elif bad:
+            problems.append(
+                Problem(
+                    repo,
+                    digest,
+                    f"index child {bad[0]} is incomplete",
+                    (layout.revision_link(repo, digest).parent,),
                 )
-                broken.add(digest)
+            )
+            broken.add(digest)
     for tag in layout.tags(repo):
         tag_dir = layout.tag_dir(repo, tag)
         current = layout.read_link(tag_dir / "current" / "link")

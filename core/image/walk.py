@@ -42,6 +42,29 @@ def all_children(index: Manifest) -> Sequence[Descriptor]:
     return index.children
 
 
+class _Incomplete(Exception):
+    """A child manifest is missing: ends the walk of :func:`is_complete` at once."""
+
+
+def is_complete(root: Manifest, fetch: Fetch, has_blob: Callable[[str], bool]) -> bool:
+    """Whether every manifest under ``root`` can be fetched and every blob ``has_blob``.
+    Stops at the first thing missing, fetching nothing after it."""
+
+    def fetch_or_stop(child: Descriptor) -> Manifest:
+        found = fetch(child)
+        if found is None:
+            raise _Incomplete
+        return found
+
+    try:
+        return all(
+            all(has_blob(blob.digest) for blob in node.manifest.blobs)
+            for node in walk(root, fetch_or_stop)
+        )
+    except _Incomplete:
+        return False
+
+
 def walk(root: Manifest, fetch: Fetch, *, select: Select = all_children) -> Iterator[Node]:
     """Every manifest of the tree under ``root`` (``root`` included, last), children
     before parents, in the order the indexes list them, each digest once.

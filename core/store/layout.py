@@ -35,7 +35,7 @@ from sealpy.core.errors import (
 from sealpy.core.image import media
 from sealpy.core.image.compose import canonical_json, parse_document
 from sealpy.core.image.media import Descriptor, Manifest
-from sealpy.core.image.walk import walk
+from sealpy.core.image.walk import is_complete, walk
 from sealpy.core.reference import ImageReference, Platform, select_platform
 from sealpy.core.transport.blobio import write_bytes_atomically
 from sealpy.core.transport.ocilayout import REF_NAME, OCIImageEnd, OCILayout
@@ -348,13 +348,7 @@ class Store:
 
     def is_complete(self, manifest: Manifest) -> bool:
         """Whether every blob (and, for an index, every child) is in the store."""
-        return all(
-            all(
-                self.layout.has_blob(d.digest)
-                for d in node.manifest.children or node.manifest.blobs
-            )
-            for node in walk(manifest, self.stored_child)
-        )
+        return is_complete(manifest, self.stored_child, self.layout.has_blob)
 
     def stored_child(self, child: Descriptor) -> Manifest | None:
         """A child manifest if the store has it (an index may be stored for some
