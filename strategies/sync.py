@@ -54,13 +54,13 @@ from sealpy.core.cache.localregistry import REGISTRY_BINARY, RegistryProcess
 from sealpy.core.cache.strategy import Availability, CacheStrategy
 from sealpy.core.errors import CacheError, ConflictError, RegistryError, SealpyError
 from sealpy.core.hookspecs import hookimpl
+from sealpy.core.image.media import IMAGE_TYPES, Manifest
 from sealpy.core.model import ArchiveEntry, CachedImage, CacheOptions, CacheReport, ImageSet
 from sealpy.core.process import child_environment, popen_tied, stop
 from sealpy.core.reference import ImageReference, Platform
 from sealpy.core.registries import Endpoint, RegistriesConfig, is_loopback
 from sealpy.core.transport.copy import select_children
 from sealpy.core.transport.distribution import PARTIAL_PREFIX, DistributionLayout
-from sealpy.core.transport.media import IMAGE_TYPES, Manifest
 from sealpy.core.transport.remote import RegistryClient
 
 SKOPEO_BINARY = "skopeo"

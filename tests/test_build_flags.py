@@ -21,8 +21,8 @@ from _build_support import cli
 from _buildah_support import Buildah, Image, sealpy_build, sealpy_image
 
 from sealpy.core.build.flags import BUILDAH_BUD_FLAGS, BUILDAH_SHORT_FLAGS
+from sealpy.core.image import media
 from sealpy.core.testing.registry import skopeo
-from sealpy.core.transport import media
 
 KUBEFILE = """FROM scratch AS base
 ENV A=1 B=k

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from sealpy.core.errors import ManifestError, RegistryError
+from sealpy.core.image.media import DOCKER_SCHEMA1_SIGNED, Descriptor
 from sealpy.core.model import RetryPolicy
 from sealpy.core.reference import ImageReference
 from sealpy.core.registries import Endpoint, RegistriesConfig, api_host
 from sealpy.core.transport.blobio import BlobWriter
-from sealpy.core.transport.media import DOCKER_SCHEMA1_SIGNED, Descriptor
 from sealpy.core.transport.remote import RegistryClient
 
 

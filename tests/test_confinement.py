@@ -19,13 +19,7 @@ from sealpy.core.build.layers import open_layer, unpack
 from sealpy.core.cache.verify import verify_registry
 from sealpy.core.cli import main
 from sealpy.core.errors import BuildError, ContextError, SealpyError
-from sealpy.core.model import CacheOptions, ImageSet
-from sealpy.core.store.layout import Store
-from sealpy.core.testing.conformance import AMD64
-from sealpy.core.transport import confined
-from sealpy.core.transport.confined import SymlinkRefusedError
-from sealpy.core.transport.distribution import DistributionLayout
-from sealpy.core.transport.media import (
+from sealpy.core.image.media import (
     DOCKER_CONFIG,
     DOCKER_LAYER_GZIP,
     DOCKER_MANIFEST,
@@ -36,6 +30,12 @@ from sealpy.core.transport.media import (
     Manifest,
     sha256_digest,
 )
+from sealpy.core.model import CacheOptions, ImageSet
+from sealpy.core.store.layout import Store
+from sealpy.core.testing.conformance import AMD64
+from sealpy.core.transport import confined
+from sealpy.core.transport.confined import SymlinkRefusedError
+from sealpy.core.transport.distribution import DistributionLayout
 
 V2 = Path("docker/registry/v2")
 

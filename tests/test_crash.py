@@ -332,7 +332,7 @@ def test_sigkill_during_build_then_rerun(workload, tmp_path):
     the context's registry and the store stay whole (every named image complete, every
     blob whole), the re-run fetches no image blob that was already cached, and builds the
     same digest as a run that was never killed."""
-    from sealpy.core.transport.media import sha256_digest
+    from sealpy.core.image.media import sha256_digest
     from sealpy.core.transport.ocilayout import OCILayout
 
     proxy, images = workload

@@ -34,11 +34,11 @@ from sealpy.core.discovery.archives import parse_line
 from sealpy.core.discovery.archives import sealpy_discover_images as discover_archives
 from sealpy.core.discovery.shim import sealpy_discover_images as discover_shim
 from sealpy.core.errors import SealpyError
+from sealpy.core.image.media import Descriptor, Manifest
 from sealpy.core.model import BuildContext, Location
 from sealpy.core.reference import ImageReference, Platform, parse_platforms
 from sealpy.core.transport.archive import DockerArchiveSource, OCIArchiveSource, _LayoutSink
 from sealpy.core.transport.distribution import DistributionLayout
-from sealpy.core.transport.media import Descriptor, Manifest
 
 _LONG = os.environ.get("SEALPY_FUZZ_EXAMPLES")
 settings.register_profile(

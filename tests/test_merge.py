@@ -13,9 +13,9 @@ from _build_support import build, cli, config_of, manifest_of
 
 from sealpy.core.build.merge import merge_configs, sealfile
 from sealpy.core.build.native import DEFAULT_PATH, unpack_image
+from sealpy.core.image.media import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, Descriptor
 from sealpy.core.store.layout import Store
 from sealpy.core.testing.registry import skopeo_manifest_digest
-from sealpy.core.transport.media import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, Descriptor
 
 ROOTFS_KUBEFILE = """FROM scratch
 LABEL sealos.io.type=rootfs sealos.io.version=v1beta1 shared=from-rootfs only.rootfs=1

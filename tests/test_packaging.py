@@ -139,7 +139,7 @@ def test_manifest_parsing_refuses_schema1_and_checks_digests():
     import pytest
 
     from sealpy.core.errors import DigestMismatchError, ManifestError
-    from sealpy.core.transport.media import Manifest
+    from sealpy.core.image.media import Manifest
 
     schema1 = json.dumps({"schemaVersion": 1, "name": "x", "tag": "1", "fsLayers": []}).encode()
     with pytest.raises(ManifestError, match="schema1"):

@@ -13,13 +13,13 @@ import pytest
 
 from sealpy.core import pipeline
 from sealpy.core.errors import CacheError
+from sealpy.core.image.media import digest_hex, sha256_digest
 from sealpy.core.model import CacheOptions, ImageSet
 from sealpy.core.reference import ImageReference, Platform
 from sealpy.core.registries import RegistriesConfig
 from sealpy.core.testing.conformance import AMD64, Catalog
 from sealpy.core.testing.registry import skopeo_pull
 from sealpy.core.transport.distribution import PARTIAL_PREFIX, DistributionLayout
-from sealpy.core.transport.media import digest_hex, sha256_digest
 
 
 def proxy(images: ImageSet, out: Path, **options) -> object:

@@ -13,11 +13,11 @@ import pytest
 from _build_support import build, cli, manifest_of, store_snapshot
 
 from sealpy.core.errors import ManifestError
+from sealpy.core.image import media
+from sealpy.core.image.media import Manifest
 from sealpy.core.store.layout import Store, default_root, store_name, to_oci
 from sealpy.core.testing.pytest_plugin import TEST_PASSWORD, TEST_USER
 from sealpy.core.testing.registry import skopeo, skopeo_manifest_digest
-from sealpy.core.transport import media
-from sealpy.core.transport.media import Manifest
 
 CREDS = f"{TEST_USER}:{TEST_PASSWORD}"
 

@@ -10,9 +10,9 @@ import tarfile
 import pytest
 
 from sealpy.core.auth import write_authfile
+from sealpy.core.image import media
 from sealpy.core.testing.images import ImageFactory
 from sealpy.core.testing.registry import skopeo, skopeo_manifest_digest, skopeo_pull
-from sealpy.core.transport import media
 
 
 def test_the_factory_is_deterministic(tmp_path):

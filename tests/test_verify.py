@@ -11,7 +11,11 @@ from pathlib import Path
 import pytest
 
 from sealpy.core import pipeline
+from sealpy.core.cache.verify import check
 from sealpy.core.cli import main
+from sealpy.core.image import media
+from sealpy.core.image.compose import new_index, new_manifest
+from sealpy.core.image.media import Descriptor
 from sealpy.core.model import CacheOptions, ImageSet
 from sealpy.core.testing.conformance import AMD64, Catalog
 from sealpy.core.testing.registry import skopeo_pull
@@ -121,3 +125,30 @@ def test_a_rerun_removes_link_files_a_killed_writer_left(cached):
     assert ours.exists()  # a live writer's file is left alone
     ours.unlink()
     assert main(["registry", "verify", str(out)]) == 0
+
+
+@pytest.mark.parametrize("outer_first", [True, False])
+def test_an_index_over_a_broken_nested_index_is_reported_whatever_the_listing_order(
+    tmp_path, monkeypatch, outer_first
+):
+    """The verdict on an index needs the verdict on an index nested in it: indexes are
+    judged children first, not in the order the directory lists them."""
+    layout = DistributionLayout(tmp_path / "registry", durable=False)
+    config = b'{"architecture":"amd64","os":"linux"}'
+    config_digest = layout.put_blob_bytes(config)
+    image = new_manifest(
+        Descriptor(media.OCI_CONFIG, config_digest, len(config)),
+        [Descriptor(media.OCI_LAYER_GZIP, "sha256:" + "0" * 64, 10)],  # never stored
+    )
+    inner = new_index([(image, {"architecture": "amd64", "os": "linux"})])
+    outer = new_index([(inner, None)])
+    for manifest in (image, inner, outer):
+        layout.put_manifest("library/nested", manifest)
+    order = [outer.digest, inner.digest, image.digest]
+    monkeypatch.setattr(
+        DistributionLayout, "revisions", lambda self, repo: order if outer_first else order[::-1]
+    )
+    problems, _, _ = check(layout)
+    reported = {p.digest: p.message for p in problems}
+    assert reported[inner.digest] == f"index child {image.digest} is incomplete"
+    assert reported[outer.digest] == f"index child {inner.digest} is incomplete"

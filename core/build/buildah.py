@@ -37,15 +37,15 @@ from sealpy.core.build.parser import Instruction, parse_files
 from sealpy.core.cache.strategy import Availability
 from sealpy.core.errors import BuildError, SealpyError
 from sealpy.core.hookspecs import hookimpl
+from sealpy.core.image.compose import platform_index
+from sealpy.core.image.media import Manifest
 from sealpy.core.model import BUILD_FILE_NAMES, BuildContext
 from sealpy.core.process import child_environment, popen_tied, stop
 from sealpy.core.reference import ImageReference, Platform
 from sealpy.core.registries import is_loopback
 from sealpy.core.store.layout import Store, store_name
-from sealpy.core.transport import media
 from sealpy.core.transport.blobio import stream_into
 from sealpy.core.transport.copy import CopyJob, copy_images
-from sealpy.core.transport.media import Manifest
 from sealpy.core.transport.ocilayout import OCILayout
 
 BUILDAH = "buildah"
@@ -272,17 +272,7 @@ class BuildahBuilder(ImageBuilder):
             raise BuildError(f"buildah {what} failed (exit {process.returncode}): {detail}")
 
     def _index(self, out: OCILayout, manifests: list[Manifest]) -> Manifest:
-        entries = []
-        for manifest in manifests:
-            config = json.loads(out.read_blob(manifest.config.digest))
-            platform = {"architecture": config.get("architecture", ""), "os": config.get("os", "")}
-            if config.get("variant"):
-                platform["variant"] = config["variant"]
-            entries.append(manifest.descriptor(platform).to_json())
-        doc = {"schemaVersion": 2, "mediaType": media.OCI_INDEX, "manifests": entries}
-        index = Manifest.parse(
-            json.dumps(doc, sort_keys=True, separators=(",", ":")).encode(), media.OCI_INDEX
-        )
+        index = platform_index(manifests, lambda m: json.loads(out.read_blob(m.config.digest)))
         out.put_manifest(index)
         return index
 

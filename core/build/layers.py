@@ -31,8 +31,8 @@ from typing import BinaryIO
 
 from sealpy.core.build.context import Entry
 from sealpy.core.errors import BuildError
+from sealpy.core.image.media import OCI_LAYER_GZIP, Descriptor
 from sealpy.core.transport.blobio import CHUNK, BlobWriter, HashingTee
-from sealpy.core.transport.media import OCI_LAYER_GZIP, Descriptor
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"

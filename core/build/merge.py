@@ -32,12 +32,14 @@ from sealpy.core.build.layers import (
     readable_layer,
     whiteout_target,
 )
-from sealpy.core.build.native import DEFAULT_PATH, flatten_image, timestamp
+from sealpy.core.build.native import DEFAULT_PATH, flatten_image
 from sealpy.core.errors import BuildError, StoreError, UsageError
+from sealpy.core.image import config as image_config
+from sealpy.core.image import media
+from sealpy.core.image.compose import new_manifest, platform_index
+from sealpy.core.image.media import Descriptor, Manifest
 from sealpy.core.reference import Platform
 from sealpy.core.store.layout import Store, StoredImage, oci_media_type
-from sealpy.core.transport import media
-from sealpy.core.transport.media import Descriptor, Manifest
 
 TYPE_LABELS = ("sealos.io.type", "apps.sealos.io/type")
 ROOTFS = "rootfs"
@@ -140,7 +142,10 @@ def merge(
             ]
             manifest, text = _merge_one(store, chosen, epoch, platform, warn)
             results.append(manifest)
-        top = results[0] if len(results) == 1 else _index(store, results)
+        top = results[0]
+        if len(results) > 1:
+            top = platform_index(results, store.config)
+            store.layout.put_manifest(top)
         for name in names:
             store.name(name, top)
     return MergeResult(top.digest, tuple(names), text)
@@ -155,7 +160,7 @@ def _merge_one(
 ) -> tuple[Manifest, str]:
     configs = [store.config(manifest) for _, manifest in inputs]
     merged = merge_configs(configs)
-    created = timestamp(epoch)
+    created = image_config.timestamp(epoch)
     platforms = {str(Platform.from_oci(c)) for c in configs}
     if len(platforms) > 1 and platform is None:
         warn(
@@ -188,7 +193,7 @@ def _merge_one(
                 }
             )
     for position, ((name, manifest), config) in enumerate(zip(inputs, configs, strict=True)):
-        ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
+        ids = image_config.diff_ids(config)
         if len(ids) != len(manifest.layers):
             raise StoreError(
                 f"{name}: its config lists {len(ids)} layers, its manifest {len(manifest.layers)}"
@@ -231,15 +236,8 @@ def _merge_one(
     }
     if first.get("variant"):
         config["variant"] = first["variant"]
-    config_descriptor = store.put_json(config, media.OCI_CONFIG)
-    manifest = store.put_manifest(
-        {
-            "schemaVersion": 2,
-            "mediaType": media.OCI_MANIFEST,
-            "config": config_descriptor.to_json(),
-            "layers": [d.to_json() for d in layers],
-        }
-    )
+    manifest = new_manifest(store.put_json(config, media.OCI_CONFIG), layers)
+    store.layout.put_manifest(manifest)
     return manifest, sealfile([name for name, _ in inputs], merged)
 
 
@@ -273,16 +271,3 @@ def _layer_whiteouts(stream, what: str) -> bool:
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise BuildError(f"{what}: cannot read layer: {exc}") from None
     return found
-
-
-def _index(store: Store, manifests: list[Manifest]) -> Manifest:
-    entries = []
-    for manifest in manifests:
-        config = store.config(manifest)
-        platform = {"architecture": config.get("architecture", ""), "os": config.get("os", "")}
-        if config.get("variant"):
-            platform["variant"] = config["variant"]
-        entries.append(manifest.descriptor(platform).to_json())
-    return store.put_manifest(
-        {"schemaVersion": 2, "mediaType": media.OCI_INDEX, "manifests": entries}
-    )

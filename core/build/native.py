@@ -34,7 +34,7 @@ from pathlib import Path
 
 from sealpy.core.build import BuildRequest, BuildResult, ImageBuilder
 from sealpy.core.build.context import IgnoreMatcher, Tree, clean_dest, plan_sources
-from sealpy.core.build.output import apply_flags, timestamp, write_index
+from sealpy.core.build.output import apply_flags, write_index
 from sealpy.core.build.parser import (
     Instruction,
     expand_flag,
@@ -78,7 +78,6 @@ __all__ = [
     "flatten_image",
     "platform_args",
     "split_stages",
-    "timestamp",
     "unpack_image",
 ]
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://|^git@")

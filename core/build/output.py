@@ -8,15 +8,15 @@ is what ``sealos build`` runs.
 from __future__ import annotations
 
 import copy
-import datetime
 import re
 from collections.abc import Callable, Mapping, Sequence
 
 from sealpy.core.build import OutputOptions
 from sealpy.core.errors import BuildError
+from sealpy.core.image import media
+from sealpy.core.image.compose import new_manifest, platform_index
+from sealpy.core.image.media import Descriptor, Manifest
 from sealpy.core.store.layout import Store, oci_media_type
-from sealpy.core.transport import media
-from sealpy.core.transport.media import Descriptor, Manifest
 
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
 _DOCKER_LAYER_TYPES = {
@@ -47,12 +47,6 @@ _DOCKER_CONTAINER_CONFIG = {
 }
 _GO_SPECIAL = set("*#$@!?-0123456789")
 _GO_NAME = re.compile(r"[A-Za-z0-9_]*")
-
-
-def timestamp(epoch: int) -> str:
-    """RFC 3339, UTC, whole seconds: ``1970-01-01T00:00:00Z`` for epoch 0."""
-    moment = datetime.datetime.fromtimestamp(epoch, tz=datetime.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # --- --env and --label ---------------------------------------------------------------------
@@ -143,40 +137,27 @@ def write_image(
     format and the annotations; earlier stages are always OCI (nothing outside the store
     sees them)."""
     if final and options.format == "docker":
-        config_descriptor = store.put_json(docker_config(config), media.DOCKER_CONFIG)
-        return store.put_manifest(
-            {
-                "schemaVersion": 2,
-                "mediaType": media.DOCKER_MANIFEST,
-                "config": config_descriptor.to_json(),
-                "layers": [_docker_layer(d).to_json() for d in layers],
-            }
+        manifest = new_manifest(
+            store.put_json(docker_config(config), media.DOCKER_CONFIG),
+            [_docker_layer(d) for d in layers],
+            media_type=media.DOCKER_MANIFEST,
         )
-    config_descriptor = store.put_json(config, media.OCI_CONFIG)
-    document = {
-        "schemaVersion": 2,
-        "mediaType": media.OCI_MANIFEST,
-        "config": config_descriptor.to_json(),
-        "layers": [
-            Descriptor(oci_media_type(d.media_type), d.digest, d.size).to_json() for d in layers
-        ],
-    }
-    if final and options.annotations:
-        document["annotations"] = dict(options.annotations)
-    return store.put_manifest(document)
+    else:
+        manifest = new_manifest(
+            store.put_json(config, media.OCI_CONFIG),
+            [Descriptor(oci_media_type(d.media_type), d.digest, d.size) for d in layers],
+            annotations=dict(options.annotations) if final else None,
+        )
+    store.layout.put_manifest(manifest)
+    return manifest
 
 
 def write_index(store: Store, manifests: Sequence[Manifest], options: OutputOptions) -> Manifest:
     """One index (or Docker manifest list) over the platforms' manifests."""
-    entries = []
-    for manifest in manifests:
-        config = store.config(manifest)
-        platform = {"architecture": config.get("architecture", ""), "os": config.get("os", "")}
-        if config.get("variant"):
-            platform["variant"] = config["variant"]
-        entries.append(manifest.descriptor(platform).to_json())
     kind = media.DOCKER_LIST if options.format == "docker" else media.OCI_INDEX
-    return store.put_manifest({"schemaVersion": 2, "mediaType": kind, "manifests": entries})
+    index = platform_index(manifests, store.config, media_type=kind)
+    store.layout.put_manifest(index)
+    return index
 
 
 def docker_config(config: dict) -> dict:

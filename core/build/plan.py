@@ -20,8 +20,8 @@ from sealpy.core.build.context import Entry, Ownership
 from sealpy.core.build.layers import open_layer
 from sealpy.core.build.parser import NATIVE, Instruction, expand_flag
 from sealpy.core.errors import BuildError
+from sealpy.core.image.media import Descriptor, Manifest
 from sealpy.core.reference import Platform
-from sealpy.core.transport.media import Descriptor, Manifest
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _PORT = re.compile(r"^(\d+)(?:-(\d+))?(?:/(tcp|udp|sctp))?$")

@@ -26,7 +26,7 @@ from sealpy.core.build.layers import (
     unpack,
     write_layer,
 )
-from sealpy.core.build.output import timestamp, write_image
+from sealpy.core.build.output import write_image
 from sealpy.core.build.plan import (
     ArchivePart,
     ContextPart,
@@ -37,10 +37,11 @@ from sealpy.core.build.plan import (
     WorkdirPart,
 )
 from sealpy.core.errors import BuildError
+from sealpy.core.image import config as image_config
+from sealpy.core.image.media import Descriptor, Manifest
 from sealpy.core.model import BuildContext
 from sealpy.core.reference import Platform
 from sealpy.core.store.layout import Store, StoredImage, oci_media_type
-from sealpy.core.transport.media import Descriptor, Manifest
 
 SHORT_ID = 11  # buildah prints image IDs this long after "-->"
 
@@ -63,7 +64,7 @@ class StageWriter:
         self.store = store
         self.context = context
         self.epoch = epoch
-        self.created = timestamp(epoch)
+        self.created = image_config.timestamp(epoch)
         self.output = output
         self.echo = echo
         self.warn = warn
@@ -100,16 +101,16 @@ class StageWriter:
         if stage.base_stage is not None:
             base = results[stage.base_stage]
             layers = list(base.layers)
-            diff_ids = list(base.config["rootfs"]["diff_ids"])
-            history = list(base.config.get("history") or [])
+            diff_ids = image_config.diff_ids(base.config)
+            history = image_config.history(base.config)
         elif stage.base_manifest is not None:
             layers = [
                 Descriptor(oci_media_type(d.media_type), d.digest, d.size)
                 for d in stage.base_manifest.layers
             ]
             base_config = self.store.config(stage.base_manifest)
-            diff_ids = list((base_config.get("rootfs") or {}).get("diff_ids") or [])
-            history = list(base_config.get("history") or [])
+            diff_ids = image_config.diff_ids(base_config)
+            history = image_config.history(base_config)
         else:
             layers, diff_ids, history = [], [], []
         inherited = len(history)

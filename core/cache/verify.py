@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sealpy.core.errors import SealpyError
+from sealpy.core.image.media import Manifest
+from sealpy.core.image.walk import walk
 from sealpy.core.transport.blobio import CHUNK
 from sealpy.core.transport.confined import find_symlinks
 from sealpy.core.transport.distribution import V2, DistributionLayout
-from sealpy.core.transport.media import Manifest
 
 
 class NotARegistryError(SealpyError):
@@ -191,32 +192,31 @@ def _check_repository(layout: DistributionLayout, repo: str, good_blobs: set[str
             broken.add(digest)
         else:
             complete.add(digest)
-    for digest, manifest in manifests.items():
-        if manifest.is_index:
-            stored = [
-                c.digest for c in manifest.children if c.digest in manifests or c.digest in broken
-            ]
-            bad = [c for c in stored if c in broken]
-            if not stored:
-                problems.append(
-                    Problem(
-                        repo,
-                        digest,
-                        "index with none of its images stored",
-                        (layout.revision_link(repo, digest).parent,),
-                    )
+    for digest, manifest in _indexes_children_first(manifests):
+        stored = [
+            c.digest for c in manifest.children if c.digest in manifests or c.digest in broken
+        ]
+        bad = [c for c in stored if c in broken]
+        if not stored:
+            problems.append(
+                Problem(
+                    repo,
+                    digest,
+                    "index with none of its images stored",
+                    (layout.revision_link(repo, digest).parent,),
                 )
-                broken.add(digest)
-            elif bad:
-                problems.append(
-                    Problem(
-                        repo,
-                        digest,
-                        f"index child {bad[0]} is incomplete",
-                        (layout.revision_link(repo, digest).parent,),
-                    )
+            )
+            broken.add(digest)
+        elif bad:
+            problems.append(
+                Problem(
+                    repo,
+                    digest,
+                    f"index child {bad[0]} is incomplete",
+                    (layout.revision_link(repo, digest).parent,),
                 )
-                broken.add(digest)
+            )
+            broken.add(digest)
     for tag in layout.tags(repo):
         tag_dir = layout.tag_dir(repo, tag)
         current = layout.read_link(tag_dir / "current" / "link")
@@ -233,6 +233,18 @@ def _check_repository(layout: DistributionLayout, repo: str, good_blobs: set[str
             Problem(repo, None, f"unfinished write {leftover.relative_to(repo_dir)}", (leftover,))
         )
     return problems
+
+
+def _indexes_children_first(manifests: dict[str, Manifest]) -> list[tuple[str, Manifest]]:
+    """The stored indexes, each once, an index nested in another before it: judging the
+    outer one needs the verdict on the inner one."""
+    out: dict[str, Manifest] = {}
+    for manifest in manifests.values():
+        if manifest.is_index:
+            for node in walk(manifest, lambda child: manifests.get(child.digest)):
+                if node.manifest.is_index:
+                    out.setdefault(node.manifest.digest, node.manifest)
+    return list(out.items())
 
 
 def verify_registry(directory: Path, *, fix: bool = False) -> VerifyResult:

@@ -32,10 +32,12 @@ from sealpy.core.errors import (
     PlatformNotFoundError,
     StoreError,
 )
+from sealpy.core.image import media
+from sealpy.core.image.compose import canonical_json, parse_document
+from sealpy.core.image.media import Descriptor, Manifest
+from sealpy.core.image.walk import is_complete, walk
 from sealpy.core.reference import ImageReference, Platform, select_platform
-from sealpy.core.transport import media
 from sealpy.core.transport.blobio import write_bytes_atomically
-from sealpy.core.transport.media import Descriptor, Manifest
 from sealpy.core.transport.ocilayout import REF_NAME, OCIImageEnd, OCILayout
 
 UNTAGGED = "<none>"
@@ -79,11 +81,6 @@ def oci_media_type(media_type: str) -> str:
     return _OCI_EQUIVALENT.get(media_type, media_type)
 
 
-def canonical_json(document: dict) -> bytes:
-    """JSON with sorted keys and no spaces: the same document always gives the same digest."""
-    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
-
-
 def to_oci(manifest: Manifest, converted: Mapping[str, Manifest]) -> Manifest:
     """``manifest`` with OCI media types, as ``skopeo copy docker://... oci:`` stores it: a
     Docker manifest becomes an OCI manifest (config and layer types mapped, blobs the same),
@@ -125,7 +122,7 @@ def to_oci(manifest: Manifest, converted: Mapping[str, Manifest]) -> Manifest:
         doc["layers"] = [
             {**layer, "mediaType": t} for t, layer in zip(layers, doc["layers"], strict=True)
         ]
-    return Manifest.parse(canonical_json(doc), doc["mediaType"])
+    return parse_document(doc)
 
 
 class OCIStoreEnd(OCIImageEnd):
@@ -351,12 +348,12 @@ class Store:
 
     def is_complete(self, manifest: Manifest) -> bool:
         """Whether every blob (and, for an index, every child) is in the store."""
-        if manifest.is_index:
-            return all(
-                self.layout.has_blob(c.digest) and self.is_complete(self.manifest(c))
-                for c in manifest.children
-            )
-        return all(self.layout.has_blob(b.digest) for b in manifest.blobs)
+        return is_complete(manifest, self.stored_child, self.layout.has_blob)
+
+    def stored_child(self, child: Descriptor) -> Manifest | None:
+        """A child manifest if the store has it (an index may be stored for some
+        platforms only)."""
+        return self.manifest(child) if self.layout.has_blob(child.digest) else None
 
     def for_platform(self, manifest: Manifest, platform: Platform | None) -> Manifest | None:
         """The image manifest for ``platform`` (``None``: the host's) if it is in the store
@@ -398,13 +395,10 @@ class Store:
     def size(self, manifest: Manifest) -> int:
         """Bytes the image takes in a registry: manifest, config and (compressed) layers;
         for an index, what the store holds of it."""
-        if manifest.is_index:
-            total = manifest.size
-            for child in manifest.children:
-                if self.layout.has_blob(child.digest):
-                    total += self.size(self.manifest(child))
-            return total
-        return manifest.size + sum(b.size for b in manifest.blobs)
+        return sum(
+            node.manifest.size + sum(b.size for b in node.manifest.blobs)
+            for node in walk(manifest, self.stored_child)
+        )
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -413,7 +407,7 @@ class Store:
         return Descriptor(media_type, self.layout.put_blob_bytes(data), len(data))
 
     def put_manifest(self, document: dict) -> Manifest:
-        manifest = Manifest.parse(canonical_json(document), document["mediaType"])
+        manifest = parse_document(document)
         self.layout.put_manifest(manifest)
         return manifest
 
@@ -486,22 +480,28 @@ class Store:
     # --- garbage collection ------------------------------------------------------------------
 
     def reachable(self) -> set[str]:
+        """Digests of everything a named or untagged image uses. An entry the store lacks
+        or cannot read is kept as found (never a reason to fail or to delete more)."""
         seen: set[str] = set()
-        stack = [i.descriptor for i in self.images()]
-        while stack:
-            descriptor = stack.pop()
-            if descriptor.digest in seen:
+        for image in self.images():
+            seen.add(image.descriptor.digest)
+            root = self._readable_manifest(image.descriptor)
+            if root is None:
                 continue
-            seen.add(descriptor.digest)
-            if descriptor.media_type in media.MANIFEST_TYPES or descriptor.media_type == "":
-                if not self.layout.has_blob(descriptor.digest):
-                    continue
-                try:
-                    manifest = self.manifest(descriptor)
-                except (StoreError, ManifestError):
-                    continue
-                stack.extend(manifest.children if manifest.is_index else manifest.blobs)
+            for node in walk(root, self._readable_manifest):
+                found = node.manifest
+                seen.update(d.digest for d in (found.children if found.is_index else found.blobs))
         return seen
+
+    def _readable_manifest(self, descriptor: Descriptor) -> Manifest | None:
+        if descriptor.media_type not in media.MANIFEST_TYPES and descriptor.media_type != "":
+            return None
+        if not self.layout.has_blob(descriptor.digest):
+            return None
+        try:
+            return self.manifest(descriptor)
+        except (StoreError, ManifestError):
+            return None
 
     def gc(self) -> int | None:
         """Delete blobs no named or untagged image uses, and leftovers of interrupted

@@ -25,14 +25,16 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 from sealpy.core.errors import ContextError, InvalidReferenceError, SealpyError, StoreError
+from sealpy.core.image import config as image_config
+from sealpy.core.image import media
+from sealpy.core.image.media import Descriptor, Manifest
+from sealpy.core.image.walk import walk
 from sealpy.core.progress import ProgressReporter
 from sealpy.core.reference import ImageReference, Platform
 from sealpy.core.store.layout import Store, StoredImage, store_name
-from sealpy.core.transport import media
 from sealpy.core.transport.archive import DockerArchiveSource, OCIArchiveSource, TarIndex
 from sealpy.core.transport.blobio import CHUNK
 from sealpy.core.transport.copy import CopyJob, copy_images
-from sealpy.core.transport.media import Descriptor, Manifest
 from sealpy.core.transport.ocilayout import REF_NAME
 from sealpy.core.transport.remote import RegistryClient, RemotePushDestination
 
@@ -167,18 +169,12 @@ def mount_sources(store: Store, destination: ImageReference) -> dict[str, str]:
         if ref.registry != destination.registry or ref.repository == destination.repository:
             continue
         try:
-            stack = [store.manifest(image)]
+            top = store.manifest(image)
         except SealpyError:
             continue
-        while stack:
-            manifest = stack.pop()
-            if manifest.is_index:
-                stack.extend(
-                    store.manifest(c) for c in manifest.children if store.layout.has_blob(c.digest)
-                )
-            else:
-                for blob in manifest.blobs:
-                    out.setdefault(blob.digest, ref.repository)
+        for node in walk(top, store.stored_child):
+            for blob in node.manifest.blobs:
+                out.setdefault(blob.digest, ref.repository)
     return out
 
 
@@ -289,13 +285,10 @@ def _save_oci(store: Store, images: Sequence[StoredImage], out: BinaryIO) -> Non
 
 
 def _collect(store: Store, manifest: Manifest, blobs: dict[str, int]) -> None:
-    blobs[manifest.digest] = manifest.size
-    if manifest.is_index:
-        for child in manifest.children:
-            _collect(store, store.manifest(child), blobs)
-    else:
-        for blob in manifest.blobs:
-            blobs[blob.digest] = blob.size
+    """Every manifest and blob of a complete stored image: digest → size."""
+    for node in walk(manifest, store.manifest):
+        blobs[node.manifest.digest] = node.manifest.size
+        blobs.update((blob.digest, blob.size) for blob in node.manifest.blobs)
 
 
 def docker_name(name: str | None) -> str | None:
@@ -328,7 +321,7 @@ def _save_docker(
                 continue
             config_bytes = store.layout.read_blob(manifest.config.digest)
             config = json.loads(config_bytes)
-            diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+            diff_ids = image_config.diff_ids(config)
             if len(diff_ids) != len(manifest.layers):
                 raise StoreError(
                     f"{image.display}: the config lists {len(diff_ids)} layers, "

@@ -45,6 +45,7 @@ from sealpy.core import pipeline
 from sealpy.core.auth import AnonymousCredentials, ConfiguredCredentials, Credential
 from sealpy.core.cache.verify import verify_registry
 from sealpy.core.errors import CacheError, SealpyError
+from sealpy.core.image.media import Manifest
 from sealpy.core.model import (
     ArchiveEntry,
     CacheOptions,
@@ -65,7 +66,6 @@ from sealpy.core.testing.registry import (
     skopeo_pull,
 )
 from sealpy.core.transport.distribution import DistributionLayout
-from sealpy.core.transport.media import Manifest
 from sealpy.core.transport.remote import RegistryClient
 
 AMD64 = Platform("linux", "amd64")

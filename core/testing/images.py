@@ -24,10 +24,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sealpy.core.image import media
+from sealpy.core.image.compose import canonical_json, new_index, new_manifest
+from sealpy.core.image.media import Descriptor, Manifest
 from sealpy.core.reference import ImageReference, Platform
-from sealpy.core.transport import media
 from sealpy.core.transport.blobio import HashingTee
-from sealpy.core.transport.media import Descriptor, Manifest
 from sealpy.core.transport.ocilayout import OCILayout
 
 EPOCH = "1970-01-01T00:00:00Z"
@@ -140,10 +141,6 @@ def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
-def _canonical(doc: dict) -> bytes:
-    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-
-
 class ImageFactory:
     """Makes deterministic images in an OCI layout at ``directory``."""
 
@@ -228,18 +225,14 @@ class ImageFactory:
         }
         if plat.variant:
             config_doc["variant"] = plat.variant
-        config = _canonical(config_doc)
+        config = canonical_json(config_doc)
         config_digest = self.layout.put_blob_bytes(config)
         config_type = media.DOCKER_CONFIG if docker else media.OCI_CONFIG
         manifest_type = media.DOCKER_MANIFEST if docker else media.OCI_MANIFEST
         config_descriptor = Descriptor(config_type, config_digest, len(config))
-        document = {
-            "schemaVersion": 2,
-            "mediaType": manifest_type,
-            "config": config_descriptor.to_json(),
-            "layers": [layer.descriptor.to_json() for layer in made],
-        }
-        manifest = Manifest.parse(_canonical(document), manifest_type)
+        manifest = new_manifest(
+            config_descriptor, [layer.descriptor for layer in made], media_type=manifest_type
+        )
         self.layout.put_manifest(manifest)
         return TestImage(manifest, config_descriptor, tuple(made), plat)
 
@@ -250,9 +243,8 @@ class ImageFactory:
             platform = {"architecture": image.platform.architecture, "os": image.platform.os}
             if image.platform.variant:
                 platform["variant"] = image.platform.variant
-            entries.append(image.manifest.descriptor(platform).to_json())
-        document = {"schemaVersion": 2, "mediaType": index_type, "manifests": entries}
-        manifest = Manifest.parse(_canonical(document), index_type)
+            entries.append((image.manifest, platform))
+        manifest = new_index(entries, media_type=index_type)
         self.layout.put_manifest(manifest)
         return TestIndex(manifest, tuple(images))
 
@@ -347,8 +339,10 @@ class ImageFactory:
         entry = item.manifest.descriptor().to_json()
         if name:
             entry["annotations"] = {"org.opencontainers.image.ref.name": name}
-        index = _canonical({"schemaVersion": 2, "mediaType": media.OCI_INDEX, "manifests": [entry]})
-        layout = _canonical({"imageLayoutVersion": "1.0.0"})
+        index = canonical_json(
+            {"schemaVersion": 2, "mediaType": media.OCI_INDEX, "manifests": [entry]}
+        )
+        layout = canonical_json({"imageLayoutVersion": "1.0.0"})
         with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
             tar.addfile(_tarinfo("oci-layout", len(layout)), io.BytesIO(layout))
             tar.addfile(_tarinfo("index.json", len(index)), io.BytesIO(index))

@@ -27,8 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sealpy.core.errors import DigestMismatchError, NotFoundError, SealpyError
-from sealpy.core.transport.blobio import BlobWriter, receive_into
-from sealpy.core.transport.media import (
+from sealpy.core.image.media import (
     OCI_CONFIG,
     OCI_INDEX,
     OCI_LAYER_GZIP,
@@ -37,6 +36,7 @@ from sealpy.core.transport.media import (
     Manifest,
     sha256_digest,
 )
+from sealpy.core.transport.blobio import BlobWriter, receive_into
 
 
 class MemoryRepository:

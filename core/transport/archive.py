@@ -21,9 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from sealpy.core.errors import ContextError, ManifestError, NotFoundError
-from sealpy.core.reference import SHA256_RE
-from sealpy.core.transport.blobio import CHUNK, BlobWriter, stream_into
-from sealpy.core.transport.media import (
+from sealpy.core.image.media import (
     DOCKER_CONFIG,
     DOCKER_LAYER_GZIP,
     DOCKER_MANIFEST,
@@ -32,6 +30,8 @@ from sealpy.core.transport.media import (
     digest_hex,
     sha256_digest,
 )
+from sealpy.core.reference import SHA256_RE
+from sealpy.core.transport.blobio import CHUNK, BlobWriter, stream_into
 from sealpy.core.transport.ocilayout import REF_NAME
 
 if TYPE_CHECKING:

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from sealpy.core.errors import DigestMismatchError
+from sealpy.core.image.media import Descriptor
 from sealpy.core.transport.confined import ConfinedRoot
-from sealpy.core.transport.media import Descriptor
 
 CHUNK = 1 << 20  # 1 MiB: constant memory whatever the blob size
 

@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from sealpy.core.errors import ConflictError, PlatformNotFoundError, SealpyError
+from sealpy.core.image.media import Descriptor, Manifest
+from sealpy.core.image.walk import walk
 from sealpy.core.model import CachedImage
 from sealpy.core.progress import ProgressReporter, SilentProgress
 from sealpy.core.reference import Platform, select_platform
 from sealpy.core.transport.blobio import BlobWriter
-from sealpy.core.transport.media import Descriptor, Manifest
 
 
 class ImageSource(Protocol):
@@ -173,25 +174,23 @@ class _Plan:
 
 
 def resolve(job: CopyJob, platforms: Sequence[Platform], all_platforms: bool) -> _Plan:
+    """The job's top manifest and, for an index, the manifests under it to store, children
+    first: the wanted platforms of the top index, nested indexes whole. A child the
+    destination already stores is read from there."""
     top = job.source.get_manifest(job.reference)
     if not top.is_index:
         return _Plan(top, [top], ())
-    manifests: list[Manifest] = []
-    names: list[str] = []
 
-    def add_children(index: Manifest, select: bool) -> None:
-        for child in select_children(index, platforms, all_platforms or not select):
-            manifest = job.destination.stored_manifest(child.digest)
-            if manifest is None:
-                manifest = job.source.get_manifest(child.digest)
-            if manifest.is_index:  # nested index: take it whole
-                add_children(manifest, select=False)
-            else:
-                names.append(describe_platform(child))
-            manifests.append(manifest)
+    def select(index: Manifest) -> list[Descriptor]:
+        return select_children(index, platforms, all_platforms or index is not top)
 
-    add_children(top, select=True)
-    return _Plan(top, manifests, tuple(names))
+    def fetch(child: Descriptor) -> Manifest:
+        stored = job.destination.stored_manifest(child.digest)
+        return stored if stored is not None else job.source.get_manifest(child.digest)
+
+    nodes = list(walk(top, fetch, select=select))[:-1]
+    names = tuple(describe_platform(n.descriptor) for n in nodes if not n.manifest.is_index)
+    return _Plan(top, [n.manifest for n in nodes], names)
 
 
 @dataclass

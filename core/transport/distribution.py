@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from sealpy.core.errors import NotFoundError, SealpyError
+from sealpy.core.image.media import Descriptor, Manifest, digest_hex
 from sealpy.core.process import pid_alive
 from sealpy.core.reference import SHA256_RE
 from sealpy.core.transport.blobio import (
@@ -38,7 +39,6 @@ from sealpy.core.transport.blobio import (
     write_bytes_atomically,
 )
 from sealpy.core.transport.confined import ConfinedRoot, SymlinkRefusedError, find_symlinks
-from sealpy.core.transport.media import Descriptor, Manifest, digest_hex
 
 if TYPE_CHECKING:
     from sealpy.core.transport.copy import ImageSource
@@ -174,7 +174,7 @@ class DistributionLayout:
         )
 
     def put_blob_bytes(self, data: bytes) -> str:
-        from sealpy.core.transport.media import sha256_digest
+        from sealpy.core.image.media import sha256_digest
 
         digest = sha256_digest(data)
         path = self.blob_path(digest)

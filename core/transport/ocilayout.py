@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from sealpy.core.errors import NotFoundError, StoreError
+from sealpy.core.image.media import OCI_INDEX, Descriptor, Manifest, digest_hex, sha256_digest
 from sealpy.core.reference import SHA256_RE
 from sealpy.core.transport.blobio import (
     BlobWriter,
@@ -24,7 +25,6 @@ from sealpy.core.transport.blobio import (
     stream_into,
     write_bytes_atomically,
 )
-from sealpy.core.transport.media import OCI_INDEX, Descriptor, Manifest, digest_hex, sha256_digest
 
 if TYPE_CHECKING:
     from sealpy.core.transport.copy import ImageSource

@@ -46,11 +46,11 @@ from sealpy.core.errors import (
     RegistryError,
     SealpyError,
 )
+from sealpy.core.image.media import ACCEPT, Descriptor, Manifest
 from sealpy.core.model import RetryPolicy
 from sealpy.core.reference import ImageReference
 from sealpy.core.registries import Endpoint, RegistriesConfig, api_host, is_loopback
 from sealpy.core.transport.blobio import CHUNK
-from sealpy.core.transport.media import ACCEPT, Descriptor, Manifest
 
 if TYPE_CHECKING:
     from sealpy.core.transport.blobio import BlobWriter
