@@ -49,9 +49,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from sealpy.core.auth import Credential, authfile_document
+from sealpy.core.auth import Credential
 from sealpy.core.cache.localregistry import REGISTRY_BINARY, RegistryProcess
 from sealpy.core.cache.strategy import Availability, CacheStrategy
+from sealpy.core.containers import authfile_document
 from sealpy.core.errors import CacheError, ConflictError, RegistryError, SealpyError
 from sealpy.core.hookspecs import hookimpl
 from sealpy.core.model import ArchiveEntry, CachedImage, CacheOptions, CacheReport, ImageSet

@@ -19,9 +19,10 @@ import pytest
 import requests
 
 from sealpy.core import pipeline
-from sealpy.core.auth import ConfiguredCredentials, Credential, write_authfile
+from sealpy.core.auth import ConfiguredCredentials, Credential
 from sealpy.core.cache import localregistry
 from sealpy.core.cache.localregistry import RegistryProcess
+from sealpy.core.containers import write_authfile
 from sealpy.core.errors import CacheError, RegistryError, SealpyError
 from sealpy.core.model import CacheOptions, ImageSet, RetryPolicy
 from sealpy.core.process import pid_alive
