@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 
 from sealpy.core.errors import RegistryError, SealpyError
 from sealpy.core.model import ArchiveEntry, CachedImage, CacheOptions
@@ -98,14 +99,12 @@ class Copier:
             if len(batch) < BATCH_MIN:
                 singles.extend(batch)
             else:
-                tasks.append(lambda batch=batch: self._batch(batch))
+                tasks.append(partial(self._batch, batch))
         for plan in singles:
-            tasks.append(lambda plan=plan: [_one(plan.label, lambda: self._image(plan))])
+            tasks.append(partial(_alone, plan.label, partial(self._image, plan)))
         for entry in archives:
             label = f"{entry.transport}:{entry.path}"
-            tasks.append(
-                lambda entry=entry, label=label: [_one(label, lambda: self._archive(entry, label))]
-            )
+            tasks.append(partial(_alone, label, partial(self._archive, entry, label)))
         return tasks
 
     def _batch(self, batch: list[CopyPlan]) -> _Results:
@@ -138,7 +137,7 @@ class Copier:
         for plan in batch:
             digest = self.layout.resolve(plan.repository, plan.copy_reference)
             if digest is None or digest != plan.expected:
-                out.append(_one(plan.label, lambda plan=plan: self._image(plan)))
+                out.append(_one(plan.label, partial(self._image, plan)))
                 continue
             out.append((plan.label, self._done(plan, digest, started)))
         return out
@@ -244,7 +243,13 @@ class Copier:
 
 
 def _one(label: str, work: Callable[[], CachedImage]) -> tuple[str, CachedImage | SealpyError]:
+    """``work``'s image, or the error it failed with, under ``label``."""
     try:
         return label, work()
     except SealpyError as exc:
         return label, exc
+
+
+def _alone(label: str, work: Callable[[], CachedImage]) -> _Results:
+    """A task of one image."""
+    return [_one(label, work)]
