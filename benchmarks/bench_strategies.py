@@ -284,7 +284,8 @@ def count_requests(contender: str, workload: Workload, scratch: Path, args, upst
             for r in workload.images
         ]
         if workload.authfile:  # the same credentials, for the proxy's address
-            from sealpy.core.auth import ConfiguredCredentials, write_authfile
+            from sealpy.core.auth import ConfiguredCredentials
+            from sealpy.core.containers import write_authfile
 
             credential = ConfiguredCredentials(authfile=Path(workload.authfile)).credentials_for(
                 workload.registry
@@ -452,7 +453,8 @@ def main() -> None:
     args.workloads = args.workloads.split(",")
     args.contender_env = parse_contender_env(parser, args.contender_env)
 
-    from sealpy.core.auth import Credential, write_authfile
+    from sealpy.core.auth import Credential
+    from sealpy.core.containers import write_authfile
     from sealpy.core.model import DEFAULT_MAX_PARALLEL
     from sealpy.core.plugins import new_plugin_manager, strategy_registry
     from sealpy.core.testing.images import ImageFactory

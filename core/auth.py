@@ -282,30 +282,3 @@ class ConfiguredCredentials:
                         break
                 self._answers[key] = answer
             return self._answers[key]
-
-
-def authfile_document(entries: Mapping[str, Credential]) -> bytes:
-    """A containers auth.json holding ``entries`` (registry or ``host/repository`` keys).
-
-    An identity token goes with an ``auth`` field too: containers/image skips an entry
-    whose ``auth`` is missing before it looks at ``identitytoken`` (checked with skopeo
-    1.9.3), and takes the user name from it."""
-    auths: dict[str, dict[str, str]] = {}
-    for key, cred in entries.items():
-        if cred.identity_token:
-            user = f"{cred.username or '<token>'}:".encode()
-            auths[key] = {
-                "auth": base64.b64encode(user).decode(),
-                "identitytoken": cred.identity_token,
-            }
-        else:
-            raw = f"{cred.username}:{cred.password}".encode()
-            auths[key] = {"auth": base64.b64encode(raw).decode()}
-    return json.dumps({"auths": auths}).encode()
-
-
-def write_authfile(path: Path, entries: Mapping[str, Credential]) -> None:
-    """Write a containers auth.json holding ``entries``, created with mode 0600."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(authfile_document(entries))

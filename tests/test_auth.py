@@ -13,11 +13,10 @@ import pytest
 from sealpy.core.auth import (
     ConfiguredCredentials,
     Credential,
-    authfile_document,
     default_authfile_paths,
     normalize_registry,
-    write_authfile,
 )
+from sealpy.core.containers import authfile_document, write_authfile
 from sealpy.core.errors import AuthenticationError, CredentialsError, UsageError
 from sealpy.core.reference import ImageReference
 from sealpy.core.testing.pytest_plugin import TEST_PASSWORD, TEST_USER

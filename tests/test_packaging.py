@@ -14,7 +14,7 @@ import sealpy.core
 import sealpy.strategies
 
 ROOT = Path(__file__).parents[1]
-PACKAGES = {p.parent for p in (ROOT / "core").rglob("__init__.py")} | {ROOT / "strategies"}
+PACKAGES = {p.parent for top in ("core", "strategies") for p in (ROOT / top).rglob("__init__.py")}
 
 
 def test_editable_install_maps_the_source_directories():
@@ -90,7 +90,8 @@ def test_wheel_holds_the_mapped_packages_and_entry_points(tmp_path):
         "sealpy/core/transport/copy.py",
         "sealpy/core/testing/conformance.py",
         "sealpy/strategies/proxy.py",
-        "sealpy/strategies/sync.py",
+        "sealpy/strategies/sync/__init__.py",
+        "sealpy/strategies/sync/skopeo.py",
         "sealpy/core/py.typed",
     ):
         assert module in names, module

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from sealpy.core.auth import Credential, write_authfile
+from sealpy.core.auth import Credential
+from sealpy.core.containers import write_authfile
 from sealpy.core.testing.conformance import Catalog
 from sealpy.core.testing.pytest_plugin import TEST_PASSWORD, TEST_USER
 

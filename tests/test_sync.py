@@ -19,9 +19,10 @@ import pytest
 import requests
 
 from sealpy.core import pipeline
-from sealpy.core.auth import ConfiguredCredentials, Credential, write_authfile
+from sealpy.core.auth import ConfiguredCredentials, Credential
 from sealpy.core.cache import localregistry
 from sealpy.core.cache.localregistry import RegistryProcess
+from sealpy.core.containers import write_authfile
 from sealpy.core.errors import CacheError, RegistryError, SealpyError
 from sealpy.core.model import CacheOptions, ImageSet, RetryPolicy
 from sealpy.core.process import pid_alive
@@ -494,15 +495,13 @@ def test_a_copy_that_kept_moving_before_it_broke_does_not_use_up_the_time_budget
     """As in the client, the time budget counts time spent failing since the last
     progress: copies that move for a while and then break are retried while attempts
     last; copies that fail at once stop when failing has taken max_seconds."""
-    from sealpy.strategies import sync
+    from sealpy.strategies.sync import MemoryAuthFile, SkopeoRunner
 
     policy = RetryPolicy(attempts=6, max_seconds=0.2, initial_backoff=0.01, max_backoff=0.02)
-    copier = sync._Copier(
+    runner = SkopeoRunner(
         {"CONTAINERS_REGISTRIES_CONF": "/dev/null"},
-        sync._MemoryAuthFile({}),
+        MemoryAuthFile({}),
         CacheOptions(retry=policy),
-        DistributionLayout(tmp_path),
-        None,  # type: ignore[arg-type]  # not used by _run_skopeo
         tmp_path,
     )
     calls = []
@@ -512,9 +511,9 @@ def test_a_copy_that_kept_moving_before_it_broke_does_not_use_up_the_time_budget
         time.sleep(0.25)  # "copying" for longer than the whole budget
         return 1, "connection reset by peer", time.monotonic()
 
-    monkeypatch.setattr(copier, "_attempt", moving_then_broken)
+    monkeypatch.setattr(runner, "attempt", moving_then_broken)
     with pytest.raises(RegistryError, match="connection reset"):
-        copier._run_skopeo("img", [], "copy", [], [])
+        runner.run("img", [], "copy", [], [])
     assert len(calls) == policy.attempts
 
     calls.clear()
@@ -525,8 +524,8 @@ def test_a_copy_that_kept_moving_before_it_broke_does_not_use_up_the_time_budget
         time.sleep(0.08)
         return 1, "connection refused", started  # never made progress
 
-    monkeypatch.setattr(copier, "_attempt", failing_at_once)
+    monkeypatch.setattr(runner, "attempt", failing_at_once)
     with pytest.raises(RegistryError, match="gave up after"):
-        copier._run_skopeo("img", [], "copy", [], [])
+        runner.run("img", [], "copy", [], [])
     assert len(calls) < policy.attempts
-    copier.authfile.close()
+    runner.authfile.close()

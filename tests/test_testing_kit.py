@@ -9,7 +9,7 @@ import tarfile
 
 import pytest
 
-from sealpy.core.auth import write_authfile
+from sealpy.core.containers import write_authfile
 from sealpy.core.image import media
 from sealpy.core.testing.images import ImageFactory
 from sealpy.core.testing.registry import skopeo, skopeo_manifest_digest, skopeo_pull

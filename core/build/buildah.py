@@ -35,6 +35,12 @@ from sealpy.core.build import BuildRequest, BuildResult, ImageBuilder
 from sealpy.core.build.output import write_index
 from sealpy.core.build.parser import Instruction, parse_files
 from sealpy.core.cache.strategy import Availability
+from sealpy.core.containers import (
+    RegistryTable,
+    credential_entries,
+    write_authfile,
+    write_registries_conf,
+)
 from sealpy.core.errors import BuildError, SealpyError
 from sealpy.core.hookspecs import hookimpl
 from sealpy.core.image.compose import platform_index
@@ -198,10 +204,9 @@ class BuildahBuilder(ImageBuilder):
     def _registry_settings(
         self, request: BuildRequest, instructions: list[Instruction], work: Path
     ) -> dict[str, str]:
-        """An authfile with the credentials for the FROM registries, and a registries.conf
-        marking loopback ones insecure (plain HTTP)."""
-        from sealpy.core.auth import write_authfile
-
+        """An authfile with the credentials for the FROM registries (one host-wide entry
+        per registry: see :func:`credential_entries`), and a registries.conf marking
+        loopback ones insecure (plain HTTP)."""
         registries: dict[str, ImageReference] = {}
         for ins in instructions:
             if ins.keyword != "FROM" or "$" in ins.args:
@@ -215,20 +220,15 @@ class BuildahBuilder(ImageBuilder):
                 continue  # a stage name
             registries.setdefault(ref.registry, ref)
         if request.credentials is not None:
-            entries = {}
-            for host, ref in registries.items():
-                credential = request.credentials.credentials_for(host, ref.repository)
-                if credential is not None:
-                    entries[host] = credential
+            scopes = [(host, ref.repository) for host, ref in registries.items()]
+            entries = credential_entries(request.credentials, scopes, per_repository=False)
             if entries:
                 write_authfile(work / "auth.json", entries)
         insecure = [h for h in registries if is_loopback(h.rsplit(":", 1)[0])]
         if not insecure:
             return {}
         conf = work / "registries.conf"
-        conf.write_text(
-            "".join(f'[[registry]]\nlocation = "{h}"\ninsecure = true\n\n' for h in insecure)
-        )
+        write_registries_conf(conf, [RegistryTable(host, insecure=True) for host in insecure])
         return {"CONTAINERS_REGISTRIES_CONF": str(conf)}
 
     def _run(
