@@ -157,8 +157,8 @@ def test_docker_hub_is_reached_at_its_api_host_under_its_own_name():
     assert (endpoint.host, endpoint.repository) == ("docker.io", "library/nginx")
     with RegistryClient() as client:
         # Decided without a request: docker.io is neither loopback nor insecure.
-        assert client._base(endpoint).url == "https://registry-1.docker.io"
-        assert client._base(Endpoint("quay.io", "a/b")).url == "https://quay.io"
+        assert client.resolve(endpoint).url == "https://registry-1.docker.io"
+        assert client.resolve(Endpoint("quay.io", "a/b")).url == "https://quay.io"
     # A mirror for docker.io is reached at its own location.
     mirrored = RegistriesConfig.load(mirrors=["docker.io=mirror.example:5000"], paths=[])
     assert [e.host for e in mirrored.endpoints(ref)] == ["mirror.example:5000", "docker.io"]

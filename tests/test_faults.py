@@ -105,17 +105,12 @@ def test_retries_are_bounded_in_time(conformance_catalog):
 
 
 def test_wait_honours_retry_after_and_jitters_otherwise():
-    import tenacity
-
-    from sealpy.core.transport.remote import TransientError
+    from sealpy.core.transport.http.retry import TransientError
 
     client = RegistryClient(retry=RetryPolicy(initial_backoff=0.5, max_backoff=8, max_seconds=60))
 
     def wait(exc: Exception, attempt: int) -> float:
-        state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})
-        state.attempt_number = attempt
-        state.outcome = tenacity.Future.construct(attempt, exc, True)
-        return client._wait(state)
+        return client.retrier.delay(exc, attempt)
 
     assert wait(TransientError("429", retry_after=7), 1) == 7
     assert wait(TransientError("429", retry_after=3600), 1) == 60  # never past the time budget

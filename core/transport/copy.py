@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import BinaryIO, Protocol, runtime_checkable
 
 from sealpy.core.errors import ConflictError, PlatformNotFoundError, SealpyError
 from sealpy.core.model import CachedImage
@@ -69,6 +69,16 @@ class ImageDestination(Protocol):
         ...
 
     def set_tag(self, tag: str, manifest: Manifest) -> None: ...
+
+
+@runtime_checkable
+class BlobOpener(Protocol):
+    """A source whose blobs can be read directly (a local image: store, directory,
+    archive): what a push destination uploads from."""
+
+    def open_blob(self, descriptor: Descriptor) -> BinaryIO:
+        """The blob's bytes, as stored (the caller closes the stream)."""
+        ...
 
 
 class Cancelled(SealpyError):
