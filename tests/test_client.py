@@ -480,3 +480,24 @@ def test_the_tally_is_printed_once_and_only_after_failures():
     progress.close()
     progress.close()
     assert stream.getvalue().count("info 2 images cached, 1 failed\n") == 1
+
+
+def test_a_push_takes_blobs_only_from_a_local_image(tmp_path):
+    """The push destination uploads from sources that can open their blobs (the store, a
+    directory, an archive: BlobOpener); a remote repository is refused before any request."""
+    from sealpy.core.transport.copy import BlobOpener
+    from sealpy.core.transport.distribution import DistributionLayout
+    from sealpy.core.transport.ocilayout import OCILayout
+    from sealpy.core.transport.remote import RemotePushDestination
+
+    assert isinstance(OCILayout(tmp_path / "oci").image("x"), BlobOpener)
+    assert isinstance(DistributionLayout(tmp_path / "dist").repository("a/b"), BlobOpener)
+    with RegistryClient() as client:
+        remote = client.repository(ImageReference("127.0.0.1:9", "a/b", "1"))
+        assert not isinstance(remote, BlobOpener)
+        destination = RemotePushDestination(remote)
+        blob = Descriptor("application/octet-stream", "sha256:" + "0" * 64, 1)
+        with pytest.raises(RegistryError, match="not a local image"):
+            destination.receive_blob(blob, remote)
+        assert client.requests_sent == 0
+        assert (destination.blobs_sent, destination.mounted) == (0, 0)

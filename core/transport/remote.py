@@ -439,16 +439,17 @@ class RemoteRepository:
 
     def put_manifest(self, reference: str, manifest: Manifest) -> None:
         endpoint = self._push_endpoint()
-        for attempt in self.client.retrier.attempts(f"push manifest {reference}"):
-            with attempt:
-                self.client.send(
-                    endpoint,
-                    "PUT",
-                    f"/v2/{endpoint.repository}/manifests/{reference}",
-                    actions="pull,push",
-                    headers={"Content-Type": manifest.media_type},
-                    data=manifest.data,
-                ).close()
+        self.client.retrier.call(
+            f"push manifest {reference}",
+            lambda: self.client.send(
+                endpoint,
+                "PUT",
+                f"/v2/{endpoint.repository}/manifests/{reference}",
+                actions="pull,push",
+                headers={"Content-Type": manifest.media_type},
+                data=manifest.data,
+            ).close(),
+        )
 
 
 class RemotePushDestination:
