@@ -193,7 +193,7 @@ def _token_getter(session: requests.Session, registry: str, authfile: str | None
     if not authfile:
         return lambda repository: {}
     from sealpy.core.auth import ConfiguredCredentials
-    from sealpy.core.transport.remote import Challenge
+    from sealpy.core.transport.http.auth import Challenge
 
     credential = ConfiguredCredentials(authfile=Path(authfile)).credentials_for(registry)
     header = session.get(f"http://{registry}/v2/").headers.get("WWW-Authenticate", "")

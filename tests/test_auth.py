@@ -20,7 +20,8 @@ from sealpy.core.containers import authfile_document, write_authfile
 from sealpy.core.errors import AuthenticationError, CredentialsError, UsageError
 from sealpy.core.reference import ImageReference
 from sealpy.core.testing.pytest_plugin import TEST_PASSWORD, TEST_USER
-from sealpy.core.transport.remote import Challenge, RegistryClient
+from sealpy.core.transport.http.auth import Challenge
+from sealpy.core.transport.remote import RegistryClient
 
 
 def auth_entry(user: str, password: str) -> dict:
@@ -246,7 +247,7 @@ def test_an_expired_token_is_renewed(conformance_catalog, token_registry, monkey
         first = len(tokens.requests)
         # Ten minutes later (the server's tokens live five): the cached token has expired.
         later = real_time.monotonic() + 600
-        monkeypatch.setattr("sealpy.core.transport.remote.time.monotonic", lambda: later)
+        monkeypatch.setattr("sealpy.core.transport.http.auth.time.monotonic", lambda: later)
         repo.get_manifest("1")
     assert len(tokens.requests) == first + 1
 
@@ -258,8 +259,8 @@ def test_a_token_refused_by_the_registry_is_fetched_again_once(conformance_catal
     with RegistryClient(credentials=creds) as client:
         repo = client.repository(ImageReference(token_registry.host, "private/app", "1"))
         repo.get_manifest("1")
-        for token in client._tokens.values():
-            token.value = "not-a-valid-token"
+        for key in client.tokens.cached():
+            client.tokens.put(key, "not-a-valid-token", lifetime=300)
         before = len(tokens.requests)
         repo.get_manifest("1")
     assert len(tokens.requests) == before + 1

@@ -157,8 +157,8 @@ def test_docker_hub_is_reached_at_its_api_host_under_its_own_name():
     assert (endpoint.host, endpoint.repository) == ("docker.io", "library/nginx")
     with RegistryClient() as client:
         # Decided without a request: docker.io is neither loopback nor insecure.
-        assert client._base(endpoint).url == "https://registry-1.docker.io"
-        assert client._base(Endpoint("quay.io", "a/b")).url == "https://quay.io"
+        assert client.resolve(endpoint).url == "https://registry-1.docker.io"
+        assert client.resolve(Endpoint("quay.io", "a/b")).url == "https://quay.io"
     # A mirror for docker.io is reached at its own location.
     mirrored = RegistriesConfig.load(mirrors=["docker.io=mirror.example:5000"], paths=[])
     assert [e.host for e in mirrored.endpoints(ref)] == ["mirror.example:5000", "docker.io"]
@@ -480,3 +480,24 @@ def test_the_tally_is_printed_once_and_only_after_failures():
     progress.close()
     progress.close()
     assert stream.getvalue().count("info 2 images cached, 1 failed\n") == 1
+
+
+def test_a_push_takes_blobs_only_from_a_local_image(tmp_path):
+    """The push destination uploads from sources that can open their blobs (the store, a
+    directory, an archive: BlobOpener); a remote repository is refused before any request."""
+    from sealpy.core.transport.copy import BlobOpener
+    from sealpy.core.transport.distribution import DistributionLayout
+    from sealpy.core.transport.ocilayout import OCILayout
+    from sealpy.core.transport.remote import RemotePushDestination
+
+    assert isinstance(OCILayout(tmp_path / "oci").image("x"), BlobOpener)
+    assert isinstance(DistributionLayout(tmp_path / "dist").repository("a/b"), BlobOpener)
+    with RegistryClient() as client:
+        remote = client.repository(ImageReference("127.0.0.1:9", "a/b", "1"))
+        assert not isinstance(remote, BlobOpener)
+        destination = RemotePushDestination(remote)
+        blob = Descriptor("application/octet-stream", "sha256:" + "0" * 64, 1)
+        with pytest.raises(RegistryError, match="not a local image"):
+            destination.receive_blob(blob, remote)
+        assert client.requests_sent == 0
+        assert (destination.blobs_sent, destination.mounted) == (0, 0)

@@ -105,17 +105,12 @@ def test_retries_are_bounded_in_time(conformance_catalog):
 
 
 def test_wait_honours_retry_after_and_jitters_otherwise():
-    import tenacity
-
-    from sealpy.core.transport.remote import TransientError
+    from sealpy.core.transport.http.retry import TransientError
 
     client = RegistryClient(retry=RetryPolicy(initial_backoff=0.5, max_backoff=8, max_seconds=60))
 
     def wait(exc: Exception, attempt: int) -> float:
-        state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})
-        state.attempt_number = attempt
-        state.outcome = tenacity.Future.construct(attempt, exc, True)
-        return client._wait(state)
+        return client.retrier.delay(exc, attempt)
 
     assert wait(TransientError("429", retry_after=7), 1) == 7
     assert wait(TransientError("429", retry_after=3600), 1) == 60  # never past the time budget
@@ -123,6 +118,42 @@ def test_wait_honours_retry_after_and_jitters_otherwise():
     assert len(waits) > 10, "backoff is jittered"
     assert all(0 <= w <= 8 for w in waits)
     assert max(wait(TransientError("503"), 10) for _ in range(50)) <= 8
+
+
+def test_the_retry_policy_retries_transient_failures_and_names_the_operation_when_it_gives_up():
+    """The policy object other code reuses (the sync strategy's skopeo runs): only a
+    TransientError is tried again, up to ``attempts``; then a RegistryError names what."""
+    from sealpy.core.errors import RegistryError
+    from sealpy.core.transport.http.retry import Retrier, TransientError
+
+    retrier = Retrier(RetryPolicy(attempts=3, initial_backoff=0, max_backoff=0))
+    calls: list[int] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise TransientError("503 Service Unavailable")
+        return "done"
+
+    assert retrier.call("manifest 1", flaky) == "done" and len(calls) == 3
+
+    def down() -> None:
+        calls.append(1)
+        raise TransientError("503 Service Unavailable")
+
+    calls.clear()
+    with pytest.raises(RegistryError, match=r"^blob x: 503 .*gave up after 3 attempts\)$"):
+        retrier.call("blob x", down)
+    assert len(calls) == 3
+    calls.clear()
+
+    def missing() -> None:
+        calls.append(1)
+        raise NotFoundError("not found")
+
+    with pytest.raises(NotFoundError):
+        retrier.call("blob y", missing)
+    assert len(calls) == 1, "a permanent error is not retried"
 
 
 def test_authorization_is_not_sent_to_another_host_after_a_redirect(conformance_catalog, tmp_path):

@@ -124,32 +124,6 @@ class PushResult:
     present: int
 
 
-class _MountingPushDestination(RemotePushDestination):
-    """A push destination that mounts each blob from a repository known to hold it."""
-
-    def __init__(self, repository, mounts: dict[str, str]) -> None:
-        super().__init__(repository)
-        self.mounts = mounts
-        self.mounted = 0
-
-    def receive_blob(
-        self, descriptor: Descriptor, source: object, on_bytes: Callable[[int], None] | None = None
-    ) -> None:
-        mount_from = self.mounts.get(descriptor.digest)
-        open_blob = getattr(source, "open_blob", None)
-        if open_blob is None:  # pragma: no cover - the store is always the source
-            raise StoreError(f"cannot push from {source}")
-        sent = self.repository.push_blob(
-            descriptor, lambda: open_blob(descriptor), mount_from=mount_from
-        )
-        if sent:
-            self.blobs_sent += 1
-            if on_bytes:
-                on_bytes(descriptor.size)
-        else:
-            self.mounted += 1
-
-
 def mount_sources(store: Store, destination: ImageReference) -> dict[str, str]:
     """digest → a repository of the destination's registry that has it, as far as the
     store knows: where earlier pushes put it, and images named after that registry
@@ -193,8 +167,8 @@ def push(
             f"{image.display} is not complete in the store (an index pulled for some platforms "
             "only); pull it with --all first"
         )
-    target = _MountingPushDestination(
-        client.repository(destination), mount_sources(store, destination)
+    target = RemotePushDestination(
+        client.repository(destination), mounts=mount_sources(store, destination)
     )
     job = CopyJob(
         label=str(destination),

@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import BinaryIO, Protocol, runtime_checkable
 
 from sealpy.core.errors import ConflictError, PlatformNotFoundError, SealpyError
 from sealpy.core.image.media import Descriptor, Manifest
@@ -79,6 +79,16 @@ class ConvertingSource(Protocol):
     fetched although the engine then finds them present."""
 
     converted: Sequence[Descriptor]
+
+
+@runtime_checkable
+class BlobOpener(Protocol):
+    """A source whose blobs can be read directly (a local image: store, directory,
+    archive): what a push destination uploads from."""
+
+    def open_blob(self, descriptor: Descriptor) -> BinaryIO:
+        """The blob's bytes, as stored (the caller closes the stream)."""
+        ...
 
 
 class Cancelled(SealpyError):

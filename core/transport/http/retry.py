@@ -1,0 +1,144 @@
+"""The retry policy of registry operations, as one object other code can reuse.
+
+:class:`Retrier` is built from a :class:`~sealpy.core.model.RetryPolicy` value and answers
+the questions every retry loop asks: how long to wait after a failed attempt
+(:meth:`Retrier.delay`: ``Retry-After`` honoured, else jittered exponential backoff), how
+long an operation may go on failing (:class:`RetryBudget`: ``max_seconds`` since the last
+progress, so a long download that breaks once is still resumed), and the loop itself
+(:meth:`Retrier.attempts` for a ``with attempt:`` block, :meth:`Retrier.call` for a
+function). Only :class:`TransientError` is retried; once attempts or budget run out it
+becomes a :class:`~sealpy.core.errors.RegistryError` naming the operation.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import requests
+import tenacity
+
+from sealpy.core.errors import RegistryError
+from sealpy.core.model import RetryPolicy
+
+T = TypeVar("T")
+
+
+class TransientError(Exception):
+    """A failure worth retrying: carries the cause for the final message and a Retry-After."""
+
+    def __init__(self, cause: str, retry_after: float | None = None) -> None:
+        super().__init__(cause)
+        self.cause = cause
+        self.retry_after = retry_after
+
+
+def retry_after(response: requests.Response) -> float | None:
+    """Seconds the server asks us to wait (``Retry-After``: seconds or an HTTP date)."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class RetryBudget:
+    """The time one operation may spend failing: ``seconds`` since it started or since it
+    last made progress, whichever is later. Thread-confined (one operation)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._since = time.monotonic()
+        self.exhausted = False
+
+    def progress(self) -> None:
+        """Bytes arrived: the time spent so far was not spent failing."""
+        self._since = time.monotonic()
+
+    def remaining(self) -> float:
+        return self.seconds - (time.monotonic() - self._since)
+
+    def cap(self, wait: float) -> float:
+        return max(0.0, min(wait, self.remaining()))
+
+    def stop(self, state: tenacity.RetryCallState) -> bool:
+        # The wait was computed (and capped) before this check: stop when it would use up
+        # what is left, so no sleep ends past the budget and no attempt starts after it.
+        self.exhausted = (state.upcoming_sleep or 0.0) >= self.remaining()
+        return self.exhausted
+
+
+class Retrier:
+    """A :class:`RetryPolicy` in action; thread-safe (each loop keeps its own state).
+
+    Public interface: :attr:`policy`, :meth:`delay`, :meth:`budget`, :meth:`attempts` and
+    :meth:`call`."""
+
+    def __init__(self, policy: RetryPolicy | None = None) -> None:
+        self.policy = policy or RetryPolicy()
+
+    def delay(self, error: BaseException | None, attempt: int) -> float:
+        """The pause after failed attempt number ``attempt`` (1-based): the server's
+        ``Retry-After`` if ``error`` carries one (at most ``max_seconds``), else a random
+        pause up to ``initial_backoff · 2^(attempt-1)``, at most ``max_backoff`` ("full
+        jitter", so clients that failed together do not retry together)."""
+        policy = self.policy
+        if isinstance(error, TransientError) and error.retry_after is not None:
+            return min(error.retry_after, policy.max_seconds)  # the budget caps it further
+        try:
+            ceiling = min(policy.max_backoff, policy.initial_backoff * 2 ** (attempt - 1))
+        except OverflowError:
+            ceiling = policy.max_backoff
+        return random.uniform(0, max(0.0, ceiling))
+
+    def budget(self) -> RetryBudget:
+        """A fresh failing-time budget of ``max_seconds`` for one operation."""
+        return RetryBudget(self.policy.max_seconds)
+
+    def attempts(
+        self, what: str, budget: RetryBudget | None = None
+    ) -> Iterator[tenacity.AttemptManager]:
+        """Attempts of one operation (``for attempt in ...: with attempt: ...``); raises
+        :class:`RegistryError` naming ``what`` once exhausted.
+
+        Bounded in attempts and by ``max_seconds`` of time spent failing — measured from
+        the last progress (``budget.progress()``: bytes received), so a long download that
+        breaks once resumes however long it ran. A wait never reaches past the budget: a
+        backoff or Retry-After that does not fit ends the operation now (tenacity's
+        stop_before_delay), instead of sleeping beyond it."""
+        budget = budget or self.budget()
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.policy.attempts) | budget.stop,
+            wait=lambda state: budget.cap(self._wait(state)),
+            retry=tenacity.retry_if_exception_type(TransientError),
+            reraise=True,
+        )
+        try:
+            yield from retrying
+        except TransientError as exc:
+            attempts = retrying.statistics.get("attempt_number", self.policy.attempts)
+            # Causes may already name the operation ("manifest 1: content does not match").
+            cause = exc.cause if exc.cause.startswith(f"{what}: ") else f"{what}: {exc.cause}"
+            spent = " and the time budget" if budget.exhausted else ""
+            raise RegistryError(f"{cause} (gave up after {attempts} attempts{spent})") from None
+
+    def call(self, what: str, operation: Callable[[], T], budget: RetryBudget | None = None) -> T:
+        """``operation()`` until it returns, retried as :meth:`attempts` does."""
+        for attempt in self.attempts(what, budget):
+            with attempt:
+                return operation()
+        raise AssertionError("unreachable")
+
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        return self.delay(error, state.attempt_number)

@@ -1,0 +1,104 @@
+"""How each registry host is reached: HTTPS (verified or not) or plain HTTP.
+
+Decided once per host and remembered for the run (go-containerregistry's "schemer" and
+"ping"). An endpoint that names its scheme gets it; a host that is neither loopback nor
+insecure gets verified HTTPS without a request; for the others a ping of ``/v2/`` decides.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import requests
+
+from sealpy.core.registries import Endpoint, api_host, is_loopback
+from sealpy.core.transport.http.session import (
+    HttpTransport,
+    is_cert_error,
+    no_auth,
+    untrusted_certificate,
+)
+
+
+@dataclass(frozen=True)
+class ResolvedHost:
+    """How to reach one registry host: URL prefix (``scheme://api host``) and whether
+    TLS certificates are verified."""
+
+    url: str
+    verify: bool
+
+
+class SchemeResolver:
+    """The :class:`ResolvedHost` of every host a run talks to; thread-safe, and one probe
+    per host however many threads ask at once."""
+
+    def __init__(self, transport: HttpTransport) -> None:
+        self.transport = transport
+        self._lock = threading.Lock()
+        self._probe_lock = threading.Lock()
+        self._resolved: dict[str, ResolvedHost] = {}
+
+    def resolve(self, endpoint: Endpoint) -> ResolvedHost:
+        """Decide, once per host, between HTTPS (verified or not) and plain HTTP."""
+        with self._lock:
+            known = self._resolved.get(endpoint.host)
+        if known is not None:
+            return known
+        with self._probe_lock:
+            with self._lock:
+                known = self._resolved.get(endpoint.host)
+            if known is not None:
+                return known
+            insecure = self.transport.insecure(endpoint)
+            host = api_host(endpoint.host)
+            if endpoint.scheme == "http":
+                resolved = ResolvedHost(f"http://{host}", False)
+            elif endpoint.scheme == "https" or not (insecure or is_loopback(host)):
+                resolved = ResolvedHost(f"https://{host}", not insecure)
+            else:
+                resolved = self._probe(host, verify=not insecure)
+            with self._lock:
+                self._resolved[endpoint.host] = resolved
+            return resolved
+
+    def _probe(self, host: str, *, verify: bool) -> ResolvedHost:
+        """Loopback or insecure: HTTPS if the host speaks it, else plain HTTP (as Docker).
+
+        A host that speaks TLS with a certificate we cannot verify is not downgraded: that
+        is a TLS failure, reported as such unless verification was turned off. A loopback
+        host is asked in plain HTTP first, as that is what local registries speak (and a
+        TLS handshake with certificate loading costs more than the whole request)."""
+        if is_loopback(host) and self._answers_plain_http(host):
+            return ResolvedHost(f"http://{host}", False)
+        https = ResolvedHost(f"https://{host}", verify)
+        transport = self.transport
+        try:
+            transport.count()
+            transport.session.get(
+                f"{https.url}/v2/", timeout=transport.timeout, verify=verify, auth=no_auth
+            ).close()
+            return https
+        except requests.exceptions.SSLError as exc:
+            if verify and is_cert_error(exc):
+                raise untrusted_certificate(host) from None
+            return ResolvedHost(f"http://{host}", False)
+        except requests.exceptions.ConnectionError:
+            return ResolvedHost(f"http://{host}", False)
+
+    def _answers_plain_http(self, host: str) -> bool:
+        """A registry's own answer to /v2/ over plain HTTP: 200 or 401 with distribution's
+        API version header (a TLS-only server answers 400, or not at all)."""
+        transport = self.transport
+        transport.count()
+        try:
+            response = transport.session.get(
+                f"http://{host}/v2/", timeout=transport.timeout, auth=no_auth, allow_redirects=False
+            )
+            response.close()
+        except requests.exceptions.RequestException:
+            return False
+        return response.status_code in (200, 401) and (
+            "Docker-Distribution-Api-Version" in response.headers
+        )

@@ -1,0 +1,223 @@
+"""One HTTP exchange with a registry: the requests session, timeouts, the request count,
+TLS policy, and the mapping of answers and transport failures to sealpy's errors.
+
+:class:`HttpTransport` owns the ``requests.Session`` of a run (a connection pool shared
+by every thread; loopback traffic never goes through a proxy). :meth:`HttpTransport.exchange`
+sends one request without following redirects and without ``~/.netrc`` (credentials come
+from the caller only); :meth:`HttpTransport.check` turns an error status into
+:class:`~sealpy.core.errors.NotFoundError`, :class:`~sealpy.core.errors.AuthenticationError`,
+:class:`~sealpy.core.errors.RegistryError` or, for what is worth retrying,
+:class:`~sealpy.core.transport.http.retry.TransientError`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import ssl
+import threading
+from collections.abc import Iterator
+from typing import BinaryIO
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from sealpy.core import __version__
+from sealpy.core.errors import AuthenticationError, NotFoundError, RegistryError
+from sealpy.core.model import RetryPolicy
+from sealpy.core.registries import Endpoint, RegistriesConfig, is_loopback
+from sealpy.core.transport.http.retry import TransientError, retry_after
+
+# 520-524: the errors CDNs in front of registries answer with (origin down, timed out).
+RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
+
+RequestBody = bytes | BinaryIO | Iterator[bytes] | None
+
+
+def no_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    """An explicit "no auth" for requests, which otherwise reads ~/.netrc per request."""
+    return request
+
+
+def is_cert_error(exc: BaseException) -> bool:
+    """Whether a failure (or anything in its chain) is an untrusted certificate."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(e):
+            return True
+        stack.extend(
+            [e.__cause__, e.__context__, *[a for a in e.args if isinstance(a, BaseException)]]
+        )
+        reason = getattr(e, "reason", None)
+        if isinstance(reason, BaseException):
+            stack.append(reason)
+    return False
+
+
+def untrusted_certificate(host: str) -> RegistryError:
+    """The error for a registry whose TLS certificate we cannot verify."""
+    return RegistryError(
+        f"TLS verification failed for {host}: its certificate is not trusted "
+        "(use --tls-verify=false, or mark it insecure in registries.conf)"
+    )
+
+
+_CAUSES = (
+    ("Name or service not known", "the host name does not resolve"),
+    ("Temporary failure in name resolution", "the host name does not resolve"),
+    ("NameResolutionError", "the host name does not resolve"),
+    ("Connection refused", "connection refused"),
+    ("Connection reset", "connection reset"),
+    ("RemoteDisconnected", "the connection was closed without an answer"),
+    ("IncompleteRead", "the body was cut short"),
+    ("Read timed out", "read timed out"),
+    ("timed out", "timed out"),
+    ("No route to host", "no route to host"),
+    ("Network is unreachable", "network is unreachable"),
+)
+
+
+def short_cause(exc: BaseException) -> str:
+    """A transport failure in a few words (urllib3's messages run to several lines)."""
+    text = str(exc)
+    for marker, words in _CAUSES:
+        if marker in text:
+            return words
+    text = re.sub(r"<[^>]+>", "", text).strip(" ()'\"")
+    return text[:160] or type(exc).__name__
+
+
+def error_detail(response: requests.Response) -> str:
+    """The registry's own words for an error, short (distribution's JSON errors)."""
+    try:
+        errors = response.json().get("errors") or []
+        if errors:
+            first = errors[0]
+            return f"{first.get('code', '')}: {first.get('message', '')}".strip(": ")
+    except (ValueError, AttributeError):
+        pass
+    return response.reason or ""
+
+
+class _Session(requests.Session):
+    """A session that never sends loopback traffic through a proxy from the environment.
+
+    requests honours ``http_proxy`` even for 127.0.0.1, and a corporate proxy cannot reach
+    the user's local registry (nor should it see that traffic). Other hosts keep the proxy.
+    """
+
+    def merge_environment_settings(self, url, proxies, stream, verify, cert):
+        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        if is_loopback(urlsplit(url).netloc):
+            settings["proxies"] = {}
+        return settings
+
+
+class HttpTransport:
+    """The session of one run and the TLS policy for each host; thread-safe."""
+
+    def __init__(
+        self,
+        *,
+        tls_verify: bool,
+        registries: RegistriesConfig,
+        retry: RetryPolicy,
+        max_connections: int,
+    ) -> None:
+        self.tls_verify = tls_verify
+        self.registries = registries
+        self.retry = retry
+        self.session: requests.Session = _Session()
+        self.session.headers["User-Agent"] = f"sealpy/{__version__}"
+        adapter = HTTPAdapter(pool_connections=8, pool_maxsize=max_connections, max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self._lock = threading.Lock()
+        self._requests = itertools.count()
+        self._sent = 0
+
+    def close(self) -> None:
+        self.session.close()
+
+    @property
+    def requests_sent(self) -> int:
+        """HTTP requests sent so far, token requests, probes and retries included."""
+        return self._sent
+
+    def count(self) -> None:
+        """One more request is about to be sent (for :attr:`requests_sent`)."""
+        with self._lock:
+            self._sent = next(self._requests) + 1
+
+    @property
+    def timeout(self) -> tuple[float, float]:
+        """(connect, read) timeouts of every request, from the retry policy."""
+        return (self.retry.connect_timeout, self.retry.read_timeout)
+
+    def insecure(self, endpoint: Endpoint) -> bool:
+        """Whether TLS is not verified for this endpoint (flag, endpoint or registries.conf)."""
+        return (
+            not self.tls_verify or endpoint.insecure or self.registries.is_insecure(endpoint.host)
+        )
+
+    def exchange(
+        self,
+        method: str,
+        url: str,
+        *,
+        verify: bool,
+        headers: dict[str, str] | None = None,
+        authorization: str | None = None,
+        stream: bool = False,
+        data: RequestBody = None,
+        params: dict[str, str] | None = None,
+    ) -> requests.Response:
+        """Send one request, redirects not followed; transport failures worth another
+        try raise :class:`TransientError`, an untrusted certificate a RegistryError."""
+        all_headers = dict(headers or {})
+        if authorization:
+            all_headers["Authorization"] = authorization
+        self.count()
+        try:
+            return self.session.request(
+                method,
+                url,
+                auth=no_auth,  # never ~/.netrc: credentials come from the provider only
+                headers=all_headers,
+                stream=stream,
+                data=data,
+                params=params,
+                verify=verify,
+                timeout=self.timeout,
+                allow_redirects=False,
+            )
+        except requests.exceptions.SSLError as exc:
+            if is_cert_error(exc):
+                raise untrusted_certificate(urlsplit(url).netloc) from None
+            raise TransientError(f"TLS error talking to {urlsplit(url).netloc}") from None
+        except requests.exceptions.ConnectionError as exc:
+            host = urlsplit(url).netloc
+            raise TransientError(f"cannot reach {host}: {short_cause(exc)}") from None
+        except requests.exceptions.Timeout:
+            raise TransientError(f"timed out talking to {urlsplit(url).netloc}") from None
+
+    def check(self, response: requests.Response, endpoint: Endpoint) -> requests.Response:
+        """``response`` if it is no error (below 400), else the matching exception."""
+        status = response.status_code
+        if status < 400:
+            return response
+        detail = error_detail(response)
+        response.close()
+        if status in RETRY_STATUS:
+            raise TransientError(f"{status} {detail}".strip(), retry_after(response))
+        if status == 404:
+            raise NotFoundError(f"not found ({detail})" if detail else "not found")
+        if status == 403:
+            raise AuthenticationError(f"{endpoint.host}: access denied ({detail})")
+        raise RegistryError(f"{endpoint.host}: {status} {detail}".strip())
