@@ -26,19 +26,18 @@ from __future__ import annotations
 
 import copy
 import glob
-import posixpath
 import re
 from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
 
 from sealpy.core.build import BuildRequest, BuildResult, ImageBuilder
+from sealpy.core.build.configsteps import apply_config_instruction
 from sealpy.core.build.context import IgnoreMatcher, Tree, clean_dest, plan_sources
 from sealpy.core.build.output import apply_flags, write_index
 from sealpy.core.build.parser import (
     Instruction,
     expand_flag,
-    expand_word,
     expand_words,
     key_values,
     parse_files,
@@ -53,14 +52,11 @@ from sealpy.core.build.plan import (
     Stage,
     StageState,
     Step,
-    WorkdirPart,
     copy_ownership,
     defined,
     has_glob,
     is_tar,
     platform_args,
-    port_specs,
-    set_env,
     split_stages,
 )
 from sealpy.core.build.precheck import check_native
@@ -313,8 +309,6 @@ class _Build:
         global_args: Mapping[str, str | None],
         earlier: list[Stage],
     ) -> None:
-        config = state.stage.config
-        body = config.setdefault("config", {})
         env = state.expansion_env()
         created_by = f"/bin/sh -c #(nop) {ins.original}"
         layer: tuple[Part, ...] | None = None
@@ -328,54 +322,10 @@ class _Build:
                     state.args[name] = default
                 else:
                     state.args[name] = global_args.get(name)
-        elif keyword == "ENV":
-            for name, value in key_values(ins, env):
-                set_env(body, name, value)
-        elif keyword == "LABEL":
-            labels = body.get("Labels") or {}
-            for name, value in key_values(ins, env):
-                labels[name] = value
-            body["Labels"] = labels
-        elif keyword in ("CMD", "ENTRYPOINT"):
-            value = (
-                list(ins.exec_form)
-                if ins.exec_form is not None
-                else (["/bin/sh", "-c", ins.args] if ins.args else [])
-            )
-            if keyword == "CMD":
-                body["Cmd"] = value
-                state.cmd_set = True
-            else:
-                body["Entrypoint"] = value
-                if not state.cmd_set:
-                    body.pop("Cmd", None)  # Docker: a new ENTRYPOINT drops the base's CMD
-        elif keyword == "WORKDIR":
-            path = expand_word(ins, env)
-            body["WorkingDir"] = posixpath.normpath(
-                posixpath.join(body.get("WorkingDir") or "/", path)
-            )
-            if body["WorkingDir"].strip("/"):
-                layer = (WorkdirPart(body["WorkingDir"].strip("/")),)
-        elif keyword == "USER":
-            body["User"] = expand_word(ins, env)
-        elif keyword == "STOPSIGNAL":
-            body["StopSignal"] = expand_word(ins, env)
-        elif keyword == "MAINTAINER":
-            config["author"] = ins.args
-        elif keyword == "EXPOSE":
-            ports = body.get("ExposedPorts") or {}
-            for word in expand_words(ins, env):
-                ports.update({p: {} for p in port_specs(word, ins)})
-            body["ExposedPorts"] = ports
-        elif keyword == "VOLUME":
-            volumes = body.get("Volumes") or {}
-            for word in expand_words(ins, env):
-                if not word:
-                    raise ins.error("a volume path cannot be empty")
-                volumes[word] = {}
-            body["Volumes"] = volumes
         elif keyword in ("COPY", "ADD"):
             layer = self._plan_copy(ins, state, env, earlier)
+        else:
+            layer = apply_config_instruction(ins, state, env)
         state.stage.steps.append(Step(ins.original, created_by, layer, ins.where))
 
     def _plan_copy(
