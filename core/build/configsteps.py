@@ -21,23 +21,23 @@ def apply_config_instruction(
     layer: tuple[Part, ...] | None = None
     if keyword == "ENV":
         for name, value in key_values(ins, env):
-            set_env(body, name, value)
+            set_env(body, name, value or "")  # never None: only ARG words lack a value
     elif keyword == "LABEL":
         labels = body.get("Labels") or {}
         for name, value in key_values(ins, env):
             labels[name] = value
         body["Labels"] = labels
     elif keyword in ("CMD", "ENTRYPOINT"):
-        value = (
+        command = (
             list(ins.exec_form)
             if ins.exec_form is not None
             else (["/bin/sh", "-c", ins.args] if ins.args else [])
         )
         if keyword == "CMD":
-            body["Cmd"] = value
+            body["Cmd"] = command
             state.cmd_set = True
         else:
-            body["Entrypoint"] = value
+            body["Entrypoint"] = command
             if not state.cmd_set:
                 body.pop("Cmd", None)  # Docker: a new ENTRYPOINT drops the base's CMD
     elif keyword == "WORKDIR":

@@ -417,20 +417,21 @@ def finish(entries: Iterable[Entry]) -> list[Entry]:
     out: list[Entry] = []
     first_name: dict[tuple[int, int], str] = {}
     for entry in sorted(entries, key=lambda e: sort_key(e.name)):
-        if entry.kind == "file" and entry.inode is not None:
-            if entry.inode in first_name:
+        inode = entry.inode
+        if entry.kind == "file" and inode is not None:
+            if inode in first_name:
                 entry = Entry(
                     entry.name,
                     "hardlink",
                     entry.mode,
                     entry.source,
                     0,
-                    first_name[entry.inode],
+                    first_name[inode],
                     entry.uid,
                     entry.gid,
                 )
             else:
-                first_name[entry.inode] = entry.name
+                first_name[inode] = entry.name
         out.append(entry)
     return out
 

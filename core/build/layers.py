@@ -27,7 +27,7 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from sealpy.core.build.context import Entry
 from sealpy.core.errors import BuildError
@@ -70,7 +70,7 @@ class DeterministicGzip:
         self._crc = 0
         self._size = 0
         self._current = -1
-        self._compressor = None
+        self._compressor: Any = None  # a zlib compress object (no public type)
         self.stored = False  # set by the writer: the data now coming is compressed already
         out.write(self.HEADER)
 
@@ -243,9 +243,9 @@ def unpack(tar: tarfile.TarFile, root: Path, *, whiteouts: bool, what: str) -> N
                 os.symlink(member.linkname, path)
             elif member.islnk():
                 target_name = _safe_name(member.linkname, what)
-                target = _inside(root, posixpath.dirname(target_name or ""), what, create=False)
+                link_dir = _inside(root, posixpath.dirname(target_name or ""), what, create=False)
                 source = (
-                    target / posixpath.basename(target_name) if target and target_name else None
+                    link_dir / posixpath.basename(target_name) if link_dir and target_name else None
                 )
                 if source is None or not source.is_file() or source.is_symlink():
                     raise BuildError(

@@ -8,6 +8,7 @@ is what ``sealos build`` runs.
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 
@@ -59,7 +60,7 @@ def apply_flags(config: dict, options: OutputOptions, warn: Callable[[str], None
     body = config.setdefault("config", {})
     for name, value in options.env:
         current = dict(item.partition("=")[::2] for item in body.get("Env") or [])
-        expanded = expand_env_flag(value, current, warn=lambda n, name=name: _unset(warn, name, n))
+        expanded = expand_env_flag(value, current, warn=functools.partial(_unset, warn, name))
         # Set as buildah sets it: removed from where it was, appended at the end.
         env = [item for item in body.get("Env") or [] if item.partition("=")[0] != name]
         body["Env"] = [*env, f"{name}={expanded}"]

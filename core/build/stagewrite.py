@@ -119,7 +119,7 @@ class StageWriter:
             self.echo(f"{prefix}STEP {number}/{total}: {step.text}")
             if number == 1:
                 continue  # FROM: its layers and history are the base's
-            entry = {"created": self.created, "created_by": step.created_by}
+            entry: dict[str, object] = {"created": self.created, "created_by": step.created_by}
             if step.layer and isinstance(step.layer[0], WorkdirPart):
                 blob = self._workdir_layer(step.layer[0], layers)
                 if blob is None:
@@ -180,6 +180,7 @@ class StageWriter:
             elif isinstance(part, ArchivePart):
                 groups.append(self._archive_entries(part, scratch))
             else:
+                assert isinstance(part, ImagePart)  # WORKDIR's part never reaches here
                 groups.append(self._image_entries(part, results, platform, scratch))
         entries = merge_entries(groups)
         blob = write_layer(entries, self.store.layout.new_blob_writer, epoch=self.epoch)

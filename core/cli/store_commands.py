@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -58,7 +58,7 @@ def images(
 ) -> None:
     """List the images in the local store."""
     store = open_store(root)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for image in store.images():
         manifest = store.manifest(image)
         created = ""

@@ -452,7 +452,8 @@ class Store:
         another user's) must not turn it into a failure."""
         with contextlib.suppress(OSError), self.layout.locked():
             data = self._read_record(self.PUSHED)
-            entries = data.get(registry) if isinstance(data.get(registry), dict) else {}
+            known = data.get(registry)
+            entries = known if isinstance(known, dict) else {}
             entries.update(dict.fromkeys(digests, repository))
             data[registry] = entries
             self._write_record(self.PUSHED, data)

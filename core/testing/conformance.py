@@ -615,6 +615,7 @@ class StrategyConformance:
         under one repository (so one scope's token must be renewed)."""
         base = tmp_path_factory.mktemp(f"short-tokens-{cls.strategy}")
         user = conformance_catalog.token.credential
+        assert user is not None  # the token registry always has one
         with TokenServer(base / "token", {user.username: user.password}, ttl=1) as tokens:
             server = RegistryServer(
                 base / "root", workdir=base / "work", auth=tokens.auth_config(), credential=user

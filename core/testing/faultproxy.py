@@ -259,10 +259,11 @@ class FaultProxy:
                 if not streamed and (
                     self.command == "HEAD" or response.status not in (200, 206) or not data
                 ):
+                    assert fault is not None  # a body fault (streamed is False)
                     proxy.plan.defer(fault)  # nothing to damage: the fault did not happen
                     fault = None
                 proxy.record(Seen(self.command, self.path, response.status, fault, auth))
-                length = response.getheader("Content-Length") if streamed else str(len(data))
+                sent_length = response.getheader("Content-Length") if streamed else str(len(data))
                 self.send_response(response.status)
                 for key, value in response.getheaders():
                     if key.lower() not in _HOP_HEADERS | {"content-length", "location"}:
@@ -273,7 +274,7 @@ class FaultProxy:
                     if parts.netloc == proxy.upstream:  # keep the client on the proxy
                         location = location.replace(proxy.upstream, proxy.host, 1)
                     self.send_header("Location", location)
-                self.send_header("Content-Length", length or "0")
+                self.send_header("Content-Length", sent_length or "0")
                 self.end_headers()
                 if streamed:
                     if self.command != "HEAD":

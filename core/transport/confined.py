@@ -211,12 +211,12 @@ class ConfinedRoot:
                 self._users[fd] = self._users.get(fd, 0) + 1
                 return fd
         if not names:
-            fd = self._open_root(create)
+            opened = self._open_root(create)
         else:
             for retry in (False, True):
                 root = self._borrow((), create)
                 try:
-                    fd = self._from(root, names, create)
+                    opened = self._from(root, names, create)
                     break
                 except FileNotFoundError:
                     if retry or not self._dropped_if_removed((), root):
@@ -227,16 +227,16 @@ class ConfinedRoot:
         with self._lock:
             known = self._held.get(names)
             if known is not None:  # another thread was quicker
-                unused.append(fd)
-                fd = known
+                unused.append(opened)
+                opened = known
             else:
-                self._held[names] = fd
+                self._held[names] = opened
                 while len(self._held) > self.HELD_DIRS:
                     self._retire(self._held.popitem(last=False)[1], unused)
-            self._users[fd] = self._users.get(fd, 0) + 1
+            self._users[opened] = self._users.get(opened, 0) + 1
         for old in unused:
             os.close(old)
-        return fd
+        return opened
 
     def _retire(self, fd: int, unused: list[int]) -> None:
         """(Under the lock.) Close ``fd`` now when unused, else when its last user is done."""

@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 from sealpy.core.errors import ConflictError, PlatformNotFoundError, SealpyError
 from sealpy.core.image.media import Descriptor, Manifest
@@ -277,9 +277,11 @@ class _CopyRun:
             if state.job.target:
                 self.groups[state.job.target].append(state)
         self.cancel = threading.Event()
-        self.blob_futures: dict[str, Future] = {}
+        self.blob_futures: dict[str, Future[None]] = {}
         self.blob_waiters: dict[str, list[_JobState]] = defaultdict(list)
-        self.futures: dict[Future, tuple[str, object]] = {}
+        # What the pool is working on: resolutions (by job) and transfers (by digest).
+        self.resolving: dict[Future[_Plan], _JobState] = {}
+        self.transfers: dict[Future[None], str] = {}
         self.lock = threading.Lock()  # byte counters, updated from pool threads
 
     def run(self, max_parallel: int) -> CopyOutcome:
@@ -289,15 +291,15 @@ class _CopyRun:
         try:
             for state in self.states:
                 fut = self.pool.submit(resolve, state.job, self.platforms, self.all_platforms)
-                self.futures[fut] = ("resolve", state)
-            while self.futures:
-                done, _ = wait(list(self.futures), return_when=FIRST_COMPLETED)
-                for fut in done:
-                    kind, key = self.futures.pop(fut)
-                    if kind == "resolve":
-                        self.on_resolved(key, fut)  # type: ignore[arg-type]
+                self.resolving[fut] = state
+            while self.resolving or self.transfers:
+                pending: list[Future[Any]] = [*self.resolving, *self.transfers]
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for finished in done:
+                    if finished in self.resolving:
+                        self.on_resolved(self.resolving.pop(finished), finished)
                     else:
-                        self.on_blob(key, fut)  # type: ignore[arg-type]
+                        self.on_blob(self.transfers.pop(finished), finished)
         except BaseException:
             self.cancel.set()
             self.pool.shutdown(wait=True, cancel_futures=True)
@@ -307,7 +309,7 @@ class _CopyRun:
 
     # --- plan -------------------------------------------------------------------------
 
-    def on_resolved(self, state: _JobState, future: Future) -> None:
+    def on_resolved(self, state: _JobState, future: Future[_Plan]) -> None:
         try:
             state.plan = future.result()
         except SealpyError as exc:
@@ -348,7 +350,7 @@ class _CopyRun:
             state.job.destination.receive_blob, blob, state.job.source, self.count_bytes(state)
         )
         self.blob_futures[blob.digest] = fut
-        self.futures[fut] = ("blob", blob.digest)
+        self.transfers[fut] = blob.digest
 
     def count_bytes(self, state: _JobState) -> Callable[[int], None]:
         def on_bytes(n: int) -> None:
@@ -360,7 +362,7 @@ class _CopyRun:
 
         return on_bytes
 
-    def on_blob(self, digest: str, future: Future) -> None:
+    def on_blob(self, digest: str, future: Future[None]) -> None:
         error = future.exception()
         for state in self.blob_waiters.pop(digest, []):
             state.pending.discard(digest)

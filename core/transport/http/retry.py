@@ -20,6 +20,7 @@ from typing import TypeVar
 
 import requests
 import tenacity
+import tenacity.stop
 
 from sealpy.core.errors import RegistryError
 from sealpy.core.model import RetryPolicy
@@ -78,6 +79,16 @@ class RetryBudget:
         return self.exhausted
 
 
+class _StopWhen(tenacity.stop.stop_base):
+    """A predicate as a tenacity stop condition (typed: tenacity's ``|`` is untyped)."""
+
+    def __init__(self, predicate: Callable[[tenacity.RetryCallState], bool]) -> None:
+        self.predicate = predicate
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        return self.predicate(retry_state)
+
+
 class Retrier:
     """A :class:`RetryPolicy` in action; thread-safe (each loop keeps its own state).
 
@@ -118,7 +129,9 @@ class Retrier:
         stop_before_delay), instead of sleeping beyond it."""
         budget = budget or self.budget()
         retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.policy.attempts) | budget.stop,
+            stop=tenacity.stop_any(
+                tenacity.stop_after_attempt(self.policy.attempts), _StopWhen(budget.stop)
+            ),
             wait=lambda state: budget.cap(self._wait(state)),
             retry=tenacity.retry_if_exception_type(TransientError),
             reraise=True,
