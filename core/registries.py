@@ -10,7 +10,6 @@ in the cache is always the original one.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -18,25 +17,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sealpy.core.errors import UsageError
+# The loopback rule lives with the host policy; imported here for existing callers.
+from sealpy.core.hosts import is_loopback as is_loopback
 from sealpy.core.reference import DEFAULT_REGISTRY, DOCKER_HUB_ALIASES, ImageReference
 
 CONF_ENV = "CONTAINERS_REGISTRIES_CONF"
 SYSTEM_CONF = Path("/etc/containers/registries.conf")
-
-
-def is_loopback(host: str) -> bool:
-    """``localhost``, 127.0.0.0/8 and ``::1``, with or without a port."""
-    name = host
-    if name.startswith("["):
-        name = name[1 : name.find("]")]
-    elif name.count(":") == 1:
-        name = name.split(":", 1)[0]
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 # Docker Hub's registry API lives on its own host: docker.io answers /v2/ with a redirect to
