@@ -1,11 +1,13 @@
-"""Where to fetch a reference from: registries.conf mirrors, insecure registries, TLS policy.
+"""Where to fetch a reference from: registries.conf mirrors and insecure registries.
 
 Reads the containers ``registries.conf`` (v2 TOML) that skopeo and podman users already
 have — ``CONTAINERS_REGISTRIES_CONF``, else ``~/.config/containers/registries.conf``, else
 ``/etc/containers/registries.conf``, plus ``*.conf`` drop-ins in the matching
 ``registries.conf.d`` directories — and ``--registry-mirror PREFIX=URL`` flags, which come
 first. An image is fetched from the mirrors in order and then its own location; its name
-in the cache is always the original one.
+in the cache is always the original one. The host policy
+(:class:`~sealpy.core.hosts.HostPolicy`) decides from these what scheme, TLS verification
+and credentials each host gets.
 """
 
 from __future__ import annotations
@@ -17,8 +19,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sealpy.core.errors import UsageError
-# The loopback rule lives with the host policy; imported here for existing callers.
-from sealpy.core.hosts import is_loopback as is_loopback
 from sealpy.core.reference import DEFAULT_REGISTRY, DOCKER_HUB_ALIASES, ImageReference
 
 CONF_ENV = "CONTAINERS_REGISTRIES_CONF"

@@ -95,7 +95,7 @@ class SyncStrategy(CacheStrategy):
                 env = skopeo_environment(images, options, private)
                 authfile = MemoryAuthFile(auth_entries(images, options))
                 try:
-                    runner = SkopeoRunner(env, authfile, options, private)
+                    runner = SkopeoRunner(env, authfile, options, private, client.retrier)
                     copier = Copier(runner, options, layout, client)
                     outcome = _serve_and_copy(copier, plans, images.archives, layout, private)
                 finally:
