@@ -100,18 +100,6 @@ class RegistryClient:
         self._schemes = SchemeResolver(self.transport)
         self._auth = Authenticator(self.transport, hosts)
 
-    @property
-    def credentials(self) -> CredentialProvider:
-        return self.hosts.credentials
-
-    @property
-    def tls_verify(self) -> bool:
-        return self.hosts.tls_verify
-
-    @property
-    def registries(self) -> RegistriesConfig:
-        return self.hosts.registries
-
     def close(self) -> None:
         self.transport.close()
 
