@@ -125,13 +125,12 @@ class TransportOptions:
     max_parallel: int = DEFAULT_MAX_PARALLEL
     progress: ProgressReporter = field(default_factory=SilentProgress)
 
-    def client(self, *, max_connections: int | None = None) -> RegistryClient:
+    def client(self, *, max_connections: int = 16) -> RegistryClient:
         """A new registry client following these options (close it, or use it as a
-        context manager); ``max_connections`` bounds its connection pool (default 16)."""
+        context manager); ``max_connections`` bounds its connection pool."""
         from sealpy.core.transport.remote import RegistryClient
 
-        extra = {} if max_connections is None else {"max_connections": max_connections}
-        return RegistryClient(hosts=self.hosts, retry=self.retry, **extra)
+        return RegistryClient(hosts=self.hosts, retry=self.retry, max_connections=max_connections)
 
     def retrier(self) -> Retrier:
         """The retry policy in action (the client's, and ``sync``'s for whole skopeo runs)."""
