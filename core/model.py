@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -17,6 +18,7 @@ from sealpy.core.reference import ImageReference, Platform
 
 if TYPE_CHECKING:
     from sealpy.core.auth import CredentialProvider
+    from sealpy.core.hosts import HostPolicy, TransportOptions
     from sealpy.core.progress import ProgressReporter
     from sealpy.core.registries import RegistriesConfig
 
@@ -296,6 +298,9 @@ class CacheOptions:
 
     ``tls_verify=False`` allows plain HTTP and unverified TLS for every registry; loopback
     registries may use plain HTTP regardless, and ``registries`` can mark others insecure.
+    A strategy reaches registries through :attr:`transport` (``options.transport.client()``
+    for a registry client), which bundles ``credentials``, ``tls_verify``, ``registries``,
+    ``retry``, ``max_parallel`` and ``progress``; :meth:`of` builds options from one.
     """
 
     platforms: tuple[Platform, ...] = field(default_factory=_host_platforms)
@@ -306,6 +311,43 @@ class CacheOptions:
     registries: RegistriesConfig = field(default_factory=_default_registries)
     progress: ProgressReporter = field(default_factory=_default_progress)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    @classmethod
+    def of(
+        cls,
+        transport: TransportOptions,
+        *,
+        platforms: tuple[Platform, ...] | None = None,
+        all_platforms: bool = False,
+    ) -> CacheOptions:
+        """Options reaching registries as ``transport`` says (``platforms`` default:
+        this host's)."""
+        hosts = transport.hosts
+        return cls(
+            platforms=platforms or _host_platforms(),
+            all_platforms=all_platforms,
+            max_parallel=transport.max_parallel,
+            credentials=hosts.credentials,
+            tls_verify=hosts.tls_verify,
+            registries=hosts.registries,
+            progress=transport.progress,
+            retry=transport.retry,
+        )
+
+    @cached_property
+    def hosts(self) -> HostPolicy:
+        """The host policy of these options: endpoints, scheme, TLS, credentials per host."""
+        from sealpy.core.hosts import HostPolicy
+
+        return HostPolicy(self.registries, self.tls_verify, self.credentials)
+
+    @cached_property
+    def transport(self) -> TransportOptions:
+        """The transport options of these options: the host policy, retry policy,
+        parallelism and progress, as registry clients and skopeo runs take them."""
+        from sealpy.core.hosts import TransportOptions
+
+        return TransportOptions(self.hosts, self.retry, self.max_parallel, self.progress)
 
 
 @dataclass(frozen=True)

@@ -29,13 +29,12 @@ from sealpy.core.build import OutputOptions
 from sealpy.core.cache.strategy import CacheStrategy
 from sealpy.core.errors import ContextError, StrategyUnavailableError, UsageError
 from sealpy.core.events import Event, EventKind, EventSink, discard
+from sealpy.core.hosts import TransportOptions
 from sealpy.core.model import (
-    DEFAULT_MAX_PARALLEL,
     CacheOptions,
     CacheReport,
     ImageSet,
     RenderOptions,
-    RetryPolicy,
     ScanResult,
 )
 from sealpy.core.plugins import plugin_manager, resolve_strategy
@@ -306,7 +305,7 @@ class SaveJobResult:
 class MergeJob:
     """What ``sealpy merge`` is asked to do: merge the stored ``images`` (in order) into
     one named ``tags``, in the store at ``store_root``. Inputs the store lacks are pulled
-    with the registry settings here (``all_platforms``: every platform of them);
+    as ``transport`` says (``all_platforms``: every platform of them);
     ``platforms`` ``None`` takes each input's only (or this host's) image. ``epoch``
     (default ``SOURCE_DATE_EPOCH``, else 0) dates the result."""
 
@@ -315,11 +314,7 @@ class MergeJob:
     store_root: Path | None = None
     platforms: tuple[Platform, ...] | None = None
     all_platforms: bool = False
-    max_parallel: int = DEFAULT_MAX_PARALLEL
-    credentials: CredentialProvider | None = None
-    tls_verify: bool = True
-    registries: RegistriesConfig | None = None
-    retry: RetryPolicy | None = None
+    transport: TransportOptions = field(default_factory=TransportOptions)
     epoch: int | None = None
 
 
@@ -421,15 +416,9 @@ def merge(job: MergeJob, on_event: EventSink = discard) -> MergeResult:
     from sealpy.core.build.merge import merge as merge_images
     from sealpy.core.store import transfer
     from sealpy.core.store.layout import store_name
-    from sealpy.core.transport.remote import RegistryClient
 
     store = open_store(job.store_root)
-    client = RegistryClient(
-        credentials=job.credentials,
-        tls_verify=job.tls_verify,
-        registries=job.registries,
-        retry=job.retry,
-    )
+    client = job.transport.client()
     try:
 
         def resolve(text: str, wanted: Platform | None) -> StoredImage:
@@ -440,7 +429,7 @@ def merge(job: MergeJob, on_event: EventSink = discard) -> MergeResult:
                 lambda: client,
                 echo=lambda line: on_event(Event(EventKind.STATUS, line)),
                 all_platforms=job.all_platforms,
-                max_parallel=job.max_parallel,
+                max_parallel=job.transport.max_parallel,
             )
 
         return merge_images(

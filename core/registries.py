@@ -1,16 +1,17 @@
-"""Where to fetch a reference from: registries.conf mirrors, insecure registries, TLS policy.
+"""Where to fetch a reference from: registries.conf mirrors and insecure registries.
 
 Reads the containers ``registries.conf`` (v2 TOML) that skopeo and podman users already
 have — ``CONTAINERS_REGISTRIES_CONF``, else ``~/.config/containers/registries.conf``, else
 ``/etc/containers/registries.conf``, plus ``*.conf`` drop-ins in the matching
 ``registries.conf.d`` directories — and ``--registry-mirror PREFIX=URL`` flags, which come
 first. An image is fetched from the mirrors in order and then its own location; its name
-in the cache is always the original one.
+in the cache is always the original one. The host policy
+(:class:`~sealpy.core.hosts.HostPolicy`) decides from these what scheme, TLS verification
+and credentials each host gets.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -22,21 +23,6 @@ from sealpy.core.reference import DEFAULT_REGISTRY, DOCKER_HUB_ALIASES, ImageRef
 
 CONF_ENV = "CONTAINERS_REGISTRIES_CONF"
 SYSTEM_CONF = Path("/etc/containers/registries.conf")
-
-
-def is_loopback(host: str) -> bool:
-    """``localhost``, 127.0.0.0/8 and ``::1``, with or without a port."""
-    name = host
-    if name.startswith("["):
-        name = name[1 : name.find("]")]
-    elif name.count(":") == 1:
-        name = name.split(":", 1)[0]
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 # Docker Hub's registry API lives on its own host: docker.io answers /v2/ with a redirect to

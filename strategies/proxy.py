@@ -24,7 +24,6 @@ from sealpy.core.model import CacheOptions, CacheReport, ImageSet
 from sealpy.core.transport.archive import archive_job
 from sealpy.core.transport.copy import CopyJob, CopyOutcome, copy_images
 from sealpy.core.transport.distribution import DistributionLayout
-from sealpy.core.transport.remote import RegistryClient
 
 
 class ProxyStrategy(CacheStrategy):
@@ -37,13 +36,8 @@ class ProxyStrategy(CacheStrategy):
     def cache(self, images: ImageSet, registry_dir: Path, options: CacheOptions) -> CacheReport:
         started = time.monotonic()
         layout = DistributionLayout(registry_dir)
-        with RegistryClient(
-            credentials=options.credentials,
-            tls_verify=options.tls_verify,
-            registries=options.registries,
-            retry=options.retry,
-            max_connections=max(4, options.max_parallel * 2),
-        ) as client:
+        transport = options.transport
+        with transport.client(max_connections=max(4, transport.max_parallel * 2)) as client:
             jobs: list[CopyJob] = []
             repositories: dict[str, tuple[str, str | None]] = {}
             for required in images.images:

@@ -11,6 +11,7 @@ import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -20,6 +21,7 @@ from sealpy.core.reference import Platform
 
 if TYPE_CHECKING:
     from sealpy.core.auth import CredentialProvider
+    from sealpy.core.hosts import HostPolicy, TransportOptions
     from sealpy.core.registries import RegistriesConfig
 
 
@@ -51,7 +53,9 @@ class BuildRequest:
     warns when no instruction copies that directory); ``echo`` prints a progress line and
     ``warn`` a warning (stderr by default); ``source_date_epoch`` fixes every timestamp
     (``None``: 0, the Unix epoch). ``target`` stops at that stage (``--target``);
-    ``ignorefile`` replaces the context's ``.containerignore``/``.dockerignore``."""
+    ``ignorefile`` replaces the context's ``.containerignore``/``.dockerignore``.
+    ``credentials``, ``tls_verify`` and ``registries`` make the host policy a builder's
+    own pulls follow (:attr:`hosts`, :attr:`transport`)."""
 
     context: BuildContext
     store_root: Path
@@ -68,6 +72,27 @@ class BuildRequest:
     output: OutputOptions = field(default_factory=OutputOptions)
     target: str | None = None
     ignorefile: Path | None = None
+
+    @cached_property
+    def hosts(self) -> HostPolicy:
+        """How the builder reaches registries (FROM, ``COPY --from``)."""
+        from sealpy.core.auth import AnonymousCredentials
+        from sealpy.core.hosts import HostPolicy
+        from sealpy.core.registries import RegistriesConfig
+
+        return HostPolicy(
+            registries=self.registries or RegistriesConfig(),
+            tls_verify=self.tls_verify,
+            credentials=self.credentials or AnonymousCredentials(),
+        )
+
+    @cached_property
+    def transport(self) -> TransportOptions:
+        """The transport options of the builder's own pulls: :attr:`hosts`, the default
+        retry policy."""
+        from sealpy.core.hosts import TransportOptions
+
+        return TransportOptions(hosts=self.hosts)
 
 
 @dataclass(frozen=True)

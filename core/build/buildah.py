@@ -43,12 +43,12 @@ from sealpy.core.containers import (
 )
 from sealpy.core.errors import BuildError, SealpyError
 from sealpy.core.hookspecs import hookimpl
+from sealpy.core.hosts import is_loopback
 from sealpy.core.image.compose import platform_index
 from sealpy.core.image.media import Manifest
 from sealpy.core.model import BUILD_FILE_NAMES, BuildContext
 from sealpy.core.process import child_environment, popen_tied, stop
 from sealpy.core.reference import ImageReference, Platform
-from sealpy.core.registries import is_loopback
 from sealpy.core.store.layout import Store, store_name
 from sealpy.core.transport.blobio import stream_into
 from sealpy.core.transport.copy import CopyJob, copy_images
@@ -178,7 +178,7 @@ class BuildahBuilder(ImageBuilder):
         flags = ["--isolation", "chroot", "--timestamp", str(request.source_date_epoch or 0)]
         if platform is not None:
             flags += ["--platform", str(platform)]
-        if not request.tls_verify:
+        if not request.hosts.tls_verify:
             flags.append("--tls-verify=false")
         if (work / "auth.json").exists():
             flags += ["--authfile", str(work / "auth.json")]
@@ -219,12 +219,14 @@ class BuildahBuilder(ImageBuilder):
             except SealpyError:
                 continue  # a stage name
             registries.setdefault(ref.registry, ref)
-        if request.credentials is not None:
-            scopes = [(host, ref.repository) for host, ref in registries.items()]
-            entries = credential_entries(request.credentials, scopes, per_repository=False)
-            if entries:
-                write_authfile(work / "auth.json", entries)
-        insecure = [h for h in registries if is_loopback(h.rsplit(":", 1)[0])]
+        scopes = [(host, ref.repository) for host, ref in registries.items()]
+        entries = credential_entries(request.hosts, scopes, per_repository=False)
+        if entries:
+            write_authfile(work / "auth.json", entries)
+        # The host policy reaches buildah as --tls-verify=false (above) and the user's own
+        # registries.conf, which buildah reads itself; what containers/image lacks is the
+        # policy's loopback rule, so loopback hosts are listed insecure here.
+        insecure = [h for h in registries if is_loopback(h)]
         if not insecure:
             return {}
         conf = work / "registries.conf"

@@ -293,13 +293,7 @@ class _Build:
 
     def _registry_client(self):
         if self._client is None:
-            from sealpy.core.transport.remote import RegistryClient
-
-            self._client = RegistryClient(
-                credentials=self.request.credentials,
-                tls_verify=self.request.tls_verify,
-                registries=self.request.registries,
-            )
+            self._client = self.request.transport.client()
         return self._client
 
     def _plan_step(

@@ -19,10 +19,9 @@ from sealpy.core.cli.options import (
     RootOpt,
     StrategyOpt,
     TLSOpt,
-    credentials,
     parse_platforms,
     print_events,
-    retry_policy,
+    transport_options,
 )
 from sealpy.core.errors import UsageError
 
@@ -68,8 +67,6 @@ def merge(
     Inputs missing from the store are pulled with build's registry flags (--all: every
     platform of them)."""
     from sealpy.core import pipeline
-    from sealpy.core.model import DEFAULT_MAX_PARALLEL
-    from sealpy.core.registries import RegistriesConfig
 
     if not tag_:
         raise UsageError("merge needs -t NAME for the result")
@@ -87,11 +84,14 @@ def merge(
         store_root=root,
         platforms=parse_platforms(platform),
         all_platforms=all_platforms,
-        max_parallel=max_pull_procs or DEFAULT_MAX_PARALLEL,
-        credentials=credentials(creds, authfile),
-        tls_verify=tls_verify,
-        registries=RegistriesConfig.load(mirrors=registry_mirror or ()),
-        retry=retry_policy(retry_times),
+        transport=transport_options(
+            authfile=authfile,
+            creds=creds,
+            tls_verify=tls_verify,
+            registry_mirror=registry_mirror,
+            retry_times=retry_times,
+            max_pull_procs=max_pull_procs,
+        ),
     )
     result = pipeline.merge(job, print_events(quiet=quiet))
     if print_sealfile or (ctx.obj or {}).get("debug"):

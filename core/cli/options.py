@@ -1,7 +1,8 @@
 """What several commands share: option types (one help text per flag), and turning parsed
-flags into the values the pipeline and the store take — credentials (built here once for
-every command), cache options, chart render options, a registry client — and rendering
-pipeline events on the terminal.
+flags into the values the pipeline and the store take — the transport options (host
+policy with the credentials, retry policy, parallelism, progress; built here once for every
+command), cache options, chart render options, a registry client — and rendering pipeline
+events on the terminal.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sealpy.core.errors import UsageError
 if TYPE_CHECKING:
     from sealpy.core.auth import ConfiguredCredentials
     from sealpy.core.events import Event
+    from sealpy.core.hosts import TransportOptions
     from sealpy.core.model import CacheOptions, RenderOptions, RetryPolicy
     from sealpy.core.progress import ProgressReporter
     from sealpy.core.reference import Platform
@@ -164,6 +166,37 @@ def credentials(creds: str | None, authfile: Path | None) -> ConfiguredCredentia
     return built
 
 
+def transport_options(
+    *,
+    authfile: Path | None,
+    creds: str | None,
+    tls_verify: bool,
+    registry_mirror: list[str] | None,
+    retry_times: int | None = None,
+    max_pull_procs: int | None = None,
+    progress: ProgressReporter | None = None,
+) -> TransportOptions:
+    """How a command reaches registries, from its flags: the host policy (registries.conf
+    and ``--registry-mirror``, ``--tls-verify``, the credentials of :func:`credentials`),
+    the retry policy of ``--retry-times``, ``--max-pull-procs`` and a progress reporter
+    (default: silent)."""
+    from sealpy.core.hosts import HostPolicy, TransportOptions
+    from sealpy.core.model import DEFAULT_MAX_PARALLEL
+    from sealpy.core.progress import SilentProgress
+    from sealpy.core.registries import RegistriesConfig
+
+    return TransportOptions(
+        hosts=HostPolicy(
+            registries=RegistriesConfig.load(mirrors=registry_mirror or ()),
+            tls_verify=tls_verify,
+            credentials=credentials(creds, authfile),
+        ),
+        retry=retry_policy(retry_times),
+        max_parallel=max_pull_procs or DEFAULT_MAX_PARALLEL,
+        progress=progress or SilentProgress(),
+    )
+
+
 def cache_options(
     *,
     platforms: tuple[Platform, ...] | None,
@@ -178,21 +211,19 @@ def cache_options(
 ) -> CacheOptions:
     """The cache stage's options from the flags (``platforms`` default: this host's), with
     a progress display on stderr."""
-    from sealpy.core.model import DEFAULT_MAX_PARALLEL, CacheOptions
+    from sealpy.core.model import CacheOptions
     from sealpy.core.progress import progress_for
-    from sealpy.core.reference import Platform
-    from sealpy.core.registries import RegistriesConfig
 
-    return CacheOptions(
-        platforms=platforms or (Platform.host(),),
-        all_platforms=all_platforms,
-        max_parallel=max_pull_procs or DEFAULT_MAX_PARALLEL,
-        credentials=credentials(creds, authfile),
+    transport = transport_options(
+        authfile=authfile,
+        creds=creds,
         tls_verify=tls_verify,
-        registries=RegistriesConfig.load(mirrors=registry_mirror or ()),
+        registry_mirror=registry_mirror,
+        retry_times=retry_times,
+        max_pull_procs=max_pull_procs,
         progress=progress_for(sys.stderr, quiet=quiet),
-        retry=retry_policy(retry_times),
     )
+    return CacheOptions.of(transport, platforms=platforms, all_platforms=all_platforms)
 
 
 def retry_policy(retry_times: int | None) -> RetryPolicy:
@@ -225,19 +256,15 @@ def registry_client(
 ) -> Iterator[RegistryClient]:
     """A registry client with credentials built as for `build` (--creds, SEALPY_CREDS,
     --authfile and the standard auth files), retrying as `--retry-times` says."""
-    from sealpy.core.registries import RegistriesConfig
-    from sealpy.core.transport.remote import RegistryClient
-
-    client = RegistryClient(
-        credentials=credentials(creds, authfile),
+    transport = transport_options(
+        authfile=authfile,
+        creds=creds,
         tls_verify=tls_verify,
-        registries=RegistriesConfig.load(mirrors=mirrors or ()),
-        retry=retry_policy(retry_times),
+        registry_mirror=mirrors,
+        retry_times=retry_times,
     )
-    try:
+    with transport.client() as client:
         yield client
-    finally:
-        client.close()
 
 
 def open_store(root: Path | None) -> Store:

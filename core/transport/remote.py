@@ -38,6 +38,7 @@ from sealpy.core.errors import (
     RegistryError,
     SealpyError,
 )
+from sealpy.core.hosts import HostPolicy
 from sealpy.core.image.media import ACCEPT, Descriptor, Manifest
 from sealpy.core.model import RetryPolicy
 from sealpy.core.reference import ImageReference
@@ -63,33 +64,41 @@ T = TypeVar("T")
 class RegistryClient:
     """A thread-safe client for the registry HTTP API v2, shared by a whole run.
 
-    Public parts besides the operations: :attr:`session` (the ``requests.Session``),
+    Get one from :meth:`TransportOptions.client <sealpy.core.hosts.TransportOptions.client>`.
+    Public parts besides the operations: :attr:`hosts` (the host policy it follows),
+    :attr:`session` (the ``requests.Session``),
     :attr:`retrier` (the retry policy in action), :attr:`tokens` (the Bearer tokens
     cached so far), :meth:`resolve` (how a host is reached) and :attr:`requests_sent`."""
 
     def __init__(
         self,
         *,
+        hosts: HostPolicy | None = None,
         credentials: CredentialProvider | None = None,
         tls_verify: bool = True,
         registries: RegistriesConfig | None = None,
         retry: RetryPolicy | None = None,
         max_connections: int = 16,
     ) -> None:
-        self.credentials = credentials or AnonymousCredentials()
-        self.tls_verify = tls_verify
-        self.registries = registries or RegistriesConfig()
+        # ``hosts`` is the host policy (what TransportOptions.client passes); the three
+        # keywords it bundles stay for callers that build a client from parts.
+        if hosts is None:
+            hosts = HostPolicy(
+                registries=registries or RegistriesConfig(),
+                tls_verify=tls_verify,
+                credentials=credentials or AnonymousCredentials(),
+            )
+        elif credentials is not None or registries is not None or not tls_verify:
+            raise TypeError("give either hosts or credentials/tls_verify/registries")
+        self.hosts = hosts
         self.retry = retry or RetryPolicy()
         self.transport = HttpTransport(
-            tls_verify=tls_verify,
-            registries=self.registries,
-            retry=self.retry,
-            max_connections=max_connections,
+            hosts=hosts, retry=self.retry, max_connections=max_connections
         )
         self.session = self.transport.session
         self.retrier = Retrier(self.retry)
         self._schemes = SchemeResolver(self.transport)
-        self._auth = Authenticator(self.transport, self.credentials)
+        self._auth = Authenticator(self.transport, hosts)
 
     def close(self) -> None:
         self.transport.close()
@@ -181,7 +190,7 @@ class RegistryClient:
         self, endpoint: Endpoint, url: str, headers: dict[str, str]
     ) -> requests.Response:
         """Follow a redirect to another host (object storage): never with our credentials."""
-        verify = not self.transport.insecure(endpoint)
+        verify = self.hosts.verifies_tls(endpoint)
         response = self.transport.exchange("GET", url, verify=verify, headers=headers, stream=True)
         return self.transport.check(response, endpoint)
 
@@ -196,7 +205,7 @@ class RemoteRepository:
     def __init__(self, client: RegistryClient, ref: ImageReference) -> None:
         self.client = client
         self.ref = ref
-        self.endpoints = client.registries.endpoints(ref)
+        self.endpoints = client.hosts.endpoints(ref)
         self._served_by: Endpoint | None = None
 
     def __str__(self) -> str:

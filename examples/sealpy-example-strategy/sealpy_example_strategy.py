@@ -27,7 +27,6 @@ from sealpy.core.model import CachedImage, CacheOptions, CacheReport, ImageSet
 from sealpy.core.transport.archive import archive_job
 from sealpy.core.transport.copy import CopyJob, copy_images
 from sealpy.core.transport.distribution import DistributionLayout
-from sealpy.core.transport.remote import RegistryClient
 
 
 class SerialStrategy(CacheStrategy):
@@ -39,12 +38,7 @@ class SerialStrategy(CacheStrategy):
         layout = DistributionLayout(registry_dir)
         cached: list[CachedImage] = []
         errors: list[str] = []
-        with RegistryClient(
-            credentials=options.credentials,
-            tls_verify=options.tls_verify,
-            registries=options.registries,
-            retry=options.retry,
-        ) as client:
+        with options.transport.client() as client:
             jobs = [
                 (
                     CopyJob(

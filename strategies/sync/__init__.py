@@ -49,7 +49,6 @@ from sealpy.core.errors import CacheError, SealpyError
 from sealpy.core.hookspecs import hookimpl
 from sealpy.core.model import ArchiveEntry, CacheOptions, CacheReport, ImageSet
 from sealpy.core.transport.distribution import PARTIAL_PREFIX, DistributionLayout
-from sealpy.core.transport.remote import RegistryClient
 from sealpy.strategies.sync.copying import Copier, CopyOutcome
 from sealpy.strategies.sync.planning import CopyPlan, plan_images
 from sealpy.strategies.sync.skopeo import (
@@ -90,18 +89,13 @@ class SyncStrategy(CacheStrategy):
         with tempfile.TemporaryDirectory(prefix="sealpy-sync-") as private_dir:
             private = Path(private_dir)
             os.chmod(private, 0o700)
-            with RegistryClient(
-                credentials=options.credentials,
-                tls_verify=options.tls_verify,
-                registries=options.registries,
-                retry=options.retry,
-                max_connections=max(4, options.max_parallel),
-            ) as client:
+            transport = options.transport
+            with transport.client(max_connections=max(4, transport.max_parallel)) as client:
                 plans, failures = plan_images(images, layout, client, options)
                 env = skopeo_environment(images, options, private)
                 authfile = MemoryAuthFile(auth_entries(images, options))
                 try:
-                    runner = SkopeoRunner(env, authfile, options, private)
+                    runner = SkopeoRunner(env, authfile, options, private, client.retrier)
                     copier = Copier(runner, options, layout, client)
                     outcome = _serve_and_copy(copier, plans, images.archives, layout, private)
                 finally:

@@ -23,7 +23,6 @@ from sealpy.core.errors import RegistryError, SealpyError
 from sealpy.core.image.walk import walk
 from sealpy.core.model import ArchiveEntry, CachedImage, CacheOptions
 from sealpy.core.reference import ImageReference
-from sealpy.core.registries import is_loopback
 from sealpy.core.transport.distribution import DistributionLayout
 from sealpy.core.transport.remote import RegistryClient
 from sealpy.strategies.sync.planning import (
@@ -143,11 +142,7 @@ class Copier:
         return out
 
     def _insecure(self, host: str) -> bool:
-        return (
-            not self.options.tls_verify
-            or is_loopback(host)
-            or self.options.registries.is_insecure(host)
-        )
+        return self.options.hosts.plain_http_allowed(host)
 
     def _image(self, plan: CopyPlan) -> CachedImage:
         """Copy one image with ``skopeo copy`` (and tag it when copied by digest)."""

@@ -7,8 +7,9 @@
 * Runs (:class:`SkopeoRunner`): a skopeo is stopped only when it stalls (no bytes read
   or written for the retry policy's read timeout: :class:`ActivityWatch`), never for
   taking long; its output is relayed line by line (:class:`OutputRelay`); a failed run
-  is retried as a whole, with backoff (:func:`retry_pause`), unless its error is
-  permanent (:func:`is_permanent`).
+  is retried as a whole, with the registry client's retry policy (a
+  :class:`~sealpy.core.transport.http.retry.Retrier`: its backoff and its failing-time
+  budget), unless its error is permanent (:func:`is_permanent`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import random
 import re
 import shutil
 import subprocess
@@ -34,10 +34,12 @@ from sealpy.core.containers import (
     write_registries_conf,
 )
 from sealpy.core.errors import RegistryError, SealpyError
-from sealpy.core.model import CacheOptions, ImageSet, RetryPolicy
+from sealpy.core.hosts import HostPolicy, host_of
+from sealpy.core.model import CacheOptions, ImageSet
 from sealpy.core.process import child_environment, popen_tied, stop
 from sealpy.core.progress import ProgressReporter
-from sealpy.core.registries import Endpoint, RegistriesConfig, is_loopback
+from sealpy.core.registries import Endpoint
+from sealpy.core.transport.http.retry import Retrier
 
 SKOPEO_BINARY = "skopeo"
 SKOPEO_RETRY_TIMES = 3
@@ -61,9 +63,7 @@ def skopeo_environment(images: ImageSet, options: CacheOptions, private: Path) -
     """skopeo's environment: ours without secrets, and a registries.conf in ``private``."""
     env = {**child_environment(own_authfile=True), **go_tuning()}
     conf = private / "registries.conf"
-    write_registries_conf(
-        conf, registry_tables(options.registries, _endpoints(images, options), options.tls_verify)
-    )
+    write_registries_conf(conf, registry_tables(options.hosts, _endpoints(images, options)))
     # skopeo 1.9.3 ignores CONTAINERS_REGISTRIES_CONF (checked): it also gets the
     # hidden --registries-conf flag, which it honours. Paths only: no secret on argv.
     env["CONTAINERS_REGISTRIES_CONF"] = str(conf)
@@ -73,19 +73,20 @@ def skopeo_environment(images: ImageSet, options: CacheOptions, private: Path) -
 def _endpoints(images: ImageSet, options: CacheOptions) -> dict[str, Endpoint]:
     endpoints: dict[str, Endpoint] = {}
     for ref in images.references:
-        for endpoint in options.registries.endpoints(ref):
+        for endpoint in options.hosts.endpoints(ref):
             endpoints.setdefault(endpoint.host, endpoint)
     return endpoints
 
 
-def registry_tables(
-    registries: RegistriesConfig, endpoints: dict[str, Endpoint], tls_verify: bool
-) -> list[RegistryTable]:
-    """registries.conf for skopeo: the user's mirrors, and ``insecure`` for every host we
-    would talk to over plain HTTP or unverified TLS (containers/image has no loopback rule)."""
+def registry_tables(hosts: HostPolicy, endpoints: dict[str, Endpoint]) -> list[RegistryTable]:
+    """registries.conf for skopeo: the user's mirrors, and ``insecure`` for every host the
+    host policy lets us reach over plain HTTP or unverified TLS (containers/image has no
+    loopback rule). An entry's own ``insecure`` flag stands for its location, as
+    containers/image reads it per entry."""
+    registries = hosts.registries
 
     def insecure(flag: bool, location: str) -> bool:
-        return flag or not tls_verify or is_loopback(location.split("/")[0])
+        return hosts.plain_http_allowed(host_of(location), marked=flag)
 
     tables: list[RegistryTable] = []
     for entry in registries.entries:
@@ -104,9 +105,7 @@ def registry_tables(
         )
     seen = {entry.prefix for entry in registries.entries}
     for host in endpoints:
-        if host not in seen and (
-            not tls_verify or is_loopback(host) or registries.is_insecure(host)
-        ):
+        if host not in seen and hosts.plain_http_allowed(host):
             tables.append(RegistryTable(host, insecure=True))
     return tables
 
@@ -117,9 +116,9 @@ def auth_entries(images: ImageSet, options: CacheOptions) -> dict[str, Credentia
     scopes = [
         (endpoint.host, endpoint.repository)
         for ref in images.references
-        for endpoint in options.registries.endpoints(ref)
+        for endpoint in options.hosts.endpoints(ref)
     ]
-    return credential_entries(options.credentials, scopes, per_repository=True)
+    return credential_entries(options.hosts, scopes, per_repository=True)
 
 
 class MemoryAuthFile:
@@ -160,24 +159,14 @@ class MemoryAuthFile:
 # --- runs ---------------------------------------------------------------------------------
 
 
-def retry_pause(policy: RetryPolicy, attempt: int, failing_since: float) -> float | None:
-    """The pause before retrying after failed attempt number ``attempt`` (from 0):
-    jittered exponential backoff; ``None`` when that pause would take the time spent
-    failing past the policy's ``max_seconds``. sync's only backoff rule, kept to this
-    function so a shared retry policy can replace it."""
-    pause = random.uniform(0, min(policy.max_backoff, policy.initial_backoff * 2**attempt))
-    if time.monotonic() + pause - failing_since > policy.max_seconds:
-        return None
-    return pause
-
-
 class SkopeoRunner:
     """Runs skopeo commands for one cache run, from several threads at once.
 
     ``env`` must name the registries.conf (``CONTAINERS_REGISTRIES_CONF``); ``authfile``
     holds the source credentials; ``private`` is a directory only this run uses (each
     worker thread's blob-info cache goes there). :meth:`cancel` stops every running
-    skopeo and every retry."""
+    skopeo and every retry. ``retrier`` is the retry policy in action (default: one for
+    ``options.retry``; the strategy passes its registry client's)."""
 
     def __init__(
         self,
@@ -185,11 +174,13 @@ class SkopeoRunner:
         authfile: MemoryAuthFile,
         options: CacheOptions,
         private: Path,
+        retrier: Retrier | None = None,
     ) -> None:
         self.env = env
         self.authfile = authfile
         self.options = options
         self.private = private
+        self.retrier = retrier or options.transport.retrier()
         self.skopeo = shutil.which(SKOPEO_BINARY) or SKOPEO_BINARY
         self.cancelled = threading.Event()
         self._lock = threading.Lock()
@@ -207,7 +198,7 @@ class SkopeoRunner:
         self, global_flags: list[str], verb: str, flags: list[str], operands: list[str]
     ) -> list[str]:
         """The skopeo command line: paths and flags only, never a secret."""
-        retries = min(SKOPEO_RETRY_TIMES, max(0, self.options.retry.attempts - 1))
+        retries = min(SKOPEO_RETRY_TIMES, max(0, self.retrier.policy.attempts - 1))
         return [
             self.skopeo,
             "--registries-conf",
@@ -235,14 +226,15 @@ class SkopeoRunner:
     ) -> None:
         """Run ``skopeo VERB``, retrying the whole command (skopeo 1.9 does not retry a
         truncated manifest body itself) as the client retries a request: attempts bounded
-        (``retries``, else the policy's), backoff by :func:`retry_pause`. A failed
-        ``copy`` raises :class:`RegistryError`; a failed ``sync`` returns, as its caller
-        copies what the batch did not deliver image by image."""
-        policy = self.options.retry
+        (``retries``, else the policy's), the pause between them and the time allowed for
+        failing as the :attr:`retrier` says. A failed ``copy`` raises
+        :class:`RegistryError`; a failed ``sync`` returns, as its caller copies what the
+        batch did not deliver image by image."""
+        policy = self.retrier.policy
         command = self.command(global_flags, verb, flags, operands)
         attempts = max(1, policy.attempts if retries is None else retries)
         last = ""
-        failing_since: float | None = None
+        budget = self.retrier.budget()
         for attempt in range(attempts):
             if self.cancelled.is_set():
                 raise SealpyError("interrupted")
@@ -250,18 +242,18 @@ class SkopeoRunner:
             returncode, last, last_active = self.attempt(label, command)
             if returncode == 0:
                 return
-            # Like the client's budget, time spent failing counts from the last progress:
-            # an attempt that kept moving for a while (longer than any backoff) resets it;
-            # quick failures (refused, 5xx at once) do not.
-            if failing_since is None or last_active - started > policy.max_backoff:
-                failing_since = last_active
+            # As in the client, time spent failing counts from the last progress: the first
+            # failure's last activity, then an attempt that kept moving for a while (longer
+            # than any backoff) moves it; quick failures (refused, 5xx at once) do not.
+            if attempt == 0 or last_active - started > policy.max_backoff:
+                budget.progress(at=last_active)
             # A refused token may just have expired: one fresh skopeo gets a new one.
             give_up = is_permanent(last) and not (attempt == 0 and is_auth_failure(last))
             if self.cancelled.is_set() or give_up or attempt == attempts - 1:
                 break
-            pause = retry_pause(policy, attempt, failing_since)
-            if pause is None:
-                last = f"{last} (gave up after {time.monotonic() - failing_since:.0f} s)"
+            pause = self.retrier.delay(None, attempt + 1)
+            if pause > budget.remaining():  # the pause would end past the budget
+                last = f"{last} (gave up after {budget.spent():.0f} s)"
                 break
             self.cancelled.wait(pause)
         if verb == "sync":
@@ -304,7 +296,7 @@ class SkopeoRunner:
 
     def _wait(self, process: subprocess.Popen, watch: ActivityWatch) -> str:
         """Wait for ``process`` to exit; stop it when it stalls, and then say so."""
-        limit = max(1.0, self.options.retry.read_timeout)
+        limit = max(1.0, self.retrier.policy.read_timeout)
         while True:
             try:
                 process.wait(timeout=min(1.0, limit / 4))

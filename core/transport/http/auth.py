@@ -22,7 +22,8 @@ import requests
 
 from sealpy.core.auth import Credential, CredentialProvider
 from sealpy.core.errors import AuthenticationError, RegistryError
-from sealpy.core.registries import Endpoint, is_loopback
+from sealpy.core.hosts import is_loopback
+from sealpy.core.registries import Endpoint
 from sealpy.core.transport.http.retry import TransientError, retry_after
 from sealpy.core.transport.http.session import (
     RETRY_STATUS,

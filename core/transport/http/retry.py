@@ -62,9 +62,14 @@ class RetryBudget:
         self._since = time.monotonic()
         self.exhausted = False
 
-    def progress(self) -> None:
-        """Bytes arrived: the time spent so far was not spent failing."""
-        self._since = time.monotonic()
+    def progress(self, at: float | None = None) -> None:
+        """Bytes arrived (now, or at monotonic time ``at``): the time spent until then
+        was not spent failing."""
+        self._since = time.monotonic() if at is None else at
+
+    def spent(self) -> float:
+        """Seconds spent failing so far (since the start or the last progress)."""
+        return time.monotonic() - self._since
 
     def remaining(self) -> float:
         return self.seconds - (time.monotonic() - self._since)

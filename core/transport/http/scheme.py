@@ -1,8 +1,10 @@
 """How each registry host is reached: HTTPS (verified or not) or plain HTTP.
 
 Decided once per host and remembered for the run (go-containerregistry's "schemer" and
-"ping"). An endpoint that names its scheme gets it; a host that is neither loopback nor
-insecure gets verified HTTPS without a request; for the others a ping of ``/v2/`` decides.
+"ping"). Where the host policy decides the scheme (:meth:`HostPolicy.scheme
+<sealpy.core.hosts.HostPolicy.scheme>`: one the user wrote, or HTTPS for a host that is
+neither loopback nor insecure) no request is made; for the others a ping of ``/v2/``
+decides.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from dataclasses import dataclass
 
 import requests
 
-from sealpy.core.registries import Endpoint, api_host, is_loopback
+from sealpy.core.hosts import is_loopback
+from sealpy.core.registries import Endpoint, api_host
 from sealpy.core.transport.http.session import (
     HttpTransport,
     is_cert_error,
@@ -51,14 +54,16 @@ class SchemeResolver:
                 known = self._resolved.get(endpoint.host)
             if known is not None:
                 return known
-            insecure = self.transport.insecure(endpoint)
+            policy = self.transport.hosts
+            verify = policy.verifies_tls(endpoint)
             host = api_host(endpoint.host)
-            if endpoint.scheme == "http":
+            scheme = policy.scheme(endpoint)
+            if scheme == "http":
                 resolved = ResolvedHost(f"http://{host}", False)
-            elif endpoint.scheme == "https" or not (insecure or is_loopback(host)):
-                resolved = ResolvedHost(f"https://{host}", not insecure)
+            elif scheme == "https":
+                resolved = ResolvedHost(f"https://{host}", verify)
             else:
-                resolved = self._probe(host, verify=not insecure)
+                resolved = self._probe(host, verify=verify)
             with self._lock:
                 self._resolved[endpoint.host] = resolved
             return resolved

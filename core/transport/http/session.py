@@ -25,8 +25,9 @@ from requests.adapters import HTTPAdapter
 
 from sealpy.core import __version__
 from sealpy.core.errors import AuthenticationError, NotFoundError, RegistryError
+from sealpy.core.hosts import HostPolicy, is_loopback
 from sealpy.core.model import RetryPolicy
-from sealpy.core.registries import Endpoint, RegistriesConfig, is_loopback
+from sealpy.core.registries import Endpoint
 from sealpy.core.transport.http.retry import TransientError, retry_after
 
 # 520-524: the errors CDNs in front of registries answer with (origin down, timed out).
@@ -120,18 +121,16 @@ class _Session(requests.Session):
 
 
 class HttpTransport:
-    """The session of one run and the TLS policy for each host; thread-safe."""
+    """The session of one run, following a host policy; thread-safe."""
 
     def __init__(
         self,
         *,
-        tls_verify: bool,
-        registries: RegistriesConfig,
+        hosts: HostPolicy,
         retry: RetryPolicy,
         max_connections: int,
     ) -> None:
-        self.tls_verify = tls_verify
-        self.registries = registries
+        self.hosts = hosts
         self.retry = retry
         self.session: requests.Session = _Session()
         self.session.headers["User-Agent"] = f"sealpy/{__version__}"
@@ -161,10 +160,8 @@ class HttpTransport:
         return (self.retry.connect_timeout, self.retry.read_timeout)
 
     def insecure(self, endpoint: Endpoint) -> bool:
-        """Whether TLS is not verified for this endpoint (flag, endpoint or registries.conf)."""
-        return (
-            not self.tls_verify or endpoint.insecure or self.registries.is_insecure(endpoint.host)
-        )
+        """Whether TLS is not verified for this endpoint (the host policy's answer)."""
+        return not self.hosts.verifies_tls(endpoint)
 
     def exchange(
         self,
