@@ -420,9 +420,9 @@ class _CopyRun:
             return
         state.done = True
         state.finished = time.monotonic()
-        # Name the image once: a conflict's message already names every image involved.
-        named = str(error).startswith(state.job.label) or isinstance(error, ConflictError)
-        state.error = error if named else type(error)(f"{state.job.label}: {error}")
+        # Name the image once: a conflict's message already names every image involved
+        # (and it stays one shared error, so that whoever lists failures says it once).
+        state.error = error if isinstance(error, ConflictError) else error.about(state.job.label)
         self.progress.image_failed(state.job.label, str(error))
 
     # --- report -----------------------------------------------------------------------

@@ -1,0 +1,103 @@
+"""The error hierarchy: what an error is about is a field, not text to match or rebuild;
+one failures helper gives every strategy the same one-line CacheError."""
+
+from __future__ import annotations
+
+import pytest
+
+from sealpy.core import errors
+from sealpy.core.cache.failures import cache_error
+from sealpy.core.errors import (
+    CacheError,
+    ConflictError,
+    ContentError,
+    DigestMismatchError,
+    ManifestError,
+    NotFoundError,
+    RegistryError,
+    SealpyError,
+)
+from sealpy.core.model import CacheReport
+
+
+def test_an_error_with_a_subject_renders_subject_then_message():
+    error = NotFoundError("manifest unknown", subject="example.com/app:1")
+    assert str(error) == "example.com/app:1: manifest unknown"
+    assert error.message == "manifest unknown"
+    assert str(NotFoundError("manifest unknown")) == "manifest unknown"
+
+
+def test_about_keeps_class_attributes_and_cause():
+    report = CacheReport("proxy")
+    try:
+        try:
+            raise OSError(28, "No space left on device")
+        except OSError as exc:
+            raise CacheError("writing failed", report) from exc
+    except CacheError as caught:
+        original = caught
+    named = original.about("example.com/app:1")
+    assert type(named) is CacheError
+    assert named.report is report
+    assert isinstance(named.cause, OSError) and named.cause is original.cause
+    assert named.__traceback__ is original.__traceback__
+    assert str(named) == "example.com/app:1: writing failed"
+    assert str(original) == "writing failed", "the original is left as it was (it may be shared)"
+
+
+def test_about_the_same_subject_is_the_error_itself():
+    error = DigestMismatchError("content has digest sha256:00", subject="blob sha256:ab")
+    assert error.about("blob sha256:ab") is error
+
+
+def test_about_another_subject_keeps_the_first_in_the_message():
+    error = DigestMismatchError("content has digest sha256:00", subject="blob sha256:ab")
+    named = error.about("example.com/app:1")
+    assert str(named) == "example.com/app:1: blob sha256:ab: content has digest sha256:00"
+    assert named.subject == "example.com/app:1"
+
+
+def test_content_errors_are_a_branch_of_their_own():
+    assert issubclass(DigestMismatchError, ContentError)
+    assert issubclass(ManifestError, ContentError)
+    assert not issubclass(ContentError, RegistryError)
+
+
+def test_classes_nothing_raises_are_gone():
+    assert not hasattr(errors, "NotImplementedYetError")
+
+
+def test_one_failure_is_its_own_line():
+    report = CacheReport("proxy")
+    error = cache_error([NotFoundError("not found").about("example.com/a:1")], 3, report)
+    assert isinstance(error, CacheError) and error.report is report
+    assert str(error) == "example.com/a:1: not found"
+
+
+def test_several_failures_name_a_conflict_once():
+    conflict = ConflictError("a:1, b:1 would all be stored as app:1 with different content")
+    failures = [
+        conflict,
+        SealpyError("not found").about("c:1"),
+        conflict,
+    ]
+    error = cache_error(failures, 5, CacheReport("sync"))
+    assert str(error) == (
+        "3 of 5 images could not be cached: "
+        "a:1, b:1 would all be stored as app:1 with different content; c:1: not found"
+    )
+
+
+def test_no_failures_is_no_error():
+    with pytest.raises(ValueError):
+        cache_error([], 1, CacheReport("proxy"))
+
+
+def test_amended_adds_to_the_message_and_keeps_class_subject_and_cause():
+    cause = OSError("connection reset")
+    error = NotFoundError("not found", subject="manifest 1")
+    error.__cause__ = cause
+    amended = error.amended(" (also tried mirror m.example: 503)")
+    assert type(amended) is NotFoundError and amended.cause is cause
+    assert str(amended) == "manifest 1: not found (also tried mirror m.example: 503)"
+    assert str(error) == "manifest 1: not found"
