@@ -150,6 +150,11 @@ class BuildError(SealpyError):
     """The build file cannot be built: unknown instruction, missing COPY source, ..."""
 
 
+class PathNotFoundError(BuildError):
+    """A path in the build context (or a stage) does not exist, or a component on its way
+    is not a directory."""
+
+
 class StoreError(SealpyError):
     """The local image store: unknown image, corrupt index."""
 

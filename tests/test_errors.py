@@ -101,3 +101,20 @@ def test_amended_adds_to_the_message_and_keeps_class_subject_and_cause():
     assert type(amended) is NotFoundError and amended.cause is cause
     assert str(amended) == "manifest 1: not found (also tried mirror m.example: 503)"
     assert str(error) == "manifest 1: not found"
+
+
+def test_a_missing_path_is_told_by_its_class_not_its_text(tmp_path):
+    """tar.txt's archive check asks whether the path is missing by the error's class: a
+    file whose name reads like the old message text is not taken for a missing one."""
+    from sealpy.core.build.context import Tree
+    from sealpy.core.errors import BuildError, PathNotFoundError
+
+    with pytest.raises(PathNotFoundError, match="nope: no such file or directory"):
+        Tree(tmp_path).resolve("nope")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(PathNotFoundError, match="a path component is not a directory"):
+        Tree(tmp_path).resolve("file/below")
+    (tmp_path / "loop").symlink_to("loop")
+    with pytest.raises(BuildError) as failure:
+        Tree(tmp_path).resolve("loop")
+    assert not isinstance(failure.value, PathNotFoundError)
