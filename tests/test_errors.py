@@ -118,3 +118,67 @@ def test_a_missing_path_is_told_by_its_class_not_its_text(tmp_path):
     with pytest.raises(BuildError) as failure:
         Tree(tmp_path).resolve("loop")
     assert not isinstance(failure.value, PathNotFoundError)
+
+
+# --- the engine and the strategies name each image through about() ---------------------
+
+
+def test_the_engine_names_each_image_of_a_shared_failing_blob_keeping_class_and_cause(
+    tmp_path,
+):
+    from sealpy.core.reference import Platform
+    from sealpy.core.testing.memory import MemoryRepository
+    from sealpy.core.transport.copy import CopyJob, copy_images
+
+    reset = ConnectionResetError(104, "Connection reset by peer")
+
+    class Breaking(MemoryRepository):
+        def fetch_blob(self, descriptor, writer, on_bytes=None):
+            if descriptor.digest == shared:
+                raise NotFoundError("blob unknown", subject=f"blob {shared}") from reset
+            super().fetch_blob(descriptor, writer, on_bytes)
+
+    source = Breaking("src")
+    destination = MemoryRepository("dst", scratch=tmp_path)
+    images = [source.add_image([b"shared base", f"app {i}".encode()]) for i in range(2)]
+    shared = images[0].layers[0].digest
+    jobs = [
+        CopyJob(f"app{i}", source, m.digest, destination, tag=f"v{i}") for i, m in enumerate(images)
+    ]
+    outcome = copy_images(jobs, platforms=[Platform.parse("linux/amd64")], max_parallel=2)
+    assert sorted(f.label for f in outcome.failures) == ["app0", "app1"]
+    for failure in outcome.failures:
+        assert type(failure.error) is NotFoundError
+        assert failure.error.cause is reset
+        assert str(failure.error) == f"{failure.label}: blob {shared}: blob unknown"
+
+
+def test_a_sync_conflict_is_one_error_listed_for_each_of_its_images():
+    from sealpy.core.model import CacheOptions
+    from sealpy.core.reference import ImageReference
+    from sealpy.strategies.sync.planning import CopyPlan, without_conflicts
+
+    def plan(host: str, expected: str) -> CopyPlan:
+        ref = ImageReference.parse(f"{host}/app:1")
+        return CopyPlan(
+            label=str(ref),
+            ref=ref,
+            source=f"docker://{ref}",
+            repository="app",
+            tag="1",
+            copy_reference="1",
+            all_platforms=False,
+            platform=None,
+            expected=expected,
+        )
+
+    plans, failures = without_conflicts(
+        [plan("a.example", "sha256:" + "a" * 64), plan("b.example", "sha256:" + "b" * 64)],
+        [],
+        CacheOptions(),
+    )
+    assert plans == []
+    assert len(failures) == 2 and failures[0] is failures[1]
+    assert isinstance(failures[0], ConflictError)
+    message = str(cache_error(failures, 2, CacheReport("sync")))
+    assert message.count("would all be stored as app:1 with different content") == 1
