@@ -32,6 +32,9 @@ class SealpyError(Exception):
     def __str__(self) -> str:
         return f"{self.subject}: {self.message}" if self.subject else self.message
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r})"
+
     @property
     def cause(self) -> BaseException | None:
         """The exception this one was raised from."""

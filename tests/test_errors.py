@@ -182,3 +182,24 @@ def test_a_sync_conflict_is_one_error_listed_for_each_of_its_images():
     assert isinstance(failures[0], ConflictError)
     message = str(cache_error(failures, 2, CacheReport("sync")))
     assert message.count("would all be stored as app:1 with different content") == 1
+
+
+def test_a_blob_that_cannot_be_written_fails_its_image_with_the_os_error_as_cause(tmp_path):
+    from sealpy.core.reference import Platform
+    from sealpy.core.testing.memory import MemoryRepository
+    from sealpy.core.transport.copy import CopyJob, copy_images
+
+    full = OSError(28, "No space left on device")
+
+    class Full(MemoryRepository):
+        def receive_blob(self, descriptor, source, on_bytes=None):
+            raise full
+
+    source = MemoryRepository("src")
+    image = source.add_image([b"layer"])
+    job = CopyJob("app", source, image.digest, Full("dst", scratch=tmp_path), tag="1")
+    outcome = copy_images([job], platforms=[Platform.parse("linux/amd64")])
+    (failure,) = outcome.failures
+    assert failure.error.cause is full
+    assert str(failure.error).startswith("app: blob sha256:")
+    assert str(failure.error).endswith(": writing failed: No space left on device")

@@ -406,7 +406,9 @@ class _CopyRun:
             self.fail(state, exc)
             return
         except OSError as exc:
-            self.fail(state, SealpyError(f"writing failed: {exc.strerror or exc}"))
+            error = SealpyError(f"writing failed: {exc.strerror or exc}")
+            error.__cause__ = exc
+            self.fail(state, error)
             return
         state.done = True
         state.finished = time.monotonic()
@@ -439,11 +441,15 @@ class _CopyRun:
 
 
 def _as_error(digest: str, error: BaseException | None) -> SealpyError:
+    """What a blob's transfer failed with, as an error about that blob (its cause kept)."""
     if isinstance(error, SealpyError):
         return error
     if isinstance(error, OSError):
-        return SealpyError(f"blob {digest}: writing failed: {error.strerror or error}")
-    return SealpyError(f"blob {digest}: {type(error).__name__}: {error}")
+        named = SealpyError(f"writing failed: {error.strerror or error}", subject=f"blob {digest}")
+    else:
+        named = SealpyError(f"{type(error).__name__}: {error}", subject=f"blob {digest}")
+    named.__cause__ = error
+    return named
 
 
 def _result(state: _JobState) -> CopyResult:
