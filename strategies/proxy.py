@@ -17,12 +17,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from sealpy.core.cache.failures import cache_error
 from sealpy.core.cache.strategy import CacheStrategy
-from sealpy.core.errors import CacheError
 from sealpy.core.hookspecs import hookimpl
 from sealpy.core.model import CacheOptions, CacheReport, ImageSet
 from sealpy.core.transport.archive import archive_job
-from sealpy.core.transport.copy import CopyJob, CopyOutcome, copy_images
+from sealpy.core.transport.copy import CopyJob, copy_images
 from sealpy.core.transport.distribution import DistributionLayout
 
 
@@ -75,21 +75,9 @@ class ProxyStrategy(CacheStrategy):
             seconds=time.monotonic() - started,
             requests=requests,
         )
-        raise_failures(outcome, report, len(jobs))
+        if outcome.failures:
+            raise cache_error([f.error for f in outcome.failures], len(jobs), report)
         return report
-
-
-def raise_failures(outcome: CopyOutcome, report: CacheReport, total: int) -> None:
-    """One line naming every image that failed, and why; the report rides along."""
-    if not outcome.failures:
-        return
-    if len(outcome.failures) == 1:
-        raise CacheError(str(outcome.failures[0].error), report)
-    # Every image of a conflict carries the same error: say each cause once.
-    causes = "; ".join(dict.fromkeys(str(f.error) for f in outcome.failures))
-    raise CacheError(
-        f"{len(outcome.failures)} of {total} images could not be cached: {causes}", report
-    )
 
 
 @hookimpl

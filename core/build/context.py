@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from sealpy.core.errors import BuildError
+from sealpy.core.errors import BuildError, PathNotFoundError
 
 IGNORE_FILES = (".containerignore", ".dockerignore")  # buildah prefers .containerignore
 MAX_SYMLINK_HOPS = 40  # Linux's ELOOP limit
@@ -202,9 +202,11 @@ class Tree:
             try:
                 st = candidate.lstat()
             except FileNotFoundError:
-                raise BuildError(f"{relpath}: no such file or directory in {self.what}") from None
+                raise PathNotFoundError(
+                    f"{relpath}: no such file or directory in {self.what}"
+                ) from None
             except NotADirectoryError:
-                raise BuildError(
+                raise PathNotFoundError(
                     f"{relpath}: a path component is not a directory in {self.what}"
                 ) from None
             except OSError as exc:

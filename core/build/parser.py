@@ -105,7 +105,7 @@ class Instruction:
         return any(key == name for key, _ in self.flags)
 
     def error(self, message: str) -> BuildError:
-        return BuildError(f"{self.where}: {self.keyword}: {message}")
+        return BuildError(f"{self.keyword}: {message}", subject=self.where)
 
 
 def parse_files(paths: Sequence[Path], *, root: Path | None = None) -> list[Instruction]:

@@ -133,9 +133,9 @@ class StageWriter:
                 try:
                     blob = self._layer(step.layer, results, platform, scratch)
                 except BuildError as exc:
-                    if str(exc).startswith(step.where):
-                        raise
-                    raise BuildError(f"{step.where}: {step.text.split()[0]}: {exc}") from None
+                    if not step.where or exc.subject == step.where:
+                        raise  # it names its instruction already
+                    raise exc.about(f"{step.where}: {step.text.split()[0]}") from exc.cause
                 layers.append(blob.descriptor)
                 diff_ids.append(blob.diff_id)
             history.append(entry)

@@ -21,7 +21,7 @@ from typing import cast
 
 from sealpy.core.build.context import Tree
 from sealpy.core.discovery.yamlimages import text_lines
-from sealpy.core.errors import BuildError, ContextError, InvalidReferenceError
+from sealpy.core.errors import BuildError, ContextError, InvalidReferenceError, PathNotFoundError
 from sealpy.core.hookspecs import hookimpl
 from sealpy.core.model import (
     ArchiveEntry,
@@ -83,11 +83,9 @@ def _archive_path(text: str, root: Path, where: str) -> Path:
         )
     try:
         path = Tree(root).resolve(relpath)
+    except PathNotFoundError:
+        raise ContextError(f"{where}: archive {text!r} not found (looked for {looked})") from None
     except BuildError as exc:
-        if "no such file" in str(exc) or "not a directory" in str(exc):
-            raise ContextError(
-                f"{where}: archive {text!r} not found (looked for {looked})"
-            ) from None
         raise ContextError(f"{where}: archive {text!r}: {exc}") from None  # outside, a loop
     if not path.is_file():
         raise ContextError(f"{where}: archive {text!r} not found (looked for {looked})")

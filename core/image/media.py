@@ -110,19 +110,21 @@ class Manifest:
             isinstance(doc, dict) and (doc.get("schemaVersion") == 1 or declared in SCHEMA1_TYPES)
         ):
             raise ManifestError(
-                f"{what}: Docker schema1 manifests are not supported (deprecated since 2017); "
-                "push the image again with a current client"
+                "Docker schema1 manifests are not supported (deprecated since 2017); "
+                "push the image again with a current client",
+                subject=what,
             )
         if expected_digest is not None and sha256_digest(data) != expected_digest:
             raise DigestMismatchError(
-                f"{what}: content does not match {expected_digest} (got {sha256_digest(data)})"
+                f"content does not match {expected_digest} (got {sha256_digest(data)})",
+                subject=what,
             )
         if doc is None:
-            raise ManifestError(f"{what}: not valid JSON")
+            raise ManifestError("not valid JSON", subject=what)
         if not isinstance(doc, dict):
-            raise ManifestError(f"{what}: not a JSON object")
+            raise ManifestError("not a JSON object", subject=what)
         if "mediaType" in doc and declared is None and doc["mediaType"] is not None:
-            raise ManifestError(f"{what}: mediaType is not a string")
+            raise ManifestError("mediaType is not a string", subject=what)
         if kind not in MANIFEST_TYPES:
             kind = declared or ""
         if not kind:
@@ -131,7 +133,9 @@ class Manifest:
             elif "config" in doc and "layers" in doc:
                 kind = OCI_MANIFEST
         if kind not in MANIFEST_TYPES:
-            raise ManifestError(f"{what}: unsupported manifest media type {kind or 'unknown'!r}")
+            raise ManifestError(
+                f"unsupported manifest media type {kind or 'unknown'!r}", subject=what
+            )
         manifest = cls(kind, data)
         manifest._validate(what)
         return manifest
@@ -140,11 +144,11 @@ class Manifest:
         doc = self.json
         if self.is_index:
             if not isinstance(doc.get("manifests"), list):
-                raise ManifestError(f"{what}: index without a manifests list")
+                raise ManifestError("index without a manifests list", subject=what)
             _ = self.children
         else:
             if not isinstance(doc.get("config"), dict) or not isinstance(doc.get("layers"), list):
-                raise ManifestError(f"{what}: manifest without config or layers")
+                raise ManifestError("manifest without config or layers", subject=what)
             _ = self.config, self.layers
 
     @cached_property

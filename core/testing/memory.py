@@ -107,7 +107,7 @@ class MemoryRepository:
         digest = self.tags.get(reference, reference)
         manifest = self.manifests.get(digest)
         if manifest is None:
-            raise NotFoundError(f"{self.name}:{reference}: manifest unknown")
+            raise NotFoundError("manifest unknown", subject=f"{self.name}:{reference}")
         return manifest
 
     def fetch_blob(
@@ -119,10 +119,10 @@ class MemoryRepository:
         with self._lock:
             self.blob_fetches[descriptor.digest] += 1
         if descriptor.digest in self.failing_blobs:
-            raise SealpyError(f"blob {descriptor.digest}: the source failed")
+            raise SealpyError("the source failed", subject=f"blob {descriptor.digest}")
         data = self.blobs.get(descriptor.digest)
         if data is None:
-            raise NotFoundError(f"blob {descriptor.digest}: blob unknown")
+            raise NotFoundError("blob unknown", subject=f"blob {descriptor.digest}")
         if descriptor.digest in self.lying_blobs:
             data = data[::-1] + b"!"
         writer.reset()
@@ -170,14 +170,14 @@ class MemoryRepository:
         name children that are not stored: copying one platform keeps the whole index."""
         missing = [b.digest for b in manifest.blobs if b.digest not in self.blobs]
         if missing:
-            raise DigestMismatchError(f"manifest {manifest.digest}: missing {missing}")
+            raise DigestMismatchError(f"missing {missing}", subject=f"manifest {manifest.digest}")
         with self._lock:
             self.manifests[manifest.digest] = manifest
             self.events.append(f"manifest {manifest.digest}")
 
     def set_tag(self, tag: str, manifest: Manifest) -> None:
         if manifest.digest not in self.manifests:
-            raise NotFoundError(f"tag {tag}: manifest {manifest.digest} not stored")
+            raise NotFoundError(f"manifest {manifest.digest} not stored", subject=f"tag {tag}")
         with self._lock:
             self.tags[tag] = manifest.digest
             self.events.append(f"tag {tag} {manifest.digest}")

@@ -92,7 +92,7 @@ class BlobWriter:
     def write(self, chunk: bytes) -> None:
         if self.size is not None and self.offset + len(chunk) > self.size:
             raise DigestMismatchError(
-                f"blob {self.digest}: more than the {self.size} bytes announced"
+                f"more than the {self.size} bytes announced", subject=f"blob {self.digest}"
             )
         self._file.write(chunk)
         self._hash.update(chunk)
@@ -115,10 +115,10 @@ class BlobWriter:
         actual = "sha256:" + self._hash.hexdigest()
         if self.size is not None and self.offset != self.size:
             raise DigestMismatchError(
-                f"blob {self.digest}: got {self.offset} bytes, expected {self.size}"
+                f"got {self.offset} bytes, expected {self.size}", subject=f"blob {self.digest}"
             )
         if self.digest is not None and actual != self.digest:
-            raise DigestMismatchError(f"blob {self.digest}: content has digest {actual}")
+            raise DigestMismatchError(f"content has digest {actual}", subject=f"blob {self.digest}")
         return actual
 
     def commit(self) -> Descriptor:

@@ -408,7 +408,9 @@ class _CopyRun:
             self.fail(state, exc)
             return
         except OSError as exc:
-            self.fail(state, SealpyError(f"writing failed: {exc.strerror or exc}"))
+            error = SealpyError(f"writing failed: {exc.strerror or exc}")
+            error.__cause__ = exc
+            self.fail(state, error)
             return
         state.done = True
         state.finished = time.monotonic()
@@ -422,9 +424,9 @@ class _CopyRun:
             return
         state.done = True
         state.finished = time.monotonic()
-        # Name the image once: a conflict's message already names every image involved.
-        named = str(error).startswith(state.job.label) or isinstance(error, ConflictError)
-        state.error = error if named else type(error)(f"{state.job.label}: {error}")
+        # Name the image once: a conflict's message already names every image involved
+        # (and it stays one shared error, so that whoever lists failures says it once).
+        state.error = error if isinstance(error, ConflictError) else error.about(state.job.label)
         self.progress.image_failed(state.job.label, str(error))
 
     # --- report -----------------------------------------------------------------------
@@ -441,11 +443,15 @@ class _CopyRun:
 
 
 def _as_error(digest: str, error: BaseException | None) -> SealpyError:
+    """What a blob's transfer failed with, as an error about that blob (its cause kept)."""
     if isinstance(error, SealpyError):
         return error
     if isinstance(error, OSError):
-        return SealpyError(f"blob {digest}: writing failed: {error.strerror or error}")
-    return SealpyError(f"blob {digest}: {type(error).__name__}: {error}")
+        named = SealpyError(f"writing failed: {error.strerror or error}", subject=f"blob {digest}")
+    else:
+        named = SealpyError(f"{type(error).__name__}: {error}", subject=f"blob {digest}")
+    named.__cause__ = error
+    return named
 
 
 def _result(state: _JobState) -> CopyResult:

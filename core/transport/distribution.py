@@ -259,7 +259,7 @@ class DistributionLayout:
             return None
         try:
             return Manifest.parse(self.read_blob(digest), expected_digest=digest)
-        except Exception:
+        except (SealpyError, OSError):  # unreadable or not a manifest: not stored
             return None
 
     def repositories(self) -> list[str]:

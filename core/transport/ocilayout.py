@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from sealpy.core.errors import NotFoundError, StoreError
+from sealpy.core.errors import NotFoundError, SealpyError, StoreError
 from sealpy.core.image.media import OCI_INDEX, Descriptor, Manifest, digest_hex, sha256_digest
 from sealpy.core.reference import SHA256_RE
 from sealpy.core.transport.blobio import (
@@ -240,7 +240,7 @@ class OCIImageEnd:
             return None
         try:
             return self.layout.get_manifest_by_digest(digest)
-        except Exception:
+        except (SealpyError, OSError):  # unreadable or not a manifest: not stored
             return None
 
     def put_manifest(self, manifest: Manifest) -> None:

@@ -226,7 +226,8 @@ class RemoteRepository:
                     failed_mirrors.append(f"mirror {endpoint.host}: {exc}")
                     continue
                 if failed_mirrors:
-                    raise type(exc)(f"{exc} (also tried {'; '.join(failed_mirrors)})") from None
+                    tried = f" (also tried {'; '.join(failed_mirrors)})"
+                    raise exc.amended(tried) from exc.cause
                 raise
             self._served_by = endpoint
             return result
@@ -264,7 +265,7 @@ class RemoteRepository:
                         )
                     except DigestMismatchError as exc:
                         # Wrong bytes in transit are retried; a source that keeps lying fails.
-                        raise TransientError(str(exc)) from None
+                        raise TransientError.of(exc) from None
             raise AssertionError("unreachable")
 
         return self._over_endpoints(fetch)
@@ -318,7 +319,7 @@ class RemoteRepository:
                         return
                     except DigestMismatchError as exc:
                         writer.reset()
-                        raise TransientError(str(exc)) from None
+                        raise TransientError.of(exc) from None
                 # Identity encoding: Range offsets count the blob's own bytes, which a
                 # proxy compressing the answer would change.
                 headers = {"Accept-Encoding": "identity"}
@@ -339,7 +340,7 @@ class RemoteRepository:
                                 on_bytes(len(chunk))
                     except DigestMismatchError as exc:
                         writer.reset()
-                        raise TransientError(str(exc)) from None
+                        raise TransientError.of(exc) from None
                     except (
                         requests.exceptions.RequestException,
                         urllib3.exceptions.HTTPError,
@@ -354,7 +355,7 @@ class RemoteRepository:
                     writer.verify()
                 except DigestMismatchError as exc:
                     writer.reset()
-                    raise TransientError(str(exc)) from None
+                    raise TransientError.of(exc) from None
                 return
 
     def _get_following_redirects(

@@ -20,8 +20,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from sealpy.core.cache.failures import cache_error
 from sealpy.core.cache.strategy import CacheStrategy
-from sealpy.core.errors import CacheError
+from sealpy.core.errors import SealpyError
 from sealpy.core.hookspecs import hookimpl
 from sealpy.core.model import CachedImage, CacheOptions, CacheReport, ImageSet
 from sealpy.core.transport.archive import archive_job
@@ -37,7 +38,7 @@ class SerialStrategy(CacheStrategy):
         started = time.monotonic()
         layout = DistributionLayout(registry_dir)
         cached: list[CachedImage] = []
-        errors: list[str] = []
+        errors: list[SealpyError] = []
         with options.transport.client() as client:
             jobs = [
                 (
@@ -73,13 +74,12 @@ class SerialStrategy(CacheStrategy):
                     max_parallel=1,
                     progress=options.progress,
                 )
-                # A conflict is one error shared by every image of its group: say it once.
-                errors.extend(dict.fromkeys(str(f.error) for f in outcome.failures))
+                errors.extend(f.error for f in outcome.failures)
                 cached.extend(r.cached_as(*targets[r.label]) for r in outcome.results)
             requests = client.requests_sent
         report = CacheReport(self.name, tuple(cached), time.monotonic() - started, requests)
-        if errors:
-            raise CacheError("; ".join(errors), report)
+        if errors:  # one line naming each failed image (a conflict once), as built-ins do
+            raise cache_error(errors, len(jobs), report)
         return report
 
 

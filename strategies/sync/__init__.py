@@ -43,9 +43,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from sealpy.core.cache.failures import cache_error
 from sealpy.core.cache.localregistry import REGISTRY_BINARY, RegistryProcess
 from sealpy.core.cache.strategy import Availability, CacheStrategy
-from sealpy.core.errors import CacheError, SealpyError
+from sealpy.core.errors import SealpyError
 from sealpy.core.hookspecs import hookimpl
 from sealpy.core.model import ArchiveEntry, CacheOptions, CacheReport, ImageSet
 from sealpy.core.transport.distribution import PARTIAL_PREFIX, DistributionLayout
@@ -106,13 +107,7 @@ class SyncStrategy(CacheStrategy):
             self.name, tuple(outcome.results), time.monotonic() - started, requests
         )
         if failures:
-            if len(failures) == 1:
-                raise CacheError(failures[0], report)
-            total = len(images.images) + len(images.archives)
-            raise CacheError(
-                f"{len(failures)} of {total} images could not be cached: " + "; ".join(failures),
-                report,
-            )
+            raise cache_error(failures, len(images.images) + len(images.archives), report)
         return report
 
 

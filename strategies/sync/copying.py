@@ -38,10 +38,10 @@ _Results = list[tuple[str, CachedImage | SealpyError]]
 
 @dataclass
 class CopyOutcome:
-    """What a copy run stored, and one failure line per image it could not."""
+    """What a copy run stored, and one error (naming its image) per image it could not."""
 
     results: list[CachedImage] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
+    failures: list[SealpyError] = field(default_factory=list)
 
 
 class Copier:
@@ -78,8 +78,7 @@ class Copier:
                     if isinstance(result, CachedImage):
                         outcome.results.append(result)
                         continue
-                    message = str(result) if str(result).startswith(label) else f"{label}: {result}"
-                    outcome.failures.append(message)
+                    outcome.failures.append(result.about(label))
                     self.options.progress.image_failed(label, str(result))
         except BaseException:
             self.runner.cancel()

@@ -79,7 +79,7 @@ def plan_images(
     layout: DistributionLayout,
     client: RegistryClient,
     options: CacheOptions,
-) -> tuple[list[CopyPlan], list[str]]:
+) -> tuple[list[CopyPlan], list[SealpyError]]:
     """Look at each source once (in parallel): index or not, and is it already here?
     Returns the plans without conflicts, and one failure line per image left out."""
 
@@ -87,21 +87,21 @@ def plan_images(
         return plan_image(ref, layout, client, options)
 
     plans: list[CopyPlan] = []
-    failures: list[str] = []
+    failures: list[SealpyError] = []
     with ThreadPoolExecutor(max(1, options.max_parallel)) as pool:
         futures = [(ref, pool.submit(plan, ref)) for ref in images.references]
         for ref, future in futures:
             try:
                 plans.append(future.result())
             except SealpyError as exc:
-                failures.append(f"{ref}: {exc}")
+                failures.append(exc.about(str(ref)))
                 options.progress.image_failed(str(ref), str(exc))
     return without_conflicts(plans, failures, options)
 
 
 def without_conflicts(
-    plans: list[CopyPlan], failures: list[str], options: CacheOptions
-) -> tuple[list[CopyPlan], list[str]]:
+    plans: list[CopyPlan], failures: list[SealpyError], options: CacheOptions
+) -> tuple[list[CopyPlan], list[SealpyError]]:
     """Two sources for one repository:tag with different content would overwrite each
     other: fail them all before anything is copied (as ``proxy`` does)."""
     groups: dict[tuple[str, str], list[CopyPlan]] = {}
@@ -118,7 +118,7 @@ def without_conflicts(
         )
         for plan in group:
             conflicted.add(plan.label)
-            failures.append(f"{plan.label}: {error}")
+            failures.append(error)  # one error for the group: said once
             options.progress.image_failed(plan.label, str(error))
     return [plan for plan in plans if plan.label not in conflicted], failures
 

@@ -22,19 +22,28 @@ import requests
 import tenacity
 import tenacity.stop
 
-from sealpy.core.errors import RegistryError
+from sealpy.core.errors import RegistryError, SealpyError
 from sealpy.core.model import RetryPolicy
 
 T = TypeVar("T")
 
 
 class TransientError(Exception):
-    """A failure worth retrying: carries the cause for the final message and a Retry-After."""
+    """A failure worth retrying: carries the cause for the final message, what it is about
+    when the cause says (``subject``: "blob sha256:…"), and a Retry-After."""
 
-    def __init__(self, cause: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, cause: str, retry_after: float | None = None, *, subject: str | None = None
+    ) -> None:
         super().__init__(cause)
         self.cause = cause
         self.retry_after = retry_after
+        self.subject = subject
+
+    @classmethod
+    def of(cls, error: SealpyError) -> TransientError:
+        """``error`` (wrong content, say) as worth retrying, keeping what it is about."""
+        return cls(error.message, subject=error.subject)
 
 
 def retry_after(response: requests.Response) -> float | None:
@@ -145,8 +154,10 @@ class Retrier:
             yield from retrying
         except TransientError as exc:
             attempts = retrying.statistics.get("attempt_number", self.policy.attempts)
-            # Causes may already name the operation ("manifest 1: content does not match").
-            cause = exc.cause if exc.cause.startswith(f"{what}: ") else f"{what}: {exc.cause}"
+            # A cause about the operation itself ("manifest 1": content does not match) is
+            # not named twice; one about something else is named after it.
+            cause = f"{exc.subject}: {exc.cause}" if exc.subject else exc.cause
+            cause = cause if exc.subject == what else f"{what}: {cause}"
             spent = " and the time budget" if budget.exhausted else ""
             raise RegistryError(f"{cause} (gave up after {attempts} attempts{spent})") from None
 
