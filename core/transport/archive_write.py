@@ -29,6 +29,7 @@ import shutil
 import tarfile
 import threading
 import uuid
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,11 +99,13 @@ class _VerifyingReader:
     def check(self) -> None:
         assert self._hash is not None, "opened without verifying"
         actual = "sha256:" + self._hash.hexdigest()
-        if self.size != self.descriptor.size or actual != self.descriptor.digest:
+        expected = self.descriptor
+        if self.size != expected.size:
             raise DigestMismatchError(
-                f"blob {self.descriptor.digest}: read {self.size} bytes with digest {actual}, "
-                f"expected {self.descriptor.size} bytes"
+                f"blob {expected.digest}: got {self.size} bytes, expected {expected.size}"
             )
+        if actual != expected.digest:
+            raise DigestMismatchError(f"blob {expected.digest}: content has digest {actual}")
 
     def close(self) -> None:
         self._f.close()
@@ -373,9 +376,14 @@ class DockerArchiveDestination(ArchiveDestination):
         size = 0
         raw, plain = self._uncompressed(layer, verify=True)
         with raw, plain:
-            while chunk := plain.read(CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
+            try:
+                while chunk := plain.read(CHUNK):
+                    digest.update(chunk)
+                    size += len(chunk)
+            except (OSError, EOFError, zlib.error):
+                raw.drain()
+                raw.check()  # a damaged blob says so, rather than "bad gzip"
+                raise
             raw.drain()
             raw.check()
         if "sha256:" + digest.hexdigest() != diff_id:
