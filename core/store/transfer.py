@@ -5,35 +5,31 @@ store's OCI layout and another end — a registry, an ``oci-archive``, a
 ``docker-archive`` — so blobs are streamed, verified, fetched once and skipped when the
 destination has them. Push asks the registry (HEAD) before sending a blob, and mounts a
 blob from another repository of the same registry when the store knows one that has it.
-Save writes an archive directly: a deterministic tar, written next to the target and
-renamed into place when complete.
+Save is the copy engine too, from the store into an archive end
+(:mod:`sealpy.core.transport.archive_write`), which writes a deterministic tar next to the
+target and renames it into place when complete.
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import io
 import json
-import os
 import re
-import tarfile
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Literal
 
 from sealpy.core.errors import ContextError, InvalidReferenceError, SealpyError, StoreError
-from sealpy.core.image import config as image_config
-from sealpy.core.image import media
 from sealpy.core.image.media import Descriptor, Manifest
 from sealpy.core.image.walk import walk
 from sealpy.core.progress import ProgressReporter
 from sealpy.core.reference import ImageReference, Platform
 from sealpy.core.store.layout import Store, StoredImage, store_name
 from sealpy.core.transport.archive import DockerArchiveSource, OCIArchiveSource, TarIndex
-from sealpy.core.transport.blobio import CHUNK
+from sealpy.core.transport.archive_write import (
+    DockerArchiveDestination,
+    OCIArchiveDestination,
+)
 from sealpy.core.transport.copy import CopyJob, copy_images
 from sealpy.core.transport.ocilayout import REF_NAME
 from sealpy.core.transport.remote import RegistryClient, RemotePushDestination
@@ -191,28 +187,6 @@ def push(
 # --- save ----------------------------------------------------------------------------------
 
 
-def _tarinfo(name: str, size: int = 0, *, directory: bool = False) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.size = size
-    info.mtime = 0
-    info.mode = 0o755 if directory else 0o644
-    info.type = tarfile.DIRTYPE if directory else tarfile.REGTYPE
-    info.uname = info.gname = ""
-    return info
-
-
-def _write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    path = Path(path)
-    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
-    try:
-        with open(partial, "wb") as f:
-            write(f)
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-
-
 def save(
     store: Store,
     images: Sequence[StoredImage],
@@ -221,41 +195,37 @@ def save(
     format: ArchiveFormat = "oci-archive",
     platform: Platform | None = None,
 ) -> None:
-    if format == "oci-archive":
-        _write_atomically(output, lambda f: _save_oci(store, images, f))
-    elif format == "docker-archive":
-        _write_atomically(output, lambda f: _save_docker(store, images, f, platform))
-    else:
+    """Copy stored images into an archive at ``output``: an ``oci-archive`` holds each
+    image whole (every platform); a ``docker-archive`` one platform per image (the host's
+    unless ``platform``). The archive appears complete or not at all."""
+    if format not in FORMATS:
         raise StoreError(f"unknown archive format {format!r}: use {' or '.join(FORMATS)}")
-
-
-def _save_oci(store: Store, images: Sequence[StoredImage], out: BinaryIO) -> None:
-    """An OCI layout holding the images (named as in the store), as a tar."""
-    entries: list[dict] = []
-    blobs: dict[str, int] = {}
+    # What each image contributes, checked before anything is written.
+    chosen: list[tuple[StoredImage, Manifest]] = []
     for image in images:
+        if format == "docker-archive":
+            chosen.append((image, store.require_platform(image, platform)))
+            continue
         manifest = store.manifest(image)
         if not store.is_complete(manifest):
             raise StoreError(
                 f"{image.display} is not complete in the store; pull it with --all first"
             )
-        entry = image.descriptor.to_json()
-        if image.name:
-            entry["annotations"] = {REF_NAME: image.name}
-        entries.append(entry)
-        _collect(store, manifest, blobs)
-    index = json.dumps(
-        {"schemaVersion": 2, "mediaType": media.OCI_INDEX, "manifests": entries}
-    ).encode()
-    layout = json.dumps({"imageLayoutVersion": "1.0.0"}).encode()
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
-        tar.addfile(_tarinfo("oci-layout", len(layout)), io.BytesIO(layout))
-        tar.addfile(_tarinfo("index.json", len(index)), io.BytesIO(index))
-        for name in ("blobs/", "blobs/sha256/"):
-            tar.addfile(_tarinfo(name, directory=True))
-        for digest in sorted(blobs):
-            with store.layout.open_blob(digest) as f:
-                tar.addfile(_tarinfo(f"blobs/sha256/{media.digest_hex(digest)}", blobs[digest]), f)
+        chosen.append((image, manifest))
+    archive_type = OCIArchiveDestination if format == "oci-archive" else DockerArchiveDestination
+    with archive_type(output) as archive:
+        jobs = [
+            CopyJob(
+                label=image.display,
+                source=store.layout.image(image.name or ""),
+                reference=manifest.digest,
+                destination=archive.image(image.name, image.display),
+                tag=image.name or manifest.digest,  # any value: the archive names it as told
+            )
+            for image, manifest in chosen
+        ]
+        _raise_first(copy_images(jobs, platforms=(), all_platforms=True))
+        archive.commit()
 
 
 def _collect(store: Store, manifest: Manifest, blobs: dict[str, int]) -> None:
@@ -263,86 +233,6 @@ def _collect(store: Store, manifest: Manifest, blobs: dict[str, int]) -> None:
     for node in walk(manifest, store.manifest):
         blobs[node.manifest.digest] = node.manifest.size
         blobs.update((blob.digest, blob.size) for blob in node.manifest.blobs)
-
-
-def docker_name(name: str | None) -> str | None:
-    """The RepoTags form Docker writes: ``docker.io/library/x:1`` → ``x:1``."""
-    if not name or "@" in name:
-        return None
-    for prefix in ("docker.io/library/", "docker.io/"):
-        if name.startswith(prefix):
-            return name[len(prefix) :]
-    return name
-
-
-def _save_docker(
-    store: Store, images: Sequence[StoredImage], out: BinaryIO, platform: Platform | None
-) -> None:
-    """``docker save``'s format: config ``<hex>.json``, uncompressed layers ``<hex>.tar``,
-    ``manifest.json``; one platform per image (the host's unless ``platform``)."""
-    # One manifest.json entry per image, with every name of it in RepoTags: Docker and
-    # skopeo (`docker-archive:f`, "expected 1 item") expect that, not an entry per name.
-    entries: dict[str, dict] = {}
-    written: set[str] = set()
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
-        for image in images:
-            manifest = store.require_platform(image, platform)
-            tag = docker_name(image.name)
-            if manifest.digest in entries:
-                tags = entries[manifest.digest]["RepoTags"]
-                if tag and tag not in tags:
-                    tags.append(tag)
-                continue
-            config_bytes = store.layout.read_blob(manifest.config.digest)
-            config = json.loads(config_bytes)
-            diff_ids = image_config.diff_ids(config)
-            if len(diff_ids) != len(manifest.layers):
-                raise StoreError(
-                    f"{image.display}: the config lists {len(diff_ids)} layers, "
-                    f"the manifest {len(manifest.layers)}"
-                )
-            config_name = f"{media.digest_hex(manifest.config.digest)}.json"
-            if config_name not in written:
-                tar.addfile(_tarinfo(config_name, len(config_bytes)), io.BytesIO(config_bytes))
-                written.add(config_name)
-            layer_names = []
-            for layer, diff_id in zip(manifest.layers, diff_ids, strict=True):
-                name = f"{media.digest_hex(diff_id)}.tar"
-                if name not in written:
-                    _add_uncompressed(store, tar, layer, diff_id, name)
-                    written.add(name)
-                layer_names.append(name)
-            entries[manifest.digest] = {
-                "Config": config_name,
-                "RepoTags": [tag] if tag else [],
-                "Layers": layer_names,
-            }
-        data = json.dumps(list(entries.values())).encode()
-        tar.addfile(_tarinfo("manifest.json", len(data)), io.BytesIO(data))
-
-
-def _uncompressed(store: Store, layer: Descriptor) -> BinaryIO:
-    raw = store.layout.open_blob(layer.digest)
-    head = raw.read(2)
-    raw.seek(0)
-    return gzip.GzipFile(fileobj=raw) if head == b"\x1f\x8b" else raw  # type: ignore[return-value]
-
-
-def _add_uncompressed(
-    store: Store, tar: tarfile.TarFile, layer: Descriptor, diff_id: str, name: str
-) -> None:
-    # A tar header needs the size first: one pass to measure (and check the diff_id), one
-    # to write; both stream, nothing is held in memory or spooled to disk.
-    digest = hashlib.sha256()
-    size = 0
-    with _uncompressed(store, layer) as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    if "sha256:" + digest.hexdigest() != diff_id:
-        raise StoreError(f"layer {layer.digest} does not match its diff_id {diff_id}")
-    with _uncompressed(store, layer) as f:
-        tar.addfile(_tarinfo(name, size), f)
 
 
 # --- load ----------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Image archives as copy sources: ``docker-archive`` (``docker save``) and ``oci-archive``.
+"""Image archives as copy sources: ``docker-archive`` (``docker save``) and ``oci-archive``
+(``load``, ``tar.txt``); the same formats as destinations (``save``) are in :mod:`.archive_write`.
 
 Members are read in place: the tar is indexed once and each blob is read at its offset,
 so several threads can read one archive and nothing is unpacked to temporary files.
