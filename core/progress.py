@@ -244,14 +244,14 @@ class RichProgress(PlainProgress):
         """Overall: images finished out of all (planned, else started so far); the bytes'
         total once every image's size is known (a failed image's unmoved bytes leave it)."""
         states = self._images.values()
-        finished = sum(s.finished for s in states)
+        done = sum(s.finished and not s.failed for s in states)
         failed = sum(s.failed for s in states)
         images = max(self._planned or 0, len(self._images))
         known = all(s.total is not None for s in states) and len(self._images) >= images
         total = None
         if known:
             total = sum(s.moved if s.failed else max(s.total or 0, s.moved) for s in states)
-        text = f"{finished}/{images} images"
+        text = f"{done}/{images} images"
         if failed:
             text += f" ({failed} failed)"
         self._progress.update(self._total, description=text, total=total)
