@@ -78,7 +78,9 @@ def test_registry_save_json_is_one_object_with_every_image_and_the_totals(
     first = by_ref[str(single)]
     assert first["stored_as"] == "library/single:1"
     assert first["digest"] == c.single.digest
-    assert first["blobs_fetched"] == len(c.single.blob_digests) and first["blobs_reused"] == 0
+    # A blob both images have is fetched once, for whichever image asked first.
+    assert first["blobs_fetched"] + first["blobs_reused"] == len(c.single.blob_digests)
+    assert first["blobs_fetched"] > 0
     assert first["bytes_fetched"] > 0
     assert by_ref[str(multi)]["platforms"] == ["linux/amd64"]
     assert data["totals"]["requests"] > 0
@@ -87,7 +89,7 @@ def test_registry_save_json_is_one_object_with_every_image_and_the_totals(
 
     assert main(save(context, single)) == 0  # a re-run fetches nothing: all reused
     (again,) = json.loads(capfd.readouterr().out)["images"]
-    assert (again["blobs_fetched"], again["blobs_reused"]) == (0, first["blobs_fetched"])
+    assert (again["blobs_fetched"], again["blobs_reused"]) == (0, len(c.single.blob_digests))
     assert again["bytes_fetched"] == 0
 
 
