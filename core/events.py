@@ -15,9 +15,11 @@ Kinds (:class:`EventKind`):
 - ``output``: one line of the builder's own output (its steps, buildah's log); stdout.
 - ``status``: a step of a command that is not a build step, such as pulling a missing
   input of ``merge`` ("Trying to pull ..."); stderr, as it is.
+- ``debug``: detail for ``--debug`` only, such as every reference the cache stage saves
+  (the info line names a few, counts many); ``debug MESSAGE`` on stderr with ``--debug``.
 
-The progress display of the cache stage (bars, per-image lines) is not an event yet: it
-still goes through :class:`~sealpy.core.progress.ProgressReporter`.
+The progress display of the cache stage (bars, per-image lines) goes through
+:class:`~sealpy.core.progress.ProgressReporter`, which the engine calls from its threads.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class EventKind(StrEnum):
     WARNING = "warning"
     OUTPUT = "output"
     STATUS = "status"
+    DEBUG = "debug"
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from sealpy.core.model import (
     ScanResult,
 )
 from sealpy.core.plugins import plugin_manager, resolve_strategy
+from sealpy.core.progress import PlannedProgress
 
 if TYPE_CHECKING:
     from sealpy.core.auth import CredentialProvider
@@ -491,12 +492,28 @@ def _cache_stage(
         f"{a.transport}:{scanned.context.relative(a.path)}" for a in images.archives
     ]
     if not names:
+        options.progress.close()  # a display that was opened must give the cursor back
         on_event(Event(EventKind.INFO, "no images to cache"))
         return None
-    on_event(Event(EventKind.INFO, f"saving images {', '.join(names)}"))
+    on_event(Event(EventKind.INFO, _saving(names)))
+    for name in names:
+        on_event(Event(EventKind.DEBUG, f"saving {name}"))
+    if isinstance(options.progress, PlannedProgress):
+        options.progress.plan(len(names))
     try:
         report = cache(images, registry_dir, strategy=strategy, options=options, manager=manager)
     finally:
         options.progress.close()
     on_event(Event(EventKind.INFO, report.summary()))
     return report
+
+
+LISTED_INLINE = 3
+
+
+def _saving(names: list[str]) -> str:
+    """The info line before caching: a few references by name, many by count (each is a
+    debug event, shown with ``--debug``)."""
+    if len(names) <= LISTED_INLINE:
+        return f"saving images {', '.join(names)}"
+    return f"saving {len(names)} images (--debug lists them)"

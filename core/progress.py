@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
-from typing import Protocol, TextIO
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, TextIO, runtime_checkable
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 class ProgressReporter(Protocol):
@@ -30,8 +33,19 @@ class ProgressReporter(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class PlannedProgress(Protocol):
+    """A reporter that wants the number of images before the first starts (the pipeline
+    tells it, when it has this method), so that its overall count is right from the start."""
+
+    def plan(self, images: int) -> None: ...
+
+
 class SilentProgress:
     """Reports nothing (the default for library use and tests)."""
+
+    def plan(self, images: int) -> None:
+        pass
 
     def info(self, message: str) -> None:
         pass
@@ -102,9 +116,23 @@ class PlainProgress(SilentProgress):
 
 
 class RichProgress(PlainProgress):
-    """A live display: one bar per image in flight and the bytes moved in total."""
+    """A live display on a terminal: one overall row (images done/total, bytes done/total)
+    and one row per image whose bytes are moving, at most ``max_rows`` of them.
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    An image gets a row at its first byte and loses it when it is done or failed, so
+    queued images and images whose blobs were all present never take a line (hundreds of
+    images fit). Bytes an image did not have to move (blobs the destination had, or that
+    another image fetched) count as done when the image is done, so the overall bar ends
+    full. The live display starts at the first image: a run that caches nothing never
+    hides the cursor. ``console`` is for tests (a fake terminal)."""
+
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        *,
+        console: Console | None = None,
+        max_rows: int = 8,
+    ) -> None:
         super().__init__(stream)
         from rich.console import Console
         from rich.progress import (
@@ -112,57 +140,143 @@ class RichProgress(PlainProgress):
             DownloadColumn,
             Progress,
             TextColumn,
-            TransferSpeedColumn,
         )
 
-        self._console = Console(file=self._stream)
+        self._console = console or Console(file=self._stream)
         self._progress = Progress(
             TextColumn("{task.description}", style="bold"),
             BarColumn(),
             DownloadColumn(),
-            TransferSpeedColumn(),
+            _speed_column(),
             console=self._console,
             transient=True,
         )
-        self._tasks: dict[str, int] = {}
-        self._total = self._progress.add_task("total", total=None)
-        self._started = time.monotonic()
-        self._progress.start()
+        self._max_rows = max(0, max_rows)
+        self._planned: int | None = None
+        self._images: dict[str, _Image] = {}
+        self._rows: dict[str, int] = {}  # image -> task, in the order rows were added
+        self._total = self._progress.add_task("", total=None)
+        self._live = False
+        self._stopped = False
+
+    def plan(self, images: int) -> None:
+        with self._lock:
+            self._planned = images
+            self._refresh_total()
 
     def _line(self, text: str) -> None:
         self._console.print(text, highlight=False, markup=False)
 
     def image_started(self, image: str, total_bytes: int | None = None) -> None:
         with self._lock:
-            if image not in self._tasks:
-                self._tasks[image] = self._progress.add_task(image, total=total_bytes)
-            else:
-                self._progress.update(self._tasks[image], total=total_bytes)
+            state = self._images.setdefault(image, _Image())
+            state.total = total_bytes
+            task = self._rows.get(image)
+            if task is not None:
+                self._progress.update(task, total=total_bytes)
+            self._refresh_total()
+            self._start()
 
     def image_bytes(self, image: str, count: int) -> None:
         with self._lock:
-            task = self._tasks.get(image)
-        if task is not None:
-            self._progress.advance(task, count)
-        self._progress.advance(self._total, count)
+            state = self._images.setdefault(image, _Image())
+            state.moved += count
+            task = self._rows.get(image)
+            if task is None and not state.finished:
+                task = self._progress.add_task(
+                    image, total=state.total, completed=state.moved - count
+                )
+                self._rows[image] = task
+                self._show_rows()
+            if task is not None:
+                self._progress.advance(task, count)
+            self._progress.advance(self._total, count)
+            self._start()
 
-    def _finish(self, image: str) -> None:
+    def _finish(self, image: str, *, failed: bool) -> None:
         with self._lock:
-            task = self._tasks.pop(image, None)
-        if task is not None:
-            self._progress.remove_task(task)
+            state = self._images.setdefault(image, _Image())
+            if not state.finished:
+                state.finished, state.failed = True, failed
+                if not failed and state.total is not None and state.total > state.moved:
+                    # Present or shared blobs: their bytes are done without moving.
+                    self._progress.advance(self._total, state.total - state.moved)
+            task = self._rows.pop(image, None)
+            if task is not None:
+                self._progress.remove_task(task)
+                self._show_rows()
+            self._refresh_total()
 
     def image_done(self, image: str, detail: str = "") -> None:
-        self._finish(image)
+        self._finish(image, failed=False)
         super().image_done(image, detail)
 
     def image_failed(self, image: str, message: str) -> None:
-        self._finish(image)
+        self._finish(image, failed=True)
         super().image_failed(image, message)
 
     def close(self) -> None:
-        self._progress.stop()
+        with self._lock:
+            live, self._live, self._stopped = self._live, False, True
+        if live:
+            self._progress.stop()
         super().close()
+
+    def refresh(self) -> None:
+        """Draw now (the display otherwise redraws itself several times a second)."""
+        if self._live:
+            self._progress.refresh()
+
+    # --- with the lock held -------------------------------------------------------------
+
+    def _start(self) -> None:
+        if not self._live and not self._stopped:
+            self._live = True
+            self._progress.start()
+
+    def _show_rows(self) -> None:
+        """The first ``max_rows`` transfers get a row; the others move the overall bar only
+        until a row is free."""
+        for index, task in enumerate(self._rows.values()):
+            self._progress.update(task, visible=index < self._max_rows)
+
+    def _refresh_total(self) -> None:
+        """Overall: images finished out of all (planned, else started so far); the bytes'
+        total once every image's size is known (a failed image's unmoved bytes leave it)."""
+        states = self._images.values()
+        done = sum(s.finished and not s.failed for s in states)
+        failed = sum(s.failed for s in states)
+        images = max(self._planned or 0, len(self._images))
+        known = all(s.total is not None for s in states) and len(self._images) >= images
+        total = None
+        if known:
+            total = sum(s.moved if s.failed else max(s.total or 0, s.moved) for s in states)
+        text = f"{done}/{images} images"
+        if failed:
+            text += f" ({failed} failed)"
+        self._progress.update(self._total, description=text, total=total)
+
+
+def _speed_column():
+    """rich's transfer speed, blank (not ``?``) until a speed is measured."""
+    from rich.progress import TransferSpeedColumn
+    from rich.text import Text
+
+    class SpeedColumn(TransferSpeedColumn):
+        def render(self, task):  # type: ignore[no-untyped-def]
+            return super().render(task) if task.speed is not None else Text("")
+
+    return SpeedColumn()
+
+
+@dataclass
+class _Image:
+    """What the display knows of one image: its size once its manifests are in."""
+
+    total: int | None = None
+    moved: int = 0
+    finished: bool = False
+    failed: bool = False
 
 
 def _count(n: int, noun: str) -> str:

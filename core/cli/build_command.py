@@ -32,7 +32,8 @@ from sealpy.core.cli.options import (
     render_options,
     split,
 )
-from sealpy.core.errors import UsageError
+from sealpy.core.cli.report_json import JsonOpt, failed_report, print_report, report_json
+from sealpy.core.errors import CacheError, UsageError
 
 
 def build(
@@ -112,6 +113,7 @@ def build(
     ] = None,
     kube_version: KubeVersionOpt = None,
     api_versions: ApiVersionsOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Scan the context, cache its images, and build the image (like `sealos build`)."""
     from sealpy.core import pipeline
@@ -136,7 +138,7 @@ def build(
         creds=creds,
         tls_verify=tls_verify,
         registry_mirror=registry_mirror,
-        quiet=quiet,
+        quiet=quiet or as_json,
         retry_times=retry_times,
     )
     job = pipeline.BuildJob(
@@ -159,7 +161,24 @@ def build(
         epoch=timestamp,
         iidfile=iidfile,
     )
-    result = pipeline.build(job, print_events(quiet=quiet)).image
+    events = print_events(
+        quiet=quiet, debug=bool((ctx.obj or {}).get("debug")), stdout_free=as_json
+    )
+    try:
+        built = pipeline.build(job, events)
+    except CacheError as exc:
+        if as_json:  # what was cached before the failure; the error line follows on stderr
+            print_report(failed_report(exc, chosen.name))
+        raise
+    result = built.image
+    if as_json:
+        image = {
+            "digest": result.digest,
+            "names": list(result.names),
+            "image_ids": list(result.image_ids),
+        }
+        print_report(report_json(built.cache, chosen.name, image=image))
+        return
     if quiet:
         # As `buildah bud -q`: the image ID (one per platform), unless --iidfile took it.
         if iidfile is None:

@@ -33,7 +33,8 @@ from sealpy.core.cli.options import (
     render_options,
     split,
 )
-from sealpy.core.errors import SealpyError
+from sealpy.core.cli.report_json import JsonOpt, failed_report, print_report, report_json
+from sealpy.core.errors import CacheError, SealpyError
 
 
 def scan(
@@ -114,6 +115,7 @@ def registry_save(
     quiet: QuietOpt = False,
     kube_version: KubeVersionOpt = None,
     api_versions: ApiVersionsOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Cache every image the context needs into a registry directory (the cache stage alone)."""
     from sealpy.core import pipeline
@@ -128,7 +130,7 @@ def registry_save(
         creds=creds,
         tls_verify=tls_verify,
         registry_mirror=registry_mirror,
-        quiet=quiet,
+        quiet=quiet or as_json,
         retry_times=retry_times,
     )
     job = pipeline.SaveJob(
@@ -142,7 +144,15 @@ def registry_save(
         cache=options,
     )
     # --quiet silences the progress display only: the info lines stay.
-    pipeline.save(job, print_events())
+    events = print_events(debug=bool((ctx.obj or {}).get("debug")))
+    try:
+        result = pipeline.save(job, events)
+    except CacheError as exc:
+        if as_json:  # what was cached before the failure; the error line follows on stderr
+            print_report(failed_report(exc, chosen.name))
+        raise
+    if as_json:
+        print_report(report_json(result.cache, chosen.name))
 
 
 def registry_verify(

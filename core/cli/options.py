@@ -282,15 +282,21 @@ def store_progress(quiet: bool) -> ProgressReporter:
     return progress_for(sys.stderr, quiet=quiet or not sys.stderr.isatty())
 
 
-def print_events(*, quiet: bool = False) -> Callable[[Event], None]:
+def print_events(
+    *, quiet: bool = False, debug: bool = False, stdout_free: bool = False
+) -> Callable[[Event], None]:
     """How the CLI shows pipeline events: warnings always (``warn ...`` on stderr); info
     lines (``info ...``) and status lines on stderr, build output on stdout, unless
-    ``quiet``."""
+    ``quiet``; debug lines (``debug ...`` on stderr) only with ``debug``. With
+    ``stdout_free`` (``--json``) build output goes to stderr too: stdout is the object's."""
     from sealpy.core.events import EventKind
 
     def render(event: Event) -> None:
         if event.kind is EventKind.WARNING:
             typer.echo(f"warn {event.message}", err=True)
+        elif event.kind is EventKind.DEBUG:
+            if debug:
+                typer.echo(f"debug {event.message}", err=True)
         elif quiet:
             return
         elif event.kind is EventKind.INFO:
@@ -298,6 +304,6 @@ def print_events(*, quiet: bool = False) -> Callable[[Event], None]:
         elif event.kind is EventKind.STATUS:
             typer.echo(event.message, err=True)
         else:
-            typer.echo(event.message)
+            typer.echo(event.message, err=stdout_free)
 
     return render
