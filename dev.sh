@@ -2,6 +2,7 @@
 # One entry point for a fresh Debian/Ubuntu machine with python3 (root or sudo):
 #   ./dev.sh demo    build the bundled example context against a local mirror of docker.io
 #   ./dev.sh test    run the whole test suite
+#   ./dev.sh lint    ruff and mypy (CI runs it before the tests)
 #   ./dev.sh bench   run the strategy benchmark (see benchmarks/)
 # Each bootstraps what it needs: Debian packages when missing, a virtualenv, the package.
 set -euo pipefail
@@ -36,6 +37,7 @@ shift || true
 case "$cmd" in
   demo)  exec .venv/bin/python examples/demo.py "$@" ;;
   test)  exec .venv/bin/python -m pytest -n 2 "$@" ;;
+  lint)  .venv/bin/ruff check . && .venv/bin/ruff format --check . && exec .ci/typecheck ;;
   bench) exec .venv/bin/python -m nox -s bench -- "$@" ;;
-  *) echo "usage: ./dev.sh demo|test|bench" >&2; exit 2 ;;
+  *) echo "usage: ./dev.sh demo|test|lint|bench" >&2; exit 2 ;;
 esac

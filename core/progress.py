@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol, TextIO, runtime_checkable
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.progress import TaskID
 
 
 class ProgressReporter(Protocol):
@@ -154,7 +155,7 @@ class RichProgress(PlainProgress):
         self._max_rows = max(0, max_rows)
         self._planned: int | None = None
         self._images: dict[str, _Image] = {}
-        self._rows: dict[str, int] = {}  # image -> task, in the order rows were added
+        self._rows: dict[str, TaskID] = {}  # image -> task, in the order rows were added
         self._total = self._progress.add_task("", total=None)
         self._live = False
         self._stopped = False

@@ -254,11 +254,11 @@ def load(store: Store, path: Path, *, progress: ProgressReporter | None = None) 
     jobs: list[CopyJob] = []
     names: list[str] = []
     if kind == "oci-archive":
-        source = OCIArchiveSource(path)
-        for entry in source.index.get("manifests") or []:
+        oci = OCIArchiveSource(path)
+        for entry in oci.index.get("manifests") or []:
             descriptor = Descriptor.from_json(entry)
             name = _oci_entry_name(entry.get("annotations") or {}, path)
-            jobs.append(_load_job(store, source, descriptor.digest, name, names))
+            jobs.append(_load_job(store, oci, descriptor.digest, name, names))
     else:
         entries = json.loads(TarIndex(path).read("manifest.json"))
         for number, entry in enumerate(entries):

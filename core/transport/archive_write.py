@@ -364,7 +364,7 @@ class DockerArchiveDestination(ArchiveDestination):
     ) -> tuple[_VerifyingReader, BinaryIO]:
         """The layer as stored and its uncompressed bytes (gunzipped if gzip)."""
         raw = self._open(layer, verify=verify)
-        plain = gzip.GzipFile(fileobj=raw) if raw.head == b"\x1f\x8b" else raw  # type: ignore[arg-type]
+        plain = gzip.GzipFile(fileobj=raw) if raw.head == b"\x1f\x8b" else raw  # type: ignore[call-overload]
         return raw, plain  # type: ignore[return-value]
 
     def _add_uncompressed(
