@@ -15,7 +15,7 @@ from sealpy.core.errors import ConflictError, PlatformNotFoundError
 from sealpy.core.progress import SilentProgress
 from sealpy.core.reference import Platform
 from sealpy.core.testing.memory import MemoryRepository
-from sealpy.core.transport.copy import CopyJob, copy_images
+from sealpy.core.transport.copy import CopyJob, Received, copy_images
 
 AMD64 = [Platform.parse("linux/amd64")]
 
@@ -62,6 +62,48 @@ def test_blobs_the_destination_has_are_reused_not_fetched(source, destination):
     assert (result.blobs_fetched, result.blobs_reused) == (2, 1)  # config and "two"; "one"
     assert image.layers[0].digest not in source.blob_fetches
     assert result.bytes_fetched == len(b"two") + image.config.size
+
+
+class CachingDestination(MemoryRepository):
+    """A destination with a blob cache of its own: what the cache holds is copied from
+    there (no read of the source) and reported as reused."""
+
+    def __init__(self, name: str, *, scratch: Path, cache: dict[str, bytes]) -> None:
+        super().__init__(name, scratch=scratch)
+        self.cache = cache
+
+    def receive_blob(self, descriptor, source, on_bytes=None):
+        if descriptor.digest in self.cache:
+            self.blobs[descriptor.digest] = self.cache[descriptor.digest]
+            return Received.REUSED
+        super().receive_blob(descriptor, source, on_bytes)
+        return Received.FETCHED
+
+
+def test_blobs_a_destination_takes_from_its_cache_count_as_reused(source, tmp_path):
+    shared = b"cached base layer"
+    first = source.add_image([shared, b"first app"])
+    second = source.add_image([shared, b"second app"])
+    cached = first.layers[0]
+    destination = CachingDestination(
+        "dst", scratch=tmp_path, cache={cached.digest: source.blobs[cached.digest]}
+    )
+    jobs = [
+        job("first", source, first.digest, destination),
+        job("second", source, second.digest, destination),
+    ]
+    outcome = copy_images(jobs, platforms=AMD64, max_parallel=2)
+    assert not outcome.failures
+    assert cached.digest not in source.blob_fetches
+    # The shared layer comes from the cache once and is reused by the other image; the
+    # config (the same for both) is fetched once; each image's own layer is fetched.
+    fetched = sum(r.blobs_fetched for r in outcome.results)
+    reused = sum(r.blobs_reused for r in outcome.results)
+    assert (fetched, reused) == (3, 3)
+    assert fetched == len(source.blob_fetches)
+    fetched_bytes = first.config.size + first.layers[1].size + second.layers[1].size
+    assert sum(r.bytes_fetched for r in outcome.results) == fetched_bytes
+    assert destination.blobs[cached.digest] == shared
 
 
 def test_blobs_then_children_then_index_then_tag(source, destination):

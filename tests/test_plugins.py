@@ -31,8 +31,8 @@ EXAMPLE = Path(__file__).parents[1] / "examples" / "sealpy-example-strategy"
         (None, {"SEALOS_REGISTRY_SYNC_EXPERIMENTAL": "1"}, "proxy"),
         (
             None,
-            {"SEALPY_CACHE_STRATEGY": "serial", "SEALOS_REGISTRY_SYNC_EXPERIMENTAL": "true"},
-            "serial",
+            {"SEALPY_CACHE_STRATEGY": "shelf", "SEALOS_REGISTRY_SYNC_EXPERIMENTAL": "true"},
+            "shelf",
         ),
         (
             "proxy",
@@ -187,10 +187,10 @@ def example_plugin_dir(tmp_path_factory) -> Path:
 def test_installing_the_example_plugin_lists_it(example_plugin_dir):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     without = _sealpy(["strategies"], env)
-    assert without.returncode == 0 and "serial" not in without.stdout
+    assert without.returncode == 0 and "shelf" not in without.stdout
     with_plugin = _sealpy(["strategies"], {**env, "PYTHONPATH": str(example_plugin_dir)})
     assert with_plugin.returncode == 0, with_plugin.stderr
-    assert "serial" in with_plugin.stdout and "example plugin" in with_plugin.stdout
+    assert "shelf" in with_plugin.stdout and "example plugin" in with_plugin.stdout
 
 
 def test_the_installed_example_plugin_is_called_by_registry_save(
@@ -200,7 +200,12 @@ def test_the_installed_example_plugin_is_called_by_registry_save(
     context = tmp_path / "ctx"
     context.mkdir()
     (context / "Kubefile").write_text("FROM scratch\nCOPY registry ./registry\n")
-    env = {**os.environ, "PYTHONPATH": str(example_plugin_dir), "SEALPY_CACHE_STRATEGY": "serial"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(example_plugin_dir),
+        "SEALPY_CACHE_STRATEGY": "shelf",
+        "SEALPY_SHELF_DIR": str(tmp_path / "shelf"),
+    }
     result = _sealpy(
         [
             "registry",
@@ -214,7 +219,7 @@ def test_the_installed_example_plugin_is_called_by_registry_save(
         env,
     )
     assert result.returncode == 0, result.stderr
-    assert "cached by serial" in result.stderr
+    assert "cached by shelf" in result.stderr
 
 
 def test_strategies_command_shows_availability_and_the_install_hint(tmp_path):
@@ -241,7 +246,7 @@ def test_strategies_command_shows_availability_and_the_install_hint(tmp_path):
 def test_the_installed_example_plugin_is_called_by_build(
     example_plugin_dir, conformance_catalog, tmp_path
 ):
-    """`sealpy build --strategy serial`: the flag picks the plugin's strategy, whose cache
+    """`sealpy build --strategy shelf`: the flag picks the plugin's strategy, whose cache
     fills registry/, which the build then copies into the image."""
     from sealpy.core.transport.distribution import DistributionLayout
 
@@ -254,7 +259,7 @@ def test_the_installed_example_plugin_is_called_by_build(
         [
             "build",
             "--strategy",
-            "serial",
+            "shelf",
             "--root",
             str(tmp_path / "store"),
             "--platform",
@@ -265,10 +270,11 @@ def test_the_installed_example_plugin_is_called_by_build(
             "plugin/app:1",
             str(context),
         ],
-        {**env, "PYTHONPATH": str(example_plugin_dir)},
+        {**env, "PYTHONPATH": str(example_plugin_dir), "SEALPY_SHELF_DIR": str(tmp_path / "shelf")},
     )
     assert result.returncode == 0, result.stderr
-    assert "1 images cached by serial" in result.stderr
+    assert "1 images cached by shelf" in result.stderr
+    assert DistributionLayout(tmp_path / "shelf").has_blob(c.single.config.digest)
     assert "Successfully tagged localhost/plugin/app:1" in result.stdout
     assert DistributionLayout(context / "registry").resolve("library/single", "1") == (
         c.single.digest

@@ -126,5 +126,7 @@ class NamedRegistry(Generic[T]):
 
 
 class StrategyRegistry(NamedRegistry[CacheStrategy]):
+    """The caching strategies plugins registered (``sealpy_register_strategies``)."""
+
     kind = "strategy"
     plural = "strategies"

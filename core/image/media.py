@@ -35,6 +35,8 @@ ACCEPT = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
 
 
 def sha256_digest(data: bytes) -> str:
+    """The ``sha256:<hex>`` digest of ``data`` (small documents; blobs are hashed as they
+    stream, by :class:`~sealpy.core.transport.blobio.BlobWriter`)."""
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 

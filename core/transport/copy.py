@@ -13,6 +13,7 @@ registry repository, a distribution directory, the OCI layout store, an archive.
 
 from __future__ import annotations
 
+import enum
 import threading
 import time
 from collections import defaultdict
@@ -47,6 +48,16 @@ class ImageSource(Protocol):
         ...
 
 
+class Received(enum.Enum):
+    """How a destination came by a blob it was asked to receive (see
+    :meth:`ImageDestination.receive_blob`)."""
+
+    FETCHED = "fetched"
+    """Read from the source (the default, also meant by returning ``None``)."""
+    REUSED = "reused"
+    """Taken from a cache of the destination's own, without reading the source."""
+
+
 class ImageDestination(Protocol):
     """Where images are written to (one repository)."""
 
@@ -57,8 +68,12 @@ class ImageDestination(Protocol):
         descriptor: Descriptor,
         source: ImageSource,
         on_bytes: Callable[[int], None] | None = None,
-    ) -> None:
-        """Take one blob from ``source``; it must only become visible once verified."""
+    ) -> Received | None:
+        """Take one blob from ``source``; it must only become visible once verified.
+
+        Return :attr:`Received.REUSED` when the blob came from a cache instead of the source
+        (it then counts as reused, not fetched); ``None`` or :attr:`Received.FETCHED`
+        otherwise. ``on_bytes`` is called with the bytes read from the source only."""
         ...
 
     def stored_manifest(self, digest: str) -> Manifest | None:
@@ -113,6 +128,10 @@ class CopyJob:
 
 @dataclass(frozen=True)
 class CopyResult:
+    """One job that landed: the top manifest's ``digest``, the platforms stored (empty for
+    a single-platform image), its blobs ``fetched`` and ``reused`` (see
+    :class:`_JobState`), the bytes fetched, and the seconds from start to commit."""
+
     label: str
     digest: str
     platforms: tuple[str, ...]
@@ -138,12 +157,16 @@ class CopyResult:
 
 @dataclass(frozen=True)
 class CopyFailure:
+    """One job that did not land, and why (the error names the job's label)."""
+
     label: str
     error: SealpyError
 
 
 @dataclass(frozen=True)
 class CopyOutcome:
+    """What :func:`copy_images` returns: each job has a result or a failure (in job order)."""
+
     results: tuple[CopyResult, ...]
     failures: tuple[CopyFailure, ...]
 
@@ -205,8 +228,9 @@ def resolve(job: CopyJob, platforms: Sequence[Platform], all_platforms: bool) ->
 
 @dataclass
 class _JobState:
-    """One job in flight. ``fetched``: blobs this job had transferred (first to ask for
-    them); ``reused``: blobs the destination already had or another job transferred."""
+    """One job in flight. ``fetched``: blobs this job had transferred from its source (it
+    was the first to ask for them); ``reused``: blobs the destination already had, took
+    from a cache of its own (:attr:`Received.REUSED`), or another job transferred."""
 
     job: CopyJob
     started: float = field(default_factory=time.monotonic)
@@ -277,11 +301,12 @@ class _CopyRun:
             if state.job.target:
                 self.groups[state.job.target].append(state)
         self.cancel = threading.Event()
-        self.blob_futures: dict[str, Future[None]] = {}
+        self.blob_futures: dict[str, Future[Received | None]] = {}
+        self.fetched_for: dict[str, _JobState] = {}  # the job each transfer counts for
         self.blob_waiters: dict[str, list[_JobState]] = defaultdict(list)
         # What the pool is working on: resolutions (by job) and transfers (by digest).
         self.resolving: dict[Future[_Plan], _JobState] = {}
-        self.transfers: dict[Future[None], str] = {}
+        self.transfers: dict[Future[Received | None], str] = {}
         self.lock = threading.Lock()  # byte counters, updated from pool threads
 
     def run(self, max_parallel: int) -> CopyOutcome:
@@ -350,6 +375,7 @@ class _CopyRun:
             state.job.destination.receive_blob, blob, state.job.source, self.count_bytes(state)
         )
         self.blob_futures[blob.digest] = fut
+        self.fetched_for[blob.digest] = state
         self.transfers[fut] = blob.digest
 
     def count_bytes(self, state: _JobState) -> Callable[[int], None]:
@@ -362,8 +388,12 @@ class _CopyRun:
 
         return on_bytes
 
-    def on_blob(self, digest: str, future: Future[None]) -> None:
+    def on_blob(self, digest: str, future: Future[Received | None]) -> None:
         error = future.exception()
+        if error is None and future.result() is Received.REUSED:
+            fetcher = self.fetched_for[digest]  # the destination had it in a cache after all
+            fetcher.fetched -= 1
+            fetcher.reused += 1
         for state in self.blob_waiters.pop(digest, []):
             state.pending.discard(digest)
             if error is not None:

@@ -41,7 +41,7 @@ from sealpy.core.transport.blobio import (
 from sealpy.core.transport.confined import ConfinedRoot, SymlinkRefusedError, find_symlinks
 
 if TYPE_CHECKING:
-    from sealpy.core.transport.copy import ImageSource
+    from sealpy.core.transport.copy import ImageSource, Received
 
 V2 = Path("docker", "registry", "v2")
 PARTIAL_PREFIX = "sealpy-"
@@ -325,9 +325,12 @@ class DistributionRepository:
         descriptor: Descriptor,
         source: ImageSource,
         on_bytes: Callable[[int], None] | None = None,
-    ) -> None:
-        """Create (or resume) the blob's partial file, let ``source`` fill it, commit it."""
+    ) -> Received | None:
+        """Create (or resume) the blob's partial file, let ``source`` fill it, commit it.
+        (``None``: fetched from ``source``; a subclass with a cache of its own may answer
+        :attr:`Received.REUSED`.)"""
         receive_into(self.layout.blob_writer(self.name, descriptor), descriptor, source, on_bytes)
+        return None
 
     def stored_manifest(self, digest: str) -> Manifest | None:
         return self.layout.stored_manifest(self.name, digest)

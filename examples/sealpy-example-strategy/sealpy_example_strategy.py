@@ -1,88 +1,70 @@
-"""An example third-party caching strategy for sealpy: ``serial``.
+"""An example third-party caching strategy for sealpy: ``shelf``, a blob cache of its own.
 
-It caches one image at a time, each image's blobs one after the other — the way Sealos's
-sync saver behaves behind its mutex — using sealpy's public building blocks: the registry
-client, the distribution layout and the copy engine. It is a baseline for benchmarks and
-a template for plugin authors: register a :class:`CacheStrategy` subclass through the
-``sealpy_register_strategies`` hook, and declare the module in the ``sealpy`` entry-point
-group (see this package's pyproject.toml).
+Every blob it caches also goes on a shelf, a directory shared by every build context on the
+machine (``SEALPY_SHELF_DIR``, default ``~/.cache/sealpy-example-shelf``): a layer that
+two cluster images share is fetched from its registry once, and copied from the shelf
+after that. Everything else — resolving, parallel transfers, verification, commit order,
+conflicts, counts, errors — is sealpy's engine (:func:`sealpy.core.api.cache_with_engine`).
+Check it with the conformance suite::
 
-Check it with the conformance suite (see ``sealpy.core.testing.conformance``)::
-
-    from sealpy.core.testing.conformance import StrategyConformance
-
-    class TestSerial(StrategyConformance):
-        strategy = "serial"
+    class TestShelf(sealpy.core.testing.conformance.StrategyConformance):
+        strategy = "shelf"
 """
 
 from __future__ import annotations
 
-import time
+import os
+from collections.abc import Callable
 from pathlib import Path
 
-from sealpy.core.cache.failures import cache_error
-from sealpy.core.cache.strategy import CacheStrategy
-from sealpy.core.errors import SealpyError
-from sealpy.core.hookspecs import hookimpl
-from sealpy.core.model import CachedImage, CacheOptions, CacheReport, ImageSet
-from sealpy.core.transport.archive import archive_job
-from sealpy.core.transport.copy import CopyJob, copy_images
-from sealpy.core.transport.distribution import DistributionLayout
+from sealpy.core import api
+
+SHELF_ENV = "SEALPY_SHELF_DIR"
 
 
-class SerialStrategy(CacheStrategy):
-    name = "serial"
-    description = "example plugin: one image at a time, one blob at a time (a Sealos-like baseline)"
+class ShelvedRepository(api.DistributionRepository):
+    """A repository of the registry directory whose blobs come by way of the shelf."""
 
-    def cache(self, images: ImageSet, registry_dir: Path, options: CacheOptions) -> CacheReport:
-        started = time.monotonic()
-        layout = DistributionLayout(registry_dir)
-        cached: list[CachedImage] = []
-        errors: list[SealpyError] = []
-        with options.transport.client() as client:
-            jobs = [
-                (
-                    CopyJob(
-                        label=str(ref),
-                        source=client.repository(ref),
-                        reference=ref.reference,
-                        destination=layout.repository(ref.cache_repository),
-                        tag=ref.tag,
-                        # Jobs with one target are checked against each other (conflicts).
-                        target=f"{ref.cache_repository}:{ref.tag}" if ref.tag else None,
-                    ),
-                    ref.cache_repository,
-                    ref.tag,
-                )
-                for ref in images.references
-            ]
-            for entry in images.archives:
-                job = archive_job(entry, layout, options.progress)
-                jobs.append((job, entry.destination.cache_repository, entry.destination.tag))
-            # Jobs that would land on one repository:tag go to the copy engine together:
-            # it checks they agree before writing (two sources, one tag = a conflict).
-            groups: dict[tuple, list[tuple[CopyJob, str, str | None]]] = {}
-            for index, (job, repository, tag) in enumerate(jobs):
-                key = (repository, tag) if tag is not None else (index,)
-                groups.setdefault(key, []).append((job, repository, tag))
-            for group in groups.values():
-                targets = {job.label: (repository, tag) for job, repository, tag in group}
-                outcome = copy_images(
-                    [job for job, _, _ in group],
-                    platforms=options.platforms,
-                    all_platforms=options.all_platforms,
-                    max_parallel=1,
-                    progress=options.progress,
-                )
-                errors.extend(f.error for f in outcome.failures)
-                cached.extend(r.cached_as(*targets[r.label]) for r in outcome.results)
-            requests = client.requests_sent
-        report = CacheReport(self.name, tuple(cached), time.monotonic() - started, requests)
-        if errors:  # one line naming each failed image (a conflict once), as built-ins do
-            raise cache_error(errors, len(jobs), report)
-        return report
+    def __init__(self, layout: api.DistributionLayout, name: str, shelf: api.DistributionLayout):
+        super().__init__(layout, name)
+        self.shelf = shelf.repository(name)
+
+    def receive_blob(
+        self,
+        descriptor: api.Descriptor,
+        source: api.ImageSource,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> api.Received:
+        received = api.Received.REUSED  # counted as reused: no byte read from `source`
+        if not self.shelf.has_blob(descriptor.digest):
+            self.shelf.receive_blob(descriptor, source, on_bytes)
+            received = api.Received.FETCHED
+        super().receive_blob(descriptor, self.shelf)  # verified again on its way in
+        return received
 
 
-@hookimpl
-def sealpy_register_strategies(registry) -> None:
-    registry.register(SerialStrategy)
+class ShelfStrategy(api.CacheStrategy):
+    name = "shelf"
+    description = "example plugin: proxy, keeping every blob on a shelf shared by all contexts"
+
+    @classmethod
+    def state_environment(cls, state_dir: Path) -> dict[str, str]:
+        return {SHELF_ENV: str(state_dir / "shelf")}  # the benchmark and tests reset it
+
+    def cache(
+        self, images: api.ImageSet, registry_dir: Path, options: api.CacheOptions
+    ) -> api.CacheReport:
+        default = Path.home() / ".cache" / "sealpy-example-shelf"
+        shelf = api.DistributionLayout(Path(os.environ.get(SHELF_ENV) or default))
+
+        def destination(layout: api.DistributionLayout, repository: str) -> ShelvedRepository:
+            return ShelvedRepository(layout, repository, shelf)
+
+        return api.cache_with_engine(
+            self.name, images, registry_dir, options, destination=destination
+        )
+
+
+@api.hookimpl
+def sealpy_register_strategies(registry: api.StrategyRegistry) -> None:
+    registry.register(ShelfStrategy)

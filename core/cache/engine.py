@@ -1,0 +1,95 @@
+"""Caching with the copy engine: the whole of a strategy that writes the registry directory
+itself, for the ``proxy`` strategy and for plugins that change one part of it.
+
+:func:`cache_with_engine` reads every image of an :class:`ImageSet` from its registry (and
+every ``tar.txt`` archive from the context), lets the copy engine store them in the
+distribution layout under ``registry_dir`` — in parallel, each blob once, children before
+indexes before tags, conflicts found before anything lands — and turns the engine's
+outcome into the strategy's :class:`CacheReport`, or its :class:`CacheError`.
+
+A plugin changes what it needs through keyword arguments: ``destination`` to wrap or
+replace the repository each registry image is written to (a blob cache of its own, see
+the example plugin), ``max_parallel`` to change the parallelism.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from sealpy.core.cache.failures import cache_error
+from sealpy.core.model import CacheOptions, CacheReport, ImageSet
+from sealpy.core.transport.archive import archive_job
+from sealpy.core.transport.copy import CopyJob, ImageDestination, copy_images
+from sealpy.core.transport.distribution import DistributionLayout
+
+DestinationFactory = Callable[[DistributionLayout, str], ImageDestination]
+"""``(layout, repository name) -> destination`` for one registry image."""
+
+
+def layout_repository(layout: DistributionLayout, repository: str) -> ImageDestination:
+    """The default destination: the repository of the registry directory itself."""
+    return layout.repository(repository)
+
+
+def cache_with_engine(
+    strategy: str,
+    images: ImageSet,
+    registry_dir: Path,
+    options: CacheOptions,
+    *,
+    destination: DestinationFactory = layout_repository,
+    max_parallel: int | None = None,
+) -> CacheReport:
+    """Store ``images`` under ``registry_dir`` and report it as strategy ``strategy``.
+
+    Every image and archive is one copy job; jobs that land on one ``repository:tag`` are
+    checked against each other. Counts come from the engine: a blob is *fetched* when this
+    run read it from the image's source (a registry, or an archive in the context), and
+    *reused* when the destination already had it, took it from a cache of its own, or
+    another image of the run fetched it. Raises the :class:`CacheError` naming each failed
+    image, carrying the report of those that were cached.
+    """
+    started = time.monotonic()
+    layout = DistributionLayout(registry_dir)
+    transport = options.transport
+    parallel = options.max_parallel if max_parallel is None else max_parallel
+    places: dict[str, tuple[str, str | None]] = {}  # job label -> (repository, tag)
+    jobs: list[CopyJob] = []
+    with transport.client(max_connections=max(4, transport.max_parallel * 2)) as client:
+        for required in images.images:
+            ref = required.reference
+            repository = ref.cache_repository
+            jobs.append(
+                CopyJob(
+                    label=str(ref),
+                    source=client.repository(ref),
+                    reference=ref.reference,
+                    destination=destination(layout, repository),
+                    tag=ref.tag,
+                    target=f"{repository}:{ref.tag}" if ref.tag else None,
+                )
+            )
+            places[str(ref)] = (repository, ref.tag)
+        for entry in images.archives:
+            job = archive_job(entry, layout, options.progress)
+            jobs.append(job)
+            places[job.label] = (entry.destination.cache_repository, entry.destination.tag)
+        outcome = copy_images(
+            jobs,
+            platforms=options.platforms,
+            all_platforms=options.all_platforms,
+            max_parallel=parallel,
+            progress=options.progress,
+        )
+        requests = client.requests_sent
+    report = CacheReport(
+        strategy=strategy,
+        images=tuple(r.cached_as(*places[r.label]) for r in outcome.results),
+        seconds=time.monotonic() - started,
+        requests=requests,
+    )
+    if outcome.failures:
+        raise cache_error([f.error for f in outcome.failures], len(jobs), report)
+    return report
