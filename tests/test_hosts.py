@@ -226,7 +226,9 @@ def test_sync_retries_skopeo_runs_with_the_retrier_it_is_given(tmp_path, monkeyp
         retrier,
     )
     monkeypatch.setattr(
-        runner, "attempt", lambda label, command: (1, "connection reset", time.monotonic())
+        runner,
+        "attempt",
+        lambda label, command, bound=None: (1, "connection reset", time.monotonic()),
     )
     try:
         with pytest.raises(RegistryError, match="connection reset"):

@@ -506,7 +506,7 @@ def test_a_copy_that_kept_moving_before_it_broke_does_not_use_up_the_time_budget
     )
     calls = []
 
-    def moving_then_broken(label, command):
+    def moving_then_broken(label, command, bound=None):
         calls.append(label)
         time.sleep(0.25)  # "copying" for longer than the whole budget
         return 1, "connection reset by peer", time.monotonic()
@@ -519,7 +519,7 @@ def test_a_copy_that_kept_moving_before_it_broke_does_not_use_up_the_time_budget
     calls.clear()
     started = time.monotonic()
 
-    def failing_at_once(label, command):
+    def failing_at_once(label, command, bound=None):
         calls.append(label)
         time.sleep(0.08)
         return 1, "connection refused", started  # never made progress

@@ -11,6 +11,8 @@ upstream and, when the script says so, answers with a fault instead:
 ``truncate``    full Content-Length announced, half the body sent, connection closed
 ``stall``       headers and half the body, then silence longer than a read timeout
 ``corrupt``     the whole body with its bytes changed (same length): a digest mismatch
+``endless``     no Content-Length, the whole body, then filler bytes until the client
+                hangs up (a hostile or broken server: never transient)
 ``401``         Unauthorized with the upstream's challenge (a token that expired early)
 ==============  =================================================================
 
@@ -52,9 +54,10 @@ FAULTS = (
     "stall",
     "corrupt",
     "401",
+    "endless",
 )
 # Faults that only make sense with a body to damage.
-BODY_FAULTS = frozenset({"reset-mid", "truncate", "stall", "corrupt"})
+BODY_FAULTS = frozenset({"reset-mid", "truncate", "stall", "corrupt", "endless"})
 _HOP_HEADERS = {
     "connection",
     "keep-alive",
@@ -274,7 +277,11 @@ class FaultProxy:
                     if parts.netloc == proxy.upstream:  # keep the client on the proxy
                         location = location.replace(proxy.upstream, proxy.host, 1)
                     self.send_header("Location", location)
-                self.send_header("Content-Length", sent_length or "0")
+                if fault == "endless":  # a body that ends when the connection does
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
+                else:
+                    self.send_header("Content-Length", sent_length or "0")
                 self.end_headers()
                 if streamed:
                     if self.command != "HEAD":
@@ -299,12 +306,23 @@ class FaultProxy:
                     self.wfile.write(data[:half])
                     self.wfile.flush()
                     self._reset()
+                elif fault == "endless":
+                    self._endless(data)
                 elif fault == "stall":
                     self.wfile.write(data[:half])
                     self.wfile.flush()
                     time.sleep(proxy.plan.stall_seconds)
                     self._reset()
                 return None
+
+            def _endless(self, data: bytes) -> None:
+                filler = bytes(1 << 20)
+                try:
+                    self.wfile.write(data)
+                    while True:
+                        self.wfile.write(filler)
+                except OSError:  # the client hung up: what a bounded client does
+                    pass
 
             def _reset(self) -> None:
                 self.connection.setsockopt(

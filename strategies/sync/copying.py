@@ -25,6 +25,7 @@ from sealpy.core.model import ArchiveEntry, CachedImage, CacheOptions
 from sealpy.core.reference import ImageReference
 from sealpy.core.transport.distribution import DistributionLayout
 from sealpy.core.transport.remote import RegistryClient
+from sealpy.strategies.sync.bounds import UploadBound
 from sealpy.strategies.sync.planning import (
     BATCH_MIN,
     CopyPlan,
@@ -64,10 +65,12 @@ class Copier:
         # skopeo does not say what it moved: compare with what the directory held before.
         self._present_before = set(layout.blob_digests())
         self._counted: set[str] = set()
+        self.bound = UploadBound(layout, [], client)
 
     def run(self, plans: list[CopyPlan], archives: tuple[ArchiveEntry, ...]) -> CopyOutcome:
         """Copy every plan and archive, ``max_parallel`` tasks at once."""
         outcome = CopyOutcome()
+        self.bound = UploadBound(self.layout, plans, self.client)
         tasks = self._tasks(plans, archives)
         pool = ThreadPoolExecutor(
             max(1, self.options.max_parallel), thread_name_prefix="sealpy-skopeo"
@@ -130,6 +133,7 @@ class Copier:
             ["--src", "yaml", "--dest", "docker", "--keep-going", *first.copy_flags()],
             [str(spec_file), destination],
             retries=1,  # a partial batch is finished image by image below
+            bound=partial(self.bound.check, sorted({plan.repository for plan in batch})),
         )
         out: _Results = []
         for plan in batch:
@@ -163,7 +167,12 @@ class Copier:
             else f"docker://{self.host}/{plan.repository}:{plan.copy_reference}"
         )
         self.runner.run(
-            plan.label, plan.platform_flags(), "copy", plan.copy_flags(), [plan.source, destination]
+            plan.label,
+            plan.platform_flags(),
+            "copy",
+            plan.copy_flags(),
+            [plan.source, destination],
+            bound=partial(self.bound.check, [plan.repository]),
         )
         digest = self.layout.resolve(plan.repository, plan.copy_reference)
         if plan.tag and plan.by_digest:

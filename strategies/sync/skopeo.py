@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -40,6 +41,7 @@ from sealpy.core.process import child_environment, popen_tied, stop
 from sealpy.core.progress import ProgressReporter
 from sealpy.core.registries import Endpoint
 from sealpy.core.transport.http.retry import Retrier
+from sealpy.strategies.sync.bounds import OVERSIZED
 
 SKOPEO_BINARY = "skopeo"
 SKOPEO_RETRY_TIMES = 3
@@ -223,13 +225,16 @@ class SkopeoRunner:
         operands: list[str],
         *,
         retries: int | None = None,
+        bound: Callable[[], str | None] | None = None,
     ) -> None:
         """Run ``skopeo VERB``, retrying the whole command (skopeo 1.9 does not retry a
         truncated manifest body itself) as the client retries a request: attempts bounded
         (``retries``, else the policy's), the pause between them and the time allowed for
         failing as the :attr:`retrier` says. A failed ``copy`` raises
         :class:`RegistryError`; a failed ``sync`` returns, as its caller copies what the
-        batch did not deliver image by image."""
+        batch did not deliver image by image. ``bound`` is asked every tenth of a second
+        while skopeo runs: what it answers stops the skopeo, as an error never retried
+        (:class:`~sealpy.strategies.sync.bounds.UploadBound`)."""
         policy = self.retrier.policy
         command = self.command(global_flags, verb, flags, operands)
         attempts = max(1, policy.attempts if retries is None else retries)
@@ -239,7 +244,7 @@ class SkopeoRunner:
             if self.cancelled.is_set():
                 raise SealpyError("interrupted")
             started = time.monotonic()
-            returncode, last, last_active = self.attempt(label, command)
+            returncode, last, last_active = self.attempt(label, command, bound)
             if returncode == 0:
                 return
             # As in the client, time spent failing counts from the last progress: the first
@@ -260,7 +265,9 @@ class SkopeoRunner:
             return
         raise RegistryError(f"skopeo {verb} failed: {last}")
 
-    def attempt(self, label: str, command: list[str]) -> tuple[int, str, float]:
+    def attempt(
+        self, label: str, command: list[str], bound: Callable[[], str | None] | None = None
+    ) -> tuple[int, str, float]:
         """One skopeo run: its progress relayed, stopped only when it stalls (no bytes
         read or written for the read timeout). Returns the exit status, the error and
         when the run was last seen making progress."""
@@ -281,7 +288,7 @@ class SkopeoRunner:
         reader.start()
         watch = ActivityWatch(process, relay)
         try:
-            stalled = self._wait(process, watch)
+            stalled = self._wait(process, watch, bound)
         finally:
             if process.poll() is None:
                 stop(process)
@@ -294,15 +301,27 @@ class SkopeoRunner:
         error = stalled or skopeo_error("\n".join(relay.tail))
         return process.returncode or 1, error, watch.since
 
-    def _wait(self, process: subprocess.Popen, watch: ActivityWatch) -> str:
-        """Wait for ``process`` to exit; stop it when it stalls, and then say so."""
+    def _wait(
+        self,
+        process: subprocess.Popen,
+        watch: ActivityWatch,
+        bound: Callable[[], str | None] | None,
+    ) -> str:
+        """Wait for ``process`` to exit; stop it when it stalls or ``bound`` objects, and
+        then say why."""
         limit = max(1.0, self.retrier.policy.read_timeout)
+        # A body that never ends arrives at disk speed: look often while one can.
+        poll = 0.1 if bound is not None else min(1.0, limit / 4)
         while True:
             try:
-                process.wait(timeout=min(1.0, limit / 4))
+                process.wait(timeout=poll)
                 return ""
             except subprocess.TimeoutExpired:
                 pass
+            overrun = bound() if bound is not None else None
+            if overrun:
+                stop(process)
+                return overrun
             if watch.idle_for() > limit and watch.reliable:
                 stop(process)
                 return f"skopeo made no progress for {limit:.0f} s (stalled source?)"
@@ -427,6 +446,7 @@ _PERMANENT = (
     "not found",
     "invalid reference",
     "no such file",
+    OVERSIZED,
 )
 
 
