@@ -46,11 +46,13 @@ from pathlib import Path
 from sealpy.core.cache.failures import cache_error
 from sealpy.core.cache.localregistry import REGISTRY_BINARY, RegistryProcess
 from sealpy.core.cache.strategy import Availability, CacheStrategy
+from sealpy.core.containers import auth_key
 from sealpy.core.errors import SealpyError
 from sealpy.core.hookspecs import hookimpl
 from sealpy.core.model import ArchiveEntry, CacheOptions, CacheReport, ImageSet
 from sealpy.core.transport.distribution import PARTIAL_PREFIX, DistributionLayout
 from sealpy.strategies.sync.copying import Copier, CopyOutcome
+from sealpy.strategies.sync.localauth import run_lock
 from sealpy.strategies.sync.planning import CopyPlan, plan_images
 from sealpy.strategies.sync.skopeo import (
     SKOPEO_BINARY,
@@ -98,7 +100,9 @@ class SyncStrategy(CacheStrategy):
                 try:
                     runner = SkopeoRunner(env, authfile, options, private, client.retrier)
                     copier = Copier(runner, options, layout, client)
-                    outcome = _serve_and_copy(copier, plans, images.archives, layout, private)
+                    outcome = _serve_and_copy(
+                        copier, plans, images.archives, layout, private, authfile
+                    )
                 finally:
                     authfile.close()
                 requests = client.requests_sent
@@ -117,12 +121,18 @@ def _serve_and_copy(
     archives: tuple[ArchiveEntry, ...],
     layout: DistributionLayout,
     private: Path,
+    authfile: MemoryAuthFile,
 ) -> CopyOutcome:
     """Serve the registry directory while skopeo copies into it — unless this is a
-    warm run, where everything is stored already and nothing needs serving."""
+    warm run, where everything is stored already and nothing needs serving. Only this
+    run may use the registry: it refuses requests without a token of the run's own
+    (:mod:`.localauth`)."""
     if all(plan.skip for plan in plans) and not archives:
         return copier.run(plans, ())
-    registry = RegistryProcess(layout.root, private, environment=go_tuning())
+    tokens = run_lock(private).start()
+    registry = RegistryProcess(
+        layout.root, private, auth=tokens.auth_config(), environment=go_tuning()
+    )
     # Every sync run on a directory holds a shared lock on it; only the last one out
     # removes abandoned uploads — another run's may still be in flight.
     directory = os.open(layout.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -130,10 +140,13 @@ def _serve_and_copy(
         fcntl.flock(directory, fcntl.LOCK_SH)
         registry.start()
         try:
-            copier.host = registry.host
-            return copier.run(plans, archives)
+            authfile.add(auth_key(registry.host), tokens.credential)
+            with tokens.client(copier.options.retry) as local:
+                copier.serve_at(registry.host, local)
+                return copier.run(plans, archives)
         finally:
             registry.stop()
+            tokens.stop()
             try:
                 fcntl.flock(directory, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -57,6 +57,7 @@ class Copier:
         client: RegistryClient,
     ) -> None:
         self.host = ""
+        self.local = client  # replaced by serve_at() with a client for the local registry
         self.runner = runner
         self.options = options
         self.layout = layout
@@ -66,6 +67,12 @@ class Copier:
         self._present_before = set(layout.blob_digests())
         self._counted: set[str] = set()
         self.bound = UploadBound(layout, [], client)
+
+    def serve_at(self, host: str, local: RegistryClient) -> None:
+        """The local registry runs at ``host``; ``local`` is a client holding the run's
+        credential for it."""
+        self.host = host
+        self.local = local
 
     def run(self, plans: list[CopyPlan], archives: tuple[ArchiveEntry, ...]) -> CopyOutcome:
         """Copy every plan and archive, ``max_parallel`` tasks at once."""
@@ -186,7 +193,7 @@ class Copier:
         """Tag a digest-copied image: put the same manifest under the tag (skopeo 1.9
         refuses name:tag@digest), through the local registry so it stays consistent."""
         manifest = self.layout.get_manifest(plan.repository, plan.copy_reference)
-        local = self.client.repository(ImageReference(self.host, plan.repository, plan.tag))
+        local = self.local.repository(ImageReference(self.host, plan.repository, plan.tag))
         local.put_manifest(plan.tag or "latest", manifest)
 
     def _archive(self, entry: ArchiveEntry, label: str) -> CachedImage:

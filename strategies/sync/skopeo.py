@@ -137,15 +137,26 @@ class MemoryAuthFile:
             os.close(fd)
             fd = moved
         self.fd = fd
+        self.entries = dict(entries)
         try:
             os.fchmod(fd, 0o600)
-            data = authfile_document(entries)
-            written = 0
-            while written < len(data):
-                written += os.write(fd, data[written:])
+            self._write()
         except OSError:
             self.close()
             raise
+
+    def add(self, key: str, credential: Credential) -> None:
+        """Add an entry (the run's own local registry, once it runs), before a skopeo
+        that needs it starts: the file is rewritten in place."""
+        self.entries[key] = credential
+        os.ftruncate(self.fd, 0)
+        self._write()
+
+    def _write(self) -> None:
+        data = authfile_document(self.entries)
+        written = 0
+        while written < len(data):
+            written += os.pwrite(self.fd, data[written:], written)
 
     @property
     def path(self) -> str:
@@ -207,7 +218,12 @@ class SkopeoRunner:
             self.env["CONTAINERS_REGISTRIES_CONF"],
             *global_flags,
             verb,
-            "--src-authfile" if verb == "sync" else "--authfile",
+            # copy reads both ends' credentials from --authfile; sync needs each named.
+            *(
+                ["--src-authfile", self.authfile.path, "--dest-authfile"]
+                if verb == "sync"
+                else ["--authfile"]
+            ),
             self.authfile.path,
             "--retry-times",
             str(retries),
