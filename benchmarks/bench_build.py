@@ -117,6 +117,8 @@ def run_contender(contender: str, context: Path, run: Path, name: str) -> dict:
         "cpu_s": round(sum(m.cpu_s for m in phases.values()), 3),
         "peak_rss_mib": round(max(m.peak_rss_mib for m in phases.values()), 1),
     }
+    result["total"]["preempted"] = sum(m.preempted for m in phases.values())
+    result["total"]["waits"] = sum(m.waits for m in phases.values())
     result["archive_mib"] = round((run / "image.tar").stat().st_size / MIB, 1)
     return result
 
@@ -272,12 +274,13 @@ def markdown(report: dict) -> str:
         "(whole process tree).",
         "",
         "| registry/ | contender | build s | build CPU s | build MiB | save s | save CPU s "
-        "| save MiB | total s (min–max) | total CPU s | peak MiB | × sealpy |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| save MiB | total s (min–max) | total CPU s | peak MiB | × sealpy (wall) | × sealpy (CPU) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for size, data in report["sizes"].items():
         m = data["medians"]
         base = m["sealpy"]["total"]["wall_s"]
+        base_cpu = m["sealpy"]["total"]["cpu_s"]
         for contender in CONTENDERS:
             b, s, t = (m[contender][p] for p in ("build", "save", "total"))
             lines.append(
@@ -285,7 +288,7 @@ def markdown(report: dict) -> str:
                 f"{b['peak_rss_mib']:.0f} | {s['wall_s']:.2f} | {s['cpu_s']:.2f} | "
                 f"{s['peak_rss_mib']:.0f} | {t['wall_s']:.2f} ({t['wall_min']:.2f}–"
                 f"{t['wall_max']:.2f}) | {t['cpu_s']:.2f} | {t['peak_rss_mib']:.0f} | "
-                f"{t['wall_s'] / base:.2f} |"
+                f"{t['wall_s'] / base:.2f} | {t['cpu_s'] / base_cpu:.2f} |"
             )
     lines.append("")
     for size, data in report["sizes"].items():
@@ -298,6 +301,18 @@ def markdown(report: dict) -> str:
             f"{check['bytes'] / MIB:.1f} MiB; both archives hold the same registry/ tree "
             f"(paths and sizes): {'yes' if same else 'NO — ' + json.dumps(check)}"
         )
+    loads = [
+        r[phase].get("load", 0.0)
+        for data in report["sizes"].values()
+        for runs in data["runs"].values()
+        for r in runs
+        for phase in PHASES
+    ]
+    lines.append(
+        f"- 1-minute load average at the start of each phase: {min(loads):.1f}–{max(loads):.1f} "
+        f"on {mach['cores']} cores (above the core count, wall times include waiting for a CPU; "
+        "compare the CPU seconds)"
+    )
     lines += ["", "Targets (issue 16), from the medians above:", ""]
     for t in report["targets"]:
         lines.append(

@@ -155,7 +155,10 @@ class TreeSampler:
 @dataclass
 class Measured:
     """One phase: wall seconds, CPU seconds of the whole tree (user + system, every waited
-    descendant included), peak RSS in MiB, how many processes were seen, the exit code."""
+    descendant included), peak RSS in MiB, how many processes were seen, the exit code.
+    ``waits`` (voluntary context switches: blocked on I/O or a lock) and ``preempted``
+    (involuntary: the CPU taken by another process) and the 1-minute load average at the
+    start tell how much of the wall time a busy machine added."""
 
     wall_s: float
     cpu_s: float
@@ -163,6 +166,9 @@ class Measured:
     processes: int
     returncode: int
     output: str
+    waits: int = 0
+    preempted: int = 0
+    load: float = 0.0
 
     def as_dict(self) -> dict:
         return {
@@ -170,6 +176,9 @@ class Measured:
             "cpu_s": round(self.cpu_s, 3),
             "peak_rss_mib": round(self.peak_rss_mib, 1),
             "processes": self.processes,
+            "waits": self.waits,
+            "preempted": self.preempted,
+            "load": self.load,
         }
 
 
@@ -177,7 +186,10 @@ def measure(argv: list[str], log: Path, env: dict[str, str] | None = None) -> Me
     """Run ``argv`` once, its output into ``log``; time, CPU and peak memory of its tree.
 
     ``os.wait4`` gives the rusage of exactly this child and what it waited for, so other
-    processes on the machine do not count."""
+    processes on the machine do not count. Every phase starts after ``sync``, so one run's
+    writeback is not charged to the next."""
+    os.sync()  # start with nothing of earlier runs pending on the disk
+    load = os.getloadavg()[0]
     with open(log, "wb") as out:
         start = time.perf_counter()
         pid = os.posix_spawnp(
@@ -194,6 +206,9 @@ def measure(argv: list[str], log: Path, env: dict[str, str] | None = None) -> Me
         processes=len(sampler.processes),
         returncode=os.waitstatus_to_exitcode(status),
         output=log.read_text(errors="replace")[-2000:],
+        waits=usage.ru_nvcsw,
+        preempted=usage.ru_nivcsw,
+        load=round(load, 2),
     )
 
 
