@@ -1,4 +1,5 @@
-"""nox sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s install_modes``, ``nox -s bench``."""
+"""nox sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s install_modes``, ``nox -s bench``,
+``nox -s bench_build``."""
 
 from __future__ import annotations
 
@@ -47,3 +48,11 @@ def bench(session: nox.Session) -> None:
     """The A/B benchmark of caching strategies; results in benchmarks/results/."""
     session.install("-e", ".[dev]")
     session.run("python", "benchmarks/bench_strategies.py", *session.posargs)
+
+
+@nox.session
+def bench_build(session: nox.Session) -> None:
+    """The build stage: sealpy build + save vs buildah bud + push (needs buildah); results in
+    benchmarks/results/build-latest.{json,md}. Pass --sizes/--repeats after ``--``."""
+    session.install("-e", ".[dev]")
+    session.run("python", "benchmarks/bench_build.py", *session.posargs)
