@@ -29,6 +29,7 @@ from sealpy.core.image.media import (
     Descriptor,
     Manifest,
     digest_hex,
+    load_json,
     sha256_digest,
 )
 from sealpy.core.reference import SHA256_RE
@@ -117,7 +118,7 @@ class OCIArchiveSource:
     def __init__(self, path: Path) -> None:
         self.tar = TarIndex(path)
         try:
-            self.index = json.loads(self.tar.read("index.json"))
+            self.index = load_json(self.tar.read("index.json"))
         except (NotFoundError, ValueError):
             raise ContextError(f"{path} is not an OCI archive (no readable index.json)") from None
         manifests = self.index.get("manifests") if isinstance(self.index, dict) else None
@@ -205,7 +206,7 @@ class DockerArchiveSource:
         # finds them present, so they are counted here as fetched.
         self.converted: list[Descriptor] = []
         try:
-            entries = json.loads(self.tar.read("manifest.json"))
+            entries = load_json(self.tar.read("manifest.json"))
         except (NotFoundError, ValueError):
             raise ContextError(
                 f"{path} is not a docker archive (no readable manifest.json)"
@@ -224,6 +225,14 @@ class DockerArchiveSource:
         ):
             raise ContextError(
                 f"{path}: manifest.json image {number}: Layers is not a list of names"
+            )
+        # Read by `sealpy load` to name the image: checked here, with the rest.
+        tags = self.entry.get("RepoTags")
+        if tags is not None and (
+            not isinstance(tags, list) or not all(isinstance(t, str) for t in tags)
+        ):
+            raise ContextError(
+                f"{path}: manifest.json image {number}: RepoTags is not a list of names"
             )
 
     def get_manifest(self, reference: str) -> Manifest:
