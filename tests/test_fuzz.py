@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import requests
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -33,12 +34,15 @@ from sealpy.core.discovery import IgnoreRule, read_sealignore
 from sealpy.core.discovery.archives import parse_line
 from sealpy.core.discovery.archives import sealpy_discover_images as discover_archives
 from sealpy.core.discovery.shim import sealpy_discover_images as discover_shim
-from sealpy.core.errors import SealpyError
+from sealpy.core.errors import AuthenticationError, SealpyError
 from sealpy.core.image.media import Descriptor, Manifest
 from sealpy.core.model import BuildContext, Location
 from sealpy.core.reference import ImageReference, Platform, parse_platforms
+from sealpy.core.registries import Endpoint
 from sealpy.core.transport.archive import DockerArchiveSource, OCIArchiveSource, _LayoutSink
 from sealpy.core.transport.distribution import DistributionLayout
+from sealpy.core.transport.http.auth import _read_token
+from sealpy.core.transport.http.session import error_detail
 
 _LONG = os.environ.get("SEALPY_FUZZ_EXAMPLES")
 settings.register_profile(
@@ -163,6 +167,36 @@ def _json_bytes(value) -> bytes:
     return json.dumps(value, allow_nan=True).encode()
 
 
+def _deep_text(depth: int, kind: str) -> str:
+    if kind == "list":
+        return "[" * depth + "]" * depth
+    return '{"a":' * depth + "1" + "}" * depth
+
+
+# JSON nested from a little to far past what Python's parser takes (about 1000 levels).
+deep_json_text = st.builds(
+    _deep_text,
+    st.one_of(st.integers(1, 64), st.integers(900, 1100), st.integers(1000, 300_000)),
+    st.sampled_from(["list", "object"]),
+)
+_HOLE = r"\u0000deep\u0000"  # how json.dumps writes the placeholder
+
+
+def _with_deep_value(doc, key: str, deep: str) -> bytes:
+    """``doc`` (an object, else an empty one) with ``key`` holding the deep text."""
+    holder = dict(doc) if isinstance(doc, dict) else {}
+    holder[key] = "\x00deep\x00"
+    return json.dumps(holder, allow_nan=True).replace(f'"{_HOLE}"', deep).encode()
+
+
+deep_documents = st.builds(
+    _with_deep_value,
+    st.one_of(st.just({}), st.dictionaries(st.text(max_size=8), json_values, max_size=3)),
+    st.sampled_from(["config", "layers", "manifests", "annotations", "platform", "Config"]),
+    deep_json_text,
+)
+
+
 # --- image references and platforms ----------------------------------------------------
 
 
@@ -200,7 +234,16 @@ def test_platform_parse_gives_platforms_or_a_sealpy_error(values: list[str]):
 
 
 @FUZZ
-@given(st.one_of(manifest_docs.map(_json_bytes), st.binary(max_size=200)), media_types)
+@given(
+    st.one_of(
+        manifest_docs.map(_json_bytes),
+        st.binary(max_size=200),
+        deep_documents,
+        deep_json_text.map(str.encode),
+    ),
+    media_types,
+)
+@example(_deep_text(200_000, "list").encode(), None)
 def test_manifest_parse_gives_a_manifest_or_a_sealpy_error(data: bytes, media_type: str | None):
     try:
         manifest = Manifest.parse(data, media_type)
@@ -478,7 +521,16 @@ archive_entry = st.fixed_dictionaries(
 
 
 @FUZZ_FILES
-@given(st.one_of(st.lists(archive_entry, max_size=2), json_values).map(_json_bytes))
+@given(
+    st.one_of(
+        st.lists(archive_entry, max_size=2).map(_json_bytes),
+        json_values.map(_json_bytes),
+        deep_json_text.map(str.encode),
+        deep_documents.map(lambda doc: b"[" + doc + b"]"),
+    )
+)
+@example(_deep_text(200_000, "list").encode())
+@example(b'[{"Config": "config.json", "Layers": ["layer.tar"], "RepoTags": 5}]')
 def test_docker_archive_manifest_json_is_used_or_refused_with_a_sealpy_error(
     tmp_path_factory: pytest.TempPathFactory, manifest_json: bytes
 ):
@@ -500,6 +552,9 @@ def test_docker_archive_manifest_json_is_used_or_refused_with_a_sealpy_error(
     except SealpyError:
         return
     assert not manifest.is_index and all(layout.has_blob(b.digest) for b in manifest.blobs)
+    # `sealpy load` names the image from RepoTags: accepted means usable.
+    tags = source.entry.get("RepoTags")
+    assert tags is None or (isinstance(tags, list) and all(isinstance(t, str) for t in tags))
 
 
 @FUZZ_FILES
@@ -508,11 +563,14 @@ def test_docker_archive_manifest_json_is_used_or_refused_with_a_sealpy_error(
         st.fixed_dictionaries(
             {"manifests": st.lists(_descriptor_like(), max_size=2)},
             optional={"schemaVersion": json_values},
-        ),
-        json_values,
-    ).map(_json_bytes),
+        ).map(_json_bytes),
+        json_values.map(_json_bytes),
+        deep_json_text.map(str.encode),
+        deep_documents,
+    ),
     st.sampled_from(["", "1", SHA]),
 )
+@example(_deep_text(200_000, "object").encode(), "")
 def test_oci_archive_index_json_is_used_or_refused_with_a_sealpy_error(
     tmp_path_factory: pytest.TempPathFactory, index_json: bytes, reference: str
 ):
@@ -523,6 +581,69 @@ def test_oci_archive_index_json_is_used_or_refused_with_a_sealpy_error(
         OCIArchiveSource(path).get_manifest(reference)
     except SealpyError:
         return
+
+
+# --- a registry's answers read whole: error bodies and token answers ----------------------
+
+
+def _answer(status: int, body: bytes) -> requests.Response:
+    """A response as the client holds it once the body is read (bounded)."""
+    response = requests.Response()
+    response.status_code = status
+    response._content = body
+    response._content_consumed = True
+    response.url = "http://registry.example/v2/app/manifests/1"
+    return response
+
+
+_texts = st.one_of(st.text(max_size=30), st.sampled_from(["abc.def", "a\r\nb", "x y", ""]))
+answer_bodies = st.one_of(
+    st.binary(max_size=200),
+    json_values.map(_json_bytes),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "errors": st.one_of(
+                st.lists(
+                    st.one_of(
+                        st.fixed_dictionaries({}, optional={"code": _texts, "message": _texts}),
+                        json_values,
+                    ),
+                    max_size=2,
+                ),
+                json_values,
+            ),
+            "token": st.one_of(_texts, json_values),
+            "access_token": st.one_of(_texts, json_values),
+            "expires_in": st.one_of(st.sampled_from([300, "300", 0, -1, 1e308]), json_values),
+        },
+    ).map(_json_bytes),
+    deep_json_text.map(str.encode),
+    deep_documents,
+)
+
+
+@FUZZ
+@given(answer_bodies)
+@example(b'{"errors": 5}')
+@example(_deep_text(200_000, "list").encode())
+def test_an_error_body_gives_one_short_printable_line(body: bytes):
+    detail = error_detail(_answer(400, body))
+    assert detail.isprintable() and len(detail) <= 200
+
+
+@FUZZ
+@given(answer_bodies)
+@example(b'{"token": "a\\r\\nX: 1"}')
+@example(_deep_text(200_000, "object").encode())
+def test_a_token_answer_gives_a_usable_token_or_an_authentication_error(body: bytes):
+    endpoint = Endpoint("registry.example", "app")
+    try:
+        token, lifetime = _read_token(endpoint, "https://auth.example/t", _answer(200, body), None)
+    except AuthenticationError:
+        return
+    assert token and token.isprintable() and " " not in token
+    assert 0 < lifetime <= 86400
 
 
 # --- what the fuzzers found (each failed with another exception before its fix) -----------

@@ -10,6 +10,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 from sealpy.core.errors import DigestMismatchError, ManifestError
 from sealpy.core.reference import SHA256_RE
@@ -32,6 +33,38 @@ MANIFEST_TYPES = INDEX_TYPES | IMAGE_TYPES
 SCHEMA1_TYPES = frozenset({DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED})
 # What we ask registries for: every type we can store, most preferred first.
 ACCEPT = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
+
+
+# How deep a JSON document from outside (manifest, index, archive index, token or error
+# answer) may nest. Real ones nest 5 deep at most (index → manifests → entry → platform →
+# os.features). Deeper ones are hostile: Python's parser gives up near 1000 levels with a
+# RecursionError, and documents below that still break whatever walks them recursively
+# later (repr in a message, json.dumps), depending on the stack at that point.
+MAX_JSON_DEPTH = 32
+
+
+class JSONTooDeepError(ValueError):
+    """A JSON document nested deeper than :data:`MAX_JSON_DEPTH`: a ValueError, so that
+    code reading JSON from outside handles it where it handles malformed JSON."""
+
+
+def load_json(data: bytes | str) -> Any:
+    """``json.loads``, refusing documents nested deeper than :data:`MAX_JSON_DEPTH`
+    (:class:`JSONTooDeepError`) instead of failing with a RecursionError or returning one
+    that fails later."""
+    try:
+        document = json.loads(data)
+    except RecursionError:
+        raise JSONTooDeepError(f"JSON nested more than {MAX_JSON_DEPTH} deep") from None
+    # Checked without recursion: depth-first over containers only.
+    stack: list[tuple[Any, int]] = [(document, 1)] if isinstance(document, dict | list) else []
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise JSONTooDeepError(f"JSON nested more than {MAX_JSON_DEPTH} deep")
+        inner = value.values() if isinstance(value, dict) else value
+        stack.extend((v, depth + 1) for v in inner if isinstance(v, dict | list))
+    return document
 
 
 def sha256_digest(data: bytes) -> str:
@@ -64,11 +97,12 @@ class Descriptor:
             )
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
             raise ManifestError(f"malformed descriptor {str(data)[:120]}") from None
-        if descriptor.platform is not None and not isinstance(descriptor.platform, dict):
-            raise ManifestError(f"malformed platform in descriptor {str(data)[:120]}")
         # The digest becomes a path on disk: anything but sha256 hex is refused outright.
         if not SHA256_RE.match(descriptor.digest):
             raise ManifestError(f"unsupported digest {descriptor.digest[:80]!r} in a descriptor")
+        if descriptor.platform is not None and not isinstance(descriptor.platform, dict):
+            kind = "a list" if isinstance(descriptor.platform, list) else "not an object"
+            raise ManifestError(f"the platform of {descriptor.digest} is {kind}")
         if descriptor.size < 0:
             raise ManifestError(f"negative size for {descriptor.digest}")
         return descriptor
@@ -100,7 +134,9 @@ class Manifest:
         ``mediaType`` field, then to the shape of the document. Schema1 is refused."""
         kind = (media_type or "").split(";")[0].strip()
         try:
-            doc = json.loads(data)
+            doc = load_json(data)
+        except JSONTooDeepError as exc:
+            raise ManifestError(str(exc), subject=what) from None
         except ValueError:
             doc = None
         # Schema1 first: a signed one's digest is over the payload without its signatures,
@@ -159,7 +195,7 @@ class Manifest:
 
     @cached_property
     def json(self) -> dict:
-        return json.loads(self.data)
+        return load_json(self.data)
 
     @property
     def is_index(self) -> bool:

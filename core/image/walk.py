@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from sealpy.core.errors import ManifestError
 from sealpy.core.image.media import Descriptor, Manifest
 
-# Real images nest at most one index in another (a Docker list in an OCI index);
-# anything near this is a hostile or broken source.
-MAX_DEPTH = 16
+# How many indexes may lead to an image manifest, the top one included. Real images nest
+# at most one index in another (a Docker list in an OCI index), and containers/image
+# follows no deeper; 4 leaves room for that and refuses a hostile chain after 4 fetches
+# (each up to MAX_MANIFEST_BYTES, held while the walk is below it).
+MAX_DEPTH = 4
 
 Fetch = Callable[[Descriptor], Manifest | None]
 Select = Callable[[Manifest], Sequence[Descriptor]]

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from sealpy.core.errors import ContextError, ManifestError, NotFoundError
 from sealpy.core.image.media import (
@@ -29,6 +29,7 @@ from sealpy.core.image.media import (
     Descriptor,
     Manifest,
     digest_hex,
+    load_json,
     sha256_digest,
 )
 from sealpy.core.reference import SHA256_RE
@@ -117,7 +118,7 @@ class OCIArchiveSource:
     def __init__(self, path: Path) -> None:
         self.tar = TarIndex(path)
         try:
-            self.index = json.loads(self.tar.read("index.json"))
+            self.index = load_json(self.tar.read("index.json"))
         except (NotFoundError, ValueError):
             raise ContextError(f"{path} is not an OCI archive (no readable index.json)") from None
         manifests = self.index.get("manifests") if isinstance(self.index, dict) else None
@@ -177,6 +178,20 @@ class BlobSink(Protocol):
     def open_blob(self, digest: str) -> BinaryIO: ...
 
 
+def docker_archive_entries(tar: TarIndex) -> list[Any]:
+    """The entries of a docker-archive's ``manifest.json``, a list (each entry is checked
+    by :class:`DockerArchiveSource`); a ContextError when there is no such list."""
+    try:
+        entries = load_json(tar.read("manifest.json"))
+    except (NotFoundError, ValueError):
+        raise ContextError(
+            f"{tar.path} is not a docker archive (no readable manifest.json)"
+        ) from None
+    if not isinstance(entries, list):
+        raise ContextError(f"{tar.path}: manifest.json is not a list of images")
+    return entries
+
+
 class DockerArchiveSource:
     """A ``docker-archive`` (``docker save`` output), converted on first use into ``sink``.
 
@@ -204,13 +219,8 @@ class DockerArchiveSource:
         # Blobs this source wrote itself (compressed layers, the config): the copy engine
         # finds them present, so they are counted here as fetched.
         self.converted: list[Descriptor] = []
-        try:
-            entries = json.loads(self.tar.read("manifest.json"))
-        except (NotFoundError, ValueError):
-            raise ContextError(
-                f"{path} is not a docker archive (no readable manifest.json)"
-            ) from None
-        if not isinstance(entries, list) or (entry is None and len(entries) != 1):
+        entries = docker_archive_entries(self.tar)
+        if entry is None and len(entries) != 1:
             raise ContextError(f"{path}: expected exactly one image in manifest.json")
         if entry is not None and not 0 <= entry < len(entries):
             raise ContextError(f"{path}: manifest.json has no image number {entry}")
@@ -224,6 +234,14 @@ class DockerArchiveSource:
         ):
             raise ContextError(
                 f"{path}: manifest.json image {number}: Layers is not a list of names"
+            )
+        # Read by `sealpy load` to name the image: checked here, with the rest.
+        tags = self.entry.get("RepoTags")
+        if tags is not None and (
+            not isinstance(tags, list) or not all(isinstance(t, str) for t in tags)
+        ):
+            raise ContextError(
+                f"{path}: manifest.json image {number}: RepoTags is not a list of names"
             )
 
     def get_manifest(self, reference: str) -> Manifest:

@@ -251,7 +251,7 @@ class RemoteRepository:
                         stream=True,
                     )
                     expect_success(response, endpoint, what)
-                    data = read_limited(response, MAX_MANIFEST_BYTES, what)
+                    data = read_limited(response, MAX_MANIFEST_BYTES, what, endpoint.host)
                     served = response.headers.get("Docker-Content-Digest")
                     expected = pinned or (
                         served if served and served.startswith("sha256:") else None
@@ -325,7 +325,10 @@ class RemoteRepository:
                 headers = {"Accept-Encoding": "identity"}
                 if writer.offset:
                     headers["Range"] = f"bytes={writer.offset}-"
-                response = self._get_following_redirects(endpoint, path, headers)
+                try:
+                    response = self._get_following_redirects(endpoint, path, headers)
+                except RegistryError as exc:  # not retried: say which blob it was about
+                    raise exc.about(what) from exc.cause
                 with response:
                     if response.status_code == 416:
                         writer.reset()

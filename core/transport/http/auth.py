@@ -23,17 +23,24 @@ import requests
 from sealpy.core.auth import Credential, CredentialProvider
 from sealpy.core.errors import AuthenticationError, RegistryError
 from sealpy.core.hosts import is_loopback
+from sealpy.core.image.media import load_json
 from sealpy.core.registries import Endpoint
 from sealpy.core.transport.http.retry import TransientError, retry_after
 from sealpy.core.transport.http.session import (
+    MAX_BODY_BYTES,
     RETRY_STATUS,
     HttpTransport,
     is_cert_error,
     no_auth,
+    read_capped,
     short_cause,
+    size_text,
 )
 
 _AUTH_PARAM = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
+# A token goes into a header as is: visible ASCII only (RFC 6750's b64token is narrower;
+# this refuses what would break the header, such as CR LF, and nothing real).
+_TOKEN = re.compile(r"[\x21-\x7e]+")
 
 # (registry host, service, scope): what a token is valid for.
 TokenKey = tuple[str, str, str]
@@ -185,7 +192,12 @@ class Authenticator:
                     "client_id": "sealpy",
                 }
                 return transport.session.post(
-                    realm, data=form, verify=verify, timeout=transport.timeout, auth=no_auth
+                    realm,
+                    data=form,
+                    verify=verify,
+                    timeout=transport.timeout,
+                    auth=no_auth,
+                    stream=True,  # read bounded, by _read_token
                 )
             query: dict[str, str | list[str]] = {"service": service, "scope": scope.split(" ")}
             auth = None
@@ -193,7 +205,12 @@ class Authenticator:
                 query["account"] = credential.username
                 auth = (credential.username, credential.password)
             return transport.session.get(
-                realm, params=query, auth=auth or no_auth, verify=verify, timeout=transport.timeout
+                realm,
+                params=query,
+                auth=auth or no_auth,
+                verify=verify,
+                timeout=transport.timeout,
+                stream=True,  # read bounded, by _read_token
             )
         except requests.exceptions.SSLError as exc:
             if is_cert_error(exc):
@@ -214,10 +231,14 @@ def _host_of(url: str) -> str:
 def _read_token(
     endpoint: Endpoint, realm: str, response: requests.Response, credential: Credential | None
 ) -> tuple[str, float]:
-    """The token and its lifetime in seconds from the token server's answer."""
+    """The token and its lifetime in seconds from the token server's answer (read up to
+    MAX_BODY_BYTES: a token answer is a few KiB)."""
     status = response.status_code
+    server = _host_of(realm)
+    body = read_capped(response, MAX_BODY_BYTES) if status < 400 else b""
+    response.close()
     if status in RETRY_STATUS:
-        raise TransientError(f"token server {_host_of(realm)}: {status}", retry_after(response))
+        raise TransientError(f"token server {server}: {status}", retry_after(response))
     if status in (401, 403):
         raise AuthenticationError(
             f"{endpoint.host}: the token server refused "
@@ -225,14 +246,35 @@ def _read_token(
         )
     if status >= 400:
         raise AuthenticationError(f"{endpoint.host}: token server answered {status}")
-    try:
-        body = response.json()
-        token = str(body.get("token") or body.get("access_token"))
-        lifetime = float(body.get("expires_in") or 60)
-    except (ValueError, AttributeError, TypeError):
+    if body is None:
         raise AuthenticationError(
-            f"{endpoint.host}: unreadable answer from the token server"
+            f"{endpoint.host}: the token server {server} sent an answer larger than "
+            f"{size_text(MAX_BODY_BYTES)}"
+        )
+    try:
+        answer = load_json(body)
+        token = answer.get("token") or answer.get("access_token")
+        lifetime = answer.get("expires_in") or 60
+    except (ValueError, AttributeError):
+        raise AuthenticationError(
+            f"{endpoint.host}: unreadable answer from the token server {server}"
         ) from None
-    if not token or token == "None":
-        raise AuthenticationError(f"{endpoint.host}: the token server sent no token")
-    return token, lifetime
+    if not token:
+        raise AuthenticationError(f"{endpoint.host}: the token server {server} sent no token")
+    if not isinstance(token, str) or not _TOKEN.fullmatch(token):
+        raise AuthenticationError(
+            f"{endpoint.host}: the token server {server} sent an unusable token"
+        )
+    return token, _lifetime(lifetime)
+
+
+def _lifetime(value: object) -> float:
+    """Seconds a token is valid for, from its ``expires_in``: 60, as when the server says
+    nothing, unless that is a positive number (a day at most)."""
+    try:
+        seconds = float(value) if isinstance(value, int | float | str) else 60.0
+    except ValueError:
+        seconds = 60.0
+    if isinstance(value, bool) or not seconds > 0:
+        seconds = 60.0
+    return min(seconds, 86400.0)

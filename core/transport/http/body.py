@@ -11,8 +11,7 @@ import requests
 from sealpy.core.errors import ManifestError, RegistryError
 from sealpy.core.registries import Endpoint
 from sealpy.core.transport.blobio import CHUNK
-from sealpy.core.transport.http.retry import TransientError
-from sealpy.core.transport.http.session import short_cause
+from sealpy.core.transport.http.session import read_capped, size_text
 
 MAX_MANIFEST_BYTES = 4 << 20  # containers/image's limit: a manifest is never bigger
 
@@ -46,20 +45,13 @@ def expect_success(response: requests.Response, endpoint: Endpoint, what: str) -
     )
 
 
-def read_limited(response: requests.Response, limit: int, what: str) -> bytes:
-    """The whole body, failing with ManifestError past ``limit`` bytes (a manifest is
-    read into memory; nothing a registry sends may make that unbounded)."""
-    chunks: list[bytes] = []
-    total = 0
+def read_limited(response: requests.Response, limit: int, what: str, host: str) -> bytes:
+    """The whole body, failing with ManifestError naming ``host`` past ``limit`` bytes (a
+    manifest is read into memory; nothing a registry sends may make that unbounded)."""
     try:
-        for chunk in response.iter_content(65536):
-            total += len(chunk)
-            if total > limit:
-                response.close()
-                raise ManifestError(f"{what}: manifest larger than {limit} bytes")
-            chunks.append(chunk)
-    except (requests.exceptions.RequestException, OSError) as exc:
-        raise TransientError(f"reading the manifest failed: {short_cause(exc)}") from None
+        data = read_capped(response, limit)
     finally:
         response.close()
-    return b"".join(chunks)
+    if data is None:
+        raise ManifestError(f"{host} sent a manifest larger than {size_text(limit)}", subject=what)
+    return data

@@ -9,19 +9,34 @@ decides.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass
 
 import requests
 
+from sealpy.core.errors import SealpyError
 from sealpy.core.hosts import is_loopback
 from sealpy.core.registries import Endpoint, api_host
+from sealpy.core.transport.http.retry import TransientError
 from sealpy.core.transport.http.session import (
     HttpTransport,
     is_cert_error,
     no_auth,
+    read_capped,
     untrusted_certificate,
 )
+
+# What a probe reads of /v2/'s body ("{}" from a registry): only its status and headers
+# count, so a longer body is not read but dropped with its connection.
+_PROBE_BODY_BYTES = 64 << 10
+
+
+def _discard(response: requests.Response) -> None:
+    """Done with a probe's answer: a short body is read so the connection is reused."""
+    with contextlib.suppress(TransientError):  # only the status and headers were wanted
+        read_capped(response, _PROBE_BODY_BYTES)
+    response.close()
 
 
 @dataclass(frozen=True)
@@ -81,9 +96,15 @@ class SchemeResolver:
         transport = self.transport
         try:
             transport.count()
-            transport.session.get(
-                f"{https.url}/v2/", timeout=transport.timeout, verify=verify, auth=no_auth
-            ).close()
+            response = transport.session.get(
+                f"{https.url}/v2/",
+                timeout=transport.timeout,
+                verify=verify,
+                auth=no_auth,
+                stream=True,
+                allow_redirects=False,
+            )
+            _discard(response)
             return https
         except requests.exceptions.SSLError as exc:
             if verify and is_cert_error(exc):
@@ -99,10 +120,14 @@ class SchemeResolver:
         transport.count()
         try:
             response = transport.session.get(
-                f"http://{host}/v2/", timeout=transport.timeout, auth=no_auth, allow_redirects=False
+                f"http://{host}/v2/",
+                timeout=transport.timeout,
+                auth=no_auth,
+                allow_redirects=False,
+                stream=True,
             )
-            response.close()
-        except requests.exceptions.RequestException:
+            _discard(response)
+        except (requests.exceptions.RequestException, SealpyError):
             return False
         return response.status_code in (200, 401) and (
             "Docker-Distribution-Api-Version" in response.headers

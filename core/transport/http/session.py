@@ -4,7 +4,8 @@ TLS policy, and the mapping of answers and transport failures to sealpy's errors
 :class:`HttpTransport` owns the ``requests.Session`` of a run (a connection pool shared
 by every thread; loopback traffic never goes through a proxy). :meth:`HttpTransport.exchange`
 sends one request without following redirects and without ``~/.netrc`` (credentials come
-from the caller only); :meth:`HttpTransport.check` turns an error status into
+from the caller only), and reads no body whole beyond :data:`MAX_BODY_BYTES`
+(:func:`read_capped`); :meth:`HttpTransport.check` turns an error status into
 :class:`~sealpy.core.errors.NotFoundError`, :class:`~sealpy.core.errors.AuthenticationError`,
 :class:`~sealpy.core.errors.RegistryError` or, for what is worth retrying,
 :class:`~sealpy.core.transport.http.retry.TransientError`.
@@ -21,11 +22,13 @@ from typing import BinaryIO
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from sealpy.core import __version__
 from sealpy.core.errors import AuthenticationError, NotFoundError, RegistryError
 from sealpy.core.hosts import HostPolicy, is_loopback
+from sealpy.core.image.media import load_json
 from sealpy.core.model import RetryPolicy
 from sealpy.core.registries import Endpoint
 from sealpy.core.transport.http.retry import TransientError, retry_after
@@ -34,6 +37,12 @@ from sealpy.core.transport.http.retry import TransientError, retry_after
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
 
 RequestBody = bytes | BinaryIO | Iterator[bytes] | None
+
+# The most sealpy reads whole of any answer but a manifest (which has its own bound, and
+# blobs, which stream to disk): an error body, a token answer, a redirect's or an upload's
+# answer. Registries send a few hundred bytes there; anything past this is hostile.
+MAX_BODY_BYTES = 1 << 20
+_READ_CHUNK = 64 << 10
 
 
 def no_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
@@ -95,15 +104,73 @@ def short_cause(exc: BaseException) -> str:
 
 
 def error_detail(response: requests.Response) -> str:
-    """The registry's own words for an error, short (distribution's JSON errors)."""
+    """The registry's own words for an error (distribution's JSON errors), as one short
+    printable line: the body is the server's, of any shape."""
+    detail = response.reason or ""
     try:
-        errors = response.json().get("errors") or []
-        if errors:
-            first = errors[0]
-            return f"{first.get('code', '')}: {first.get('message', '')}".strip(": ")
+        errors = load_json(response.content).get("errors")
+        first = errors[0] if isinstance(errors, list) and errors else None
+        if isinstance(first, dict):
+            code, message = first.get("code"), first.get("message")
+            detail = f"{code if isinstance(code, str) else ''}: "
+            detail += message if isinstance(message, str) else ""
     except (ValueError, AttributeError):
         pass
-    return response.reason or ""
+    return one_line(detail.strip(": "))
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """``text`` from a server as one printable line of at most ``limit`` characters."""
+    text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def read_capped(response: requests.Response, limit: int) -> bytes | None:
+    """The whole body of ``response``, counted as it is decoded (a gzip bomb counts by
+    what it inflates to), or ``None`` — the connection closed — once it passes ``limit``
+    bytes. The body read is kept as requests keeps it, so ``response.content`` and
+    ``.json()`` work and the connection goes back to the pool; a transfer that breaks is
+    a :class:`TransientError`."""
+    if response._content is not False:  # read already (a redirect's, by requests)
+        return response._content or b""
+    chunks: list[bytes] = []
+    total = 0
+    try:
+        for chunk in response.iter_content(_READ_CHUNK):
+            total += len(chunk)
+            if total > limit:
+                response.close()
+                return None
+            chunks.append(chunk)
+    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+        response.close()
+        raise TransientError(
+            f"reading the answer of {urlsplit(response.url).netloc} failed: {short_cause(exc)}"
+        ) from None
+    response._content = b"".join(chunks)
+    return response._content
+
+
+def size_text(limit: int) -> str:
+    return f"{limit >> 20} MiB" if limit % (1 << 20) == 0 else f"{limit} bytes"
+
+
+def read_body(response: requests.Response, limit: int = MAX_BODY_BYTES) -> bytes:
+    """:func:`read_capped`, past ``limit`` a :class:`RegistryError` naming the host."""
+    data = read_capped(response, limit)
+    if data is None:
+        where = urlsplit(response.url)
+        raise RegistryError(
+            f"{where.netloc} answered {response.request.method} {one_line(where.path, 100)} "
+            f"with more than {size_text(limit)}; no registry sends that much there"
+        )
+    return data
+
+
+def unsupported_url(url: str) -> str:
+    """A URL sealpy will not follow, shown without credentials or query."""
+    parts = urlsplit(url)
+    return one_line(f"{parts.scheme}://{parts.hostname or ''}{parts.path}", 100)
 
 
 class _Session(requests.Session):
@@ -118,6 +185,25 @@ class _Session(requests.Session):
         if is_loopback(urlsplit(url).netloc):
             settings["proxies"] = {}
         return settings
+
+    def get_redirect_target(self, resp: requests.Response) -> str | None:
+        """Where a redirect leads — checked, and its body read within bounds, here.
+
+        requests asks this of every answer, and for a redirect reads its whole body
+        (unbounded) before following it, or, when redirects are not followed, before
+        noting where the next one would go (``Response.next``). Reading the body first,
+        bounded, makes that read a no-op. A target that is not http(s) is refused here
+        rather than failing later as "No connection adapters"."""
+        target = super().get_redirect_target(resp)
+        if target is None:
+            return None
+        read_body(resp)
+        if urlsplit(target).scheme.lower() not in ("", "http", "https"):
+            raise RegistryError(
+                f"{urlsplit(resp.url).netloc}: the registry redirected to an unsupported URL "
+                f"{unsupported_url(target)} (only http and https are followed)"
+            )
+        return target
 
 
 class HttpTransport:
@@ -176,18 +262,21 @@ class HttpTransport:
         params: dict[str, str] | None = None,
     ) -> requests.Response:
         """Send one request, redirects not followed; transport failures worth another
-        try raise :class:`TransientError`, an untrusted certificate a RegistryError."""
+        try raise :class:`TransientError`, an untrusted certificate a RegistryError.
+
+        Without ``stream`` the body is read at once, up to :data:`MAX_BODY_BYTES`; with
+        it, the caller reads (bounded too: :func:`read_capped`, or into a blob)."""
         all_headers = dict(headers or {})
         if authorization:
             all_headers["Authorization"] = authorization
         self.count()
         try:
-            return self.session.request(
+            response = self.session.request(
                 method,
                 url,
                 auth=no_auth,  # never ~/.netrc: credentials come from the provider only
                 headers=all_headers,
-                stream=stream,
+                stream=True,  # requests would read a body whole, however long
                 data=data,
                 params=params,
                 verify=verify,
@@ -203,12 +292,21 @@ class HttpTransport:
             raise TransientError(f"cannot reach {host}: {short_cause(exc)}") from None
         except requests.exceptions.Timeout:
             raise TransientError(f"timed out talking to {urlsplit(url).netloc}") from None
+        except (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL):
+            # A URL the registry gave (an upload's Location): none of ours is like this.
+            raise RegistryError(
+                f"the registry sent an unsupported URL {unsupported_url(url)}"
+            ) from None
+        if not stream:
+            read_body(response)
+        return response
 
     def check(self, response: requests.Response, endpoint: Endpoint) -> requests.Response:
         """``response`` if it is no error (below 400), else the matching exception."""
         status = response.status_code
         if status < 400:
             return response
+        read_body(response)
         detail = error_detail(response)
         response.close()
         if status in RETRY_STATUS:
