@@ -346,6 +346,20 @@ def test_load_refuses_repo_tags_of_the_wrong_type(tags: str, tmp_path: Path, cap
     assert "RepoTags" in err and "Traceback" not in err, err
 
 
+@pytest.mark.parametrize(
+    "manifest_json", [nested(200_000), b"{not json", b'{"Config": "config.json"}', b"[5]"]
+)
+def test_load_refuses_a_malformed_manifest_json_in_one_line(
+    manifest_json: bytes, tmp_path: Path, capsys
+):
+    path = tmp_path / "image.tar"
+    path.write_bytes(archive({"manifest.json": manifest_json, "config.json": CONFIG}))
+    code = main(["load", "-i", str(path), "--root", str(tmp_path / "store"), "-q"])
+    err = capsys.readouterr().err
+    assert code in (1, 2), err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+
+
 # --- 5. end to end: one line, naming the image -----------------------------------------------
 
 

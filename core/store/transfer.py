@@ -12,7 +12,6 @@ target and renames it into place when complete.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,7 +24,12 @@ from sealpy.core.image.walk import walk
 from sealpy.core.progress import ProgressReporter
 from sealpy.core.reference import ImageReference, Platform
 from sealpy.core.store.layout import Store, StoredImage, store_name
-from sealpy.core.transport.archive import DockerArchiveSource, OCIArchiveSource, TarIndex
+from sealpy.core.transport.archive import (
+    DockerArchiveSource,
+    OCIArchiveSource,
+    TarIndex,
+    docker_archive_entries,
+)
 from sealpy.core.transport.archive_write import (
     DockerArchiveDestination,
     OCIArchiveDestination,
@@ -260,11 +264,11 @@ def load(store: Store, path: Path, *, progress: ProgressReporter | None = None) 
             name = _oci_entry_name(entry.get("annotations") or {}, path)
             jobs.append(_load_job(store, oci, descriptor.digest, name, names))
     else:
-        entries = json.loads(TarIndex(path).read("manifest.json"))
-        for number, entry in enumerate(entries):
+        entries = docker_archive_entries(TarIndex(path))
+        for number in range(len(entries)):
             source = DockerArchiveSource(path, store.layout, entry=number)
-            tags = entry.get("RepoTags") or []
-            manifest = source.get_manifest("")
+            manifest = source.get_manifest("")  # checks the entry's fields and types
+            tags = entries[number].get("RepoTags") or []
             if not tags:
                 jobs.append(_load_job(store, source, manifest.digest, None, names))
             for tag in tags:
