@@ -24,7 +24,6 @@ there.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -45,7 +44,7 @@ from sealpy.core.errors import BuildError, SealpyError
 from sealpy.core.hookspecs import hookimpl
 from sealpy.core.hosts import is_loopback
 from sealpy.core.image.compose import platform_index
-from sealpy.core.image.media import Manifest
+from sealpy.core.image.media import Manifest, load_json
 from sealpy.core.model import BUILD_FILE_NAMES, BuildContext
 from sealpy.core.process import child_environment, popen_tied, stop
 from sealpy.core.reference import ImageReference, Platform
@@ -274,7 +273,7 @@ class BuildahBuilder(ImageBuilder):
             raise BuildError(f"buildah {what} failed (exit {process.returncode}): {detail}")
 
     def _index(self, out: OCILayout, manifests: list[Manifest]) -> Manifest:
-        index = platform_index(manifests, lambda m: json.loads(out.read_blob(m.config.digest)))
+        index = platform_index(manifests, lambda m: load_json(out.read_blob(m.config.digest)))
         out.put_manifest(index)
         return index
 

@@ -34,7 +34,7 @@ from sealpy.core.errors import (
 )
 from sealpy.core.image import media
 from sealpy.core.image.compose import canonical_json, parse_document
-from sealpy.core.image.media import Descriptor, Manifest
+from sealpy.core.image.media import Descriptor, Manifest, load_json
 from sealpy.core.image.walk import is_complete, walk
 from sealpy.core.reference import ImageReference, Platform, select_platform
 from sealpy.core.transport.blobio import write_bytes_atomically
@@ -331,7 +331,7 @@ class Store:
 
     def config(self, manifest: Manifest) -> dict:
         try:
-            return json.loads(self.layout.read_blob(manifest.config.digest))
+            return load_json(self.layout.read_blob(manifest.config.digest))
         except NotFoundError:
             raise StoreError(f"the store is missing config {manifest.config.digest}") from None
         except ValueError:

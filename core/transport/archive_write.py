@@ -38,7 +38,7 @@ from typing import BinaryIO
 from sealpy.core.errors import DigestMismatchError, StoreError
 from sealpy.core.image import config as image_config
 from sealpy.core.image import media
-from sealpy.core.image.media import Descriptor, Manifest
+from sealpy.core.image.media import Descriptor, Manifest, load_json
 from sealpy.core.transport.blobio import CHUNK, receive_into
 from sealpy.core.transport.copy import BlobOpener, ImageSource
 from sealpy.core.transport.ocilayout import REF_NAME, OCILayout
@@ -340,7 +340,7 @@ class DockerArchiveDestination(ArchiveDestination):
     ) -> tuple[str, list[str]]:
         """Write an image's config and layers (those not in the archive yet); their names."""
         config_bytes = self._read_blob(manifest.config)
-        diff_ids = image_config.diff_ids(json.loads(config_bytes))
+        diff_ids = image_config.diff_ids(load_json(config_bytes))
         if len(diff_ids) != len(manifest.layers):
             raise StoreError(
                 f"{label}: the config lists {len(diff_ids)} layers, "
