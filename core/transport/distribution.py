@@ -145,9 +145,16 @@ class DistributionLayout:
     def _uploads(self, repository: str) -> Path:
         return self.v2 / "repositories" / repository / "_uploads"
 
-    def blob_writer(self, repository: str, descriptor: Descriptor) -> BlobWriter:
+    def blob_writer(
+        self,
+        repository: str,
+        descriptor: Descriptor,
+        wait: Callable[[], None] | None = None,
+    ) -> BlobWriter:
         """A writer for a blob of known digest. Its partial file is named after the digest,
-        under the repository's ``_uploads``, so an interrupted download resumes next run."""
+        under the repository's ``_uploads``, so an interrupted download resumes next run;
+        another process writing the same partial is waited for (``wait`` is called
+        between tries: see :class:`BlobWriter`)."""
         partial = (
             self._uploads(repository) / f"{PARTIAL_PREFIX}{digest_hex(descriptor.digest)}" / "data"
         )
@@ -159,6 +166,7 @@ class DistributionLayout:
             media_type=descriptor.media_type,
             durable=self.durable,
             confined=self.confined,
+            wait=wait,
         )
 
     def new_blob_writer(self, repository: str, media_type: str = "") -> BlobWriter:
@@ -327,10 +335,18 @@ class DistributionRepository:
         on_bytes: Callable[[int], None] | None = None,
     ) -> Received | None:
         """Create (or resume) the blob's partial file, let ``source`` fill it, commit it.
-        (``None``: fetched from ``source``; a subclass with a cache of its own may answer
-        :attr:`Received.REUSED`.)"""
-        receive_into(self.layout.blob_writer(self.name, descriptor), descriptor, source, on_bytes)
-        return None
+        ``None``: fetched from ``source``; :attr:`Received.REUSED`: another process landed
+        it while this one waited for the partial (a subclass with a cache of its own may
+        answer that too)."""
+        from sealpy.core.transport.copy import Received
+
+        # While another process holds the partial, on_bytes(0) lets an interrupted run
+        # stop waiting (it raises once the copy is cancelled).
+        wait = (lambda: on_bytes(0)) if on_bytes is not None else None
+        writer = self.layout.blob_writer(self.name, descriptor, wait)
+        if receive_into(writer, descriptor, source, on_bytes):
+            return None
+        return Received.REUSED
 
     def stored_manifest(self, digest: str) -> Manifest | None:
         return self.layout.stored_manifest(self.name, digest)
