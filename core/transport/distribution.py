@@ -211,7 +211,9 @@ class DistributionLayout:
     def tag_dir(self, repository: str, tag: str) -> Path:
         return self._repo(repository) / "_manifests" / "tags" / tag
 
-    def _write_link(self, path: Path, digest: str) -> None:
+    def write_link(self, path: Path, digest: str) -> None:
+        """Make the link file ``path`` hold ``digest`` (written atomically: a reader, or
+        another writer, sees the old content or the new, never a part)."""
         try:
             if self.confined.read_bytes(path) == _link(digest):
                 return
@@ -220,7 +222,7 @@ class DistributionLayout:
         write_bytes_atomically(path, _link(digest), confined=self.confined)
 
     def link_blob(self, repository: str, digest: str) -> None:
-        self._write_link(self.layer_link(repository, digest), digest)
+        self.write_link(self.layer_link(repository, digest), digest)
 
     def put_manifest(self, repository: str, manifest: Manifest) -> None:
         """Store a manifest's bytes and its revision link (its blobs' links first)."""
@@ -231,21 +233,34 @@ class DistributionLayout:
             write_bytes_atomically(
                 path, manifest.data, durable=self.durable, confined=self.confined
             )
-        self._write_link(self.revision_link(repository, manifest.digest), manifest.digest)
+        self.write_link(self.revision_link(repository, manifest.digest), manifest.digest)
 
     def set_tag(self, repository: str, tag: str, digest: str) -> None:
         tag_dir = self.tag_dir(repository, tag)
-        self._write_link(tag_dir / "index" / "sha256" / digest_hex(digest) / "link", digest)
-        self._write_link(tag_dir / "current" / "link", digest)
+        self.write_link(tag_dir / "index" / "sha256" / digest_hex(digest) / "link", digest)
+        self.write_link(tag_dir / "current" / "link", digest)
 
     # --- reading -------------------------------------------------------------------------
 
     def read_link(self, path: Path) -> str | None:
+        """The digest a link file holds; None when it holds none (see :meth:`check_link`)."""
+        return self.check_link(path)[0]
+
+    def check_link(self, path: Path) -> tuple[str | None, str]:
+        """``(digest, "")`` for a link file holding exactly ``sha256:<64 hex>``, else
+        ``(None, why)``: ``missing``, ``empty``, ``malformed`` or ``unreadable``. Strict,
+        as the registry reads it (no whitespace allowed): a registry that ran out of disk
+        leaves empty links, and answers 500 for anything that needs one."""
         try:
-            text = self.confined.read_bytes(path).decode().strip()
-        except (OSError, UnicodeDecodeError, SealpyError):
-            return None
-        return text if SHA256_RE.match(text) else None
+            data = self.confined.read_bytes(path)
+        except FileNotFoundError:
+            return None, "missing"
+        except (OSError, SealpyError):
+            return None, "unreadable"
+        if not data:
+            return None, "empty"
+        text = data.decode("ascii", errors="replace")
+        return (text, "") if SHA256_RE.match(text) else (None, "malformed")
 
     def resolve(self, repository: str, reference: str) -> str | None:
         """The digest a tag points to (or the digest itself if stored in the repository)."""
@@ -270,8 +285,9 @@ class DistributionLayout:
         except (SealpyError, OSError):  # unreadable or not a manifest: not stored
             return None
 
-    def repositories(self) -> list[str]:
-        """Every repository name (a directory holding ``_manifests``)."""
+    def repositories(self, *, unfinished: bool = False) -> list[str]:
+        """Every repository name (a directory holding ``_manifests``; with ``unfinished``
+        also one holding only ``_layers``: a run failed before its first manifest)."""
         base = self.v2 / "repositories"
         found: list[str] = []
         try:
@@ -279,7 +295,7 @@ class DistributionLayout:
                 # By descriptors, never into a symlink: a linked _manifests is no repository.
                 for dirpath, dirnames, _files, dir_fd in os.fwalk(".", dir_fd=top):
                     real = [d for d in dirnames if _is_real_dir(d, dir_fd)]
-                    if "_manifests" in real:
+                    if "_manifests" in real or (unfinished and "_layers" in real):
                         found.append(Path(os.path.normpath(dirpath)).as_posix())
                     dirnames[:] = [d for d in real if not d.startswith("_")]
         except (OSError, SealpyError):
@@ -298,6 +314,10 @@ class DistributionLayout:
 
     def layer_links(self, repository: str) -> list[str]:
         return self._linked(self._repo(repository) / "_layers")
+
+    def tag_history(self, repository: str, tag: str) -> list[str]:
+        """Every digest the tag has pointed to (its ``index`` links' directory names)."""
+        return self._linked(self.tag_dir(repository, tag) / "index")
 
 
 def _readlink(path: Path) -> str:

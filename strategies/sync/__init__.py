@@ -46,6 +46,7 @@ from pathlib import Path
 from sealpy.core.cache.failures import cache_error
 from sealpy.core.cache.localregistry import REGISTRY_BINARY, RegistryProcess
 from sealpy.core.cache.strategy import Availability, CacheStrategy
+from sealpy.core.cache.verify import repair_links
 from sealpy.core.errors import SealpyError
 from sealpy.core.hookspecs import hookimpl
 from sealpy.core.model import ArchiveEntry, CacheOptions, CacheReport, ImageSet
@@ -124,9 +125,16 @@ def _serve_and_copy(
         return copier.run(plans, ())
     registry = RegistryProcess(layout.root, private, environment=go_tuning())
     # Every sync run on a directory holds a shared lock on it; only the last one out
-    # removes abandoned uploads — another run's may still be in flight.
+    # removes abandoned uploads — another run's may still be in flight. The first one in
+    # repairs broken link files first (another's registry may be writing one right now).
     directory = os.open(layout.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
+        try:
+            fcntl.flock(directory, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass
+        else:
+            repair_links(layout)
         fcntl.flock(directory, fcntl.LOCK_SH)
         registry.start()
         try:
