@@ -45,26 +45,35 @@ def workload(
         server.stop()
 
 
-def test_two_proxy_saves_of_one_context_at_once_both_succeed(workload, tmp_path: Path):
-    for round_ in range(3):
+@pytest.mark.parametrize(
+    ("strategies", "rounds"), [(("proxy", "proxy"), 3), (("proxy", "sync"), 2)]
+)
+def test_two_saves_of_one_context_at_once_both_succeed(
+    workload, tmp_path: Path, strategies: tuple[str, str], rounds: int
+):
+    for round_ in range(rounds):
         context = tmp_path / f"ctx{round_}"
         context.mkdir()
         (context / "Kubefile").write_text("FROM scratch\nCOPY registry ./registry\n")
-        command = [
-            *CLI,
-            "registry",
-            "save",
-            "--strategy",
-            "proxy",
-            "--images",
-            ",".join(workload),
-            str(context),
-        ]
         runs = [
-            subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for _ in range(2)
+            subprocess.Popen(
+                [
+                    *CLI,
+                    "registry",
+                    "save",
+                    "--strategy",
+                    strategy,
+                    "--images",
+                    ",".join(workload),
+                    str(context),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for strategy in strategies
         ]
-        outputs = [run.communicate(timeout=120) for run in runs]
+        outputs = [run.communicate(timeout=180) for run in runs]
         for run, (_, err) in zip(runs, outputs, strict=True):
             assert run.returncode == 0, f"round {round_}: {err}"
         result = verify_registry(context / "registry")
