@@ -46,7 +46,9 @@ def workload(
 
 
 @pytest.mark.parametrize(
-    ("strategies", "rounds"), [(("proxy", "proxy"), 3), (("proxy", "sync"), 2)]
+    ("strategies", "rounds"),
+    [(("proxy", "proxy"), 3), (("proxy", "sync"), 2), (("sync", "sync"), 3)],
+    ids=["proxy+proxy", "proxy+sync", "sync+sync"],
 )
 def test_two_saves_of_one_context_at_once_both_succeed(
     workload, tmp_path: Path, strategies: tuple[str, str], rounds: int

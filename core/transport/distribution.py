@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -265,8 +266,21 @@ class DistributionLayout:
     def resolve(self, repository: str, reference: str) -> str | None:
         """The digest a tag points to (or the digest itself if stored in the repository)."""
         if SHA256_RE.match(reference):
-            return reference if self.read_link(self.revision_link(repository, reference)) else None
-        return self.read_link(self.tag_dir(repository, reference) / "current" / "link")
+            path = self.revision_link(repository, reference)
+            return reference if self._read_settled_link(path) else None
+        return self._read_settled_link(self.tag_dir(repository, reference) / "current" / "link")
+
+    def _read_settled_link(self, path: Path) -> str | None:
+        """:meth:`read_link`, looking again a few times (70 ms in all) at an empty link: a
+        stock registry (``sync``'s, possibly another run's on this directory) rewrites a
+        link in place — truncate, then write — so a reader can catch it empty."""
+        digest, why = self.check_link(path)
+        for pause in (0.01, 0.02, 0.04):
+            if why != "empty":
+                break
+            time.sleep(pause)
+            digest, why = self.check_link(path)
+        return digest
 
     def get_manifest(self, repository: str, reference: str) -> Manifest:
         digest = self.resolve(repository, reference)
