@@ -78,6 +78,8 @@ class BlobWriter:
         self._confined = confined
         self._dir_fd: int | None = None
         self._contended = False  # another writer held the partial, or replaced it
+        self._shared = resume  # a name other writers use too: touched only under the lock
+        self._committed = False
         if resume:
             # A shared name: another writer may be at it. Lock first, then look.
             self._file = self._open_locked(wait)
@@ -226,6 +228,7 @@ class BlobWriter:
         else:
             assert self._dir_fd is not None
             self._confined.replace(self._dir_fd, self.partial.name, final)
+        self._committed = True
         self._remove_partial_dir()
         self._file.close()
         self._close_dir()
@@ -245,8 +248,8 @@ class BlobWriter:
     def discard(self) -> None:
         """Remove the partial (while still holding it, so no waiting writer resumes a
         file that is going away), then stop."""
-        if self._file.closed:
-            return  # committed or closed: the name may be another writer's by now
+        if self._committed or (self._file.closed and self._shared):
+            return  # a shared name no longer ours: it may be another writer's partial now
         if self._confined is None:
             self.partial.unlink(missing_ok=True)
         else:
