@@ -1,11 +1,16 @@
 """``sealpy registry verify DIR``: check a registry storage root, and optionally repair it.
 
 Checks that every blob's content matches its digest, every link (layer, revision, tag)
-holds a well-formed digest of a blob that exists, every tag resolves to a readable
-manifest, and every stored image manifest has its config and layers (an index may be
-sparse: only the children stored are checked). ``fix=True`` removes what is corrupt —
+holds exactly a digest (``sha256:<64 hex>``, as the registry reads it) of a blob that
+exists, every tag resolves to a readable manifest, and every stored image manifest has
+its config and layers (an index may be sparse: only the children stored are checked).
+Repositories a failed run left with layer links only are checked too. ``fix=True``
+repairs a link whose path names a blob that is present and intact (an empty or garbled
+link a registry left when the disk filled up) and removes the rest of what is corrupt —
 bad blobs, dangling links, incomplete manifests and the tags pointing at them — so that
-a re-run of ``registry save``/``build`` fetches it again.
+a re-run of ``registry save``/``build`` fetches it again. :func:`repair_links` is the
+cheap part of that (links only, no blob hashed), for ``sync`` before it starts a registry
+on the tree: that registry answers 500 to anything that needs an empty link.
 
 Nothing outside the directory is read, written or removed: a stock registry never writes
 a symlink, so every symlink in the tree is a problem of its own (whether it points
@@ -23,11 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sealpy.core.errors import SealpyError
-from sealpy.core.image.media import Manifest
+from sealpy.core.image.media import Manifest, digest_hex
 from sealpy.core.image.walk import walk
 from sealpy.core.transport.blobio import CHUNK
 from sealpy.core.transport.confined import find_symlinks
 from sealpy.core.transport.distribution import V2, DistributionLayout
+
+GARBLED = ("empty", "malformed")  # what DistributionLayout.check_link says of bad content
 
 
 class NotARegistryError(SealpyError):
@@ -40,6 +47,9 @@ class Problem:
     digest: str | None
     message: str
     remove: tuple[Path, ...] = field(default=(), compare=False)
+    # A link file and the digest it should hold (its path names an intact blob): with
+    # --fix it is rewritten instead of removed.
+    rewrite: tuple[Path, str] | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
         if self.repository is None and self.digest is None:
@@ -68,8 +78,10 @@ class VerifyResult:
                 if self.remaining
                 else "; a re-run fetches them again"
             )
-            return f"{head}: {len(self.problems)} problems, removed what was corrupt{left}"
-        return f"{head}: {len(self.problems)} problems (run with --fix to remove what is corrupt)"
+            return (
+                f"{head}: {len(self.problems)} problems, repaired or removed what was corrupt{left}"
+            )
+        return f"{head}: {len(self.problems)} problems (run with --fix to repair or remove what is corrupt)"
 
 
 def _hash_blob(layout: DistributionLayout, digest: str) -> str:
@@ -115,7 +127,7 @@ def check(layout: DistributionLayout) -> tuple[list[Problem], int, int]:
             good_blobs.add(digest)
         else:
             problems.append(Problem(None, digest, f"content has digest {actual}", (path.parent,)))
-    repositories = layout.repositories()
+    repositories = layout.repositories(unfinished=True)
     for repo in repositories:
         problems.extend(_check_repository(layout, repo, good_blobs))
     return problems, blobs, len(repositories)
@@ -129,20 +141,45 @@ def _link_problem(
     good_blobs: set[str],
     expected: str | None,
 ) -> Problem | None:
-    digest = layout.read_link(link)
+    digest, why = layout.check_link(link)
+    # Content a registry garbled is rewritten; a link that is missing, or unreadable (a
+    # symlink, a directory), is removed as before.
+    garbled = why in GARBLED or (digest is not None and digest != expected)
+    rewrite = (link, expected) if garbled and expected in good_blobs else None
     if digest is None:
-        return Problem(
-            repo, expected, f"{kind} link {link.name} is missing or malformed", (link.parent,)
-        )
+        return Problem(repo, expected, f"{kind} link is {why}", (link.parent,), rewrite)
     if expected is not None and digest != expected:
         return Problem(
-            repo, expected, f"{kind} link holds {digest}, not its own digest", (link.parent,)
+            repo,
+            expected,
+            f"{kind} link holds {digest}, not its own digest",
+            (link.parent,),
+            rewrite,
         )
     if digest not in good_blobs:
         return Problem(
             repo, digest, f"{kind} link points to a missing or corrupt blob", (link.parent,)
         )
     return None
+
+
+def _tag_index_links(layout: DistributionLayout, repo: str, tag: str) -> list[tuple[Path, str]]:
+    """(link file, digest its path names) for every digest a tag has pointed to."""
+    index = layout.tag_dir(repo, tag) / "index" / "sha256"
+    return [(index / digest_hex(d) / "link", d) for d in layout.tag_history(repo, tag)]
+
+
+def _malformed_tag_index_links(
+    layout: DistributionLayout, repo: str, tag: str, good_blobs: set[str]
+) -> list[Problem]:
+    """Tag index links that hold no digest or another one. One pointing to a blob that
+    is gone is history the registry never reads for serving: not a problem."""
+    problems = []
+    for link, expected in _tag_index_links(layout, repo, tag):
+        problem = _link_problem(layout, repo, link, f"tag {tag} index", good_blobs, expected)
+        if problem is not None and "missing or corrupt blob" not in problem.message:
+            problems.append(problem)
+    return problems
 
 
 def _check_repository(layout: DistributionLayout, repo: str, good_blobs: set[str]) -> list[Problem]:
@@ -219,6 +256,7 @@ def _check_repository(layout: DistributionLayout, repo: str, good_blobs: set[str
             broken.add(digest)
     for tag in layout.tags(repo):
         tag_dir = layout.tag_dir(repo, tag)
+        problems.extend(_malformed_tag_index_links(layout, repo, tag, good_blobs))
         current = layout.read_link(tag_dir / "current" / "link")
         if current is None:
             problems.append(Problem(repo, None, f"tag {tag} has no valid current link", (tag_dir,)))
@@ -259,8 +297,15 @@ def verify_registry(directory: Path, *, fix: bool = False) -> VerifyResult:
         return VerifyResult(tuple(problems), blobs, repositories)
     found = list(problems)
     remaining = problems
-    for _ in range(3):  # removing a manifest can break the index or tag above it
-        for problem in remaining:
+    # Links are repaired first, alone: an image whose links were broken is whole again
+    # then, and what only looked broken because of them (the image, its tag) stays.
+    rounds = 0
+    while remaining and rounds < 4:  # removing a manifest can break the index or tag above
+        rounds += 1
+        repairs = [p for p in remaining if p.rewrite is not None]
+        for problem in repairs or remaining:
+            if _rewritten(layout, problem):
+                continue
             for path in problem.remove:
                 # The path itself (a symlink is unlinked, not followed); one that can only
                 # be reached through a symlink stays and is reported as remaining.
@@ -268,6 +313,60 @@ def verify_registry(directory: Path, *, fix: bool = False) -> VerifyResult:
                     layout.confined.remove(path)
         remaining, _, _ = check(layout)
         found.extend(p for p in remaining if p not in found)
-        if not remaining:
-            break
     return VerifyResult(tuple(found), blobs, repositories, True, tuple(remaining))
+
+
+def _rewritten(layout: DistributionLayout, problem: Problem) -> bool:
+    if problem.rewrite is None:
+        return False
+    try:
+        layout.write_link(*problem.rewrite)
+    except (OSError, SealpyError):
+        return False  # e.g. a directory where the file should be: removed instead
+    return True
+
+
+def repair_links(layout: DistributionLayout) -> list[str]:
+    """Repair the link files that hold no digest, or another than their path names —
+    rewritten when that blob is present, else removed (a tag whose current link is
+    broken goes whole) — before a stock registry serves the tree: it answers 500 to
+    any request that reads such a link, so a re-run after a disk-full failure could never
+    complete. Reads links only and hashes no blob (``verify`` does that). Returns one line
+    per link changed. Links that hold a digest whose blob is missing are left: the
+    registry treats them as absent, and the run fetches the blob again."""
+    changed: list[str] = []
+    for repo in layout.repositories(unfinished=True):
+        links: list[tuple[str, Path, str | None, Path]] = [
+            ("layer", layout.layer_link(repo, d), d, layout.layer_link(repo, d).parent)
+            for d in layout.layer_links(repo)
+        ]
+        links += [
+            ("manifest revision", link, d, link.parent)
+            for d in layout.revisions(repo)
+            for link in (layout.revision_link(repo, d),)
+        ]
+        for tag in layout.tags(repo):
+            tag_dir = layout.tag_dir(repo, tag)
+            links += [
+                (f"tag {tag} index", lk, d, lk.parent)
+                for lk, d in _tag_index_links(layout, repo, tag)
+            ]
+            links.append((f"tag {tag} current", tag_dir / "current" / "link", None, tag_dir))
+        for kind, link, expected, owner in links:
+            digest, why = layout.check_link(link)
+            if why in ("missing", "unreadable"):
+                continue  # served as absent; a symlink is refused when the registry starts
+            if digest is not None and expected in (None, digest):
+                continue
+            why = why or f"holds {digest}"
+            try:
+                if expected is not None and layout.has_blob(expected):
+                    layout.write_link(link, expected)
+                    changed.append(f"{repo}: {kind} link was {why}: rewritten")
+                    continue
+            except (OSError, SealpyError):
+                pass
+            with contextlib.suppress(OSError, SealpyError):
+                layout.confined.remove(owner)
+            changed.append(f"{repo}: {kind} link was {why}: removed")
+    return changed

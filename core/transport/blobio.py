@@ -4,14 +4,25 @@ A blob only ever appears at its final path whole and verified (length and sha256
 interrupted run never leaves corrupt content where a registry would serve it. A partial
 file survives an interruption and is resumed: its bytes are hashed again and the download
 continues from its length.
+
+A resumable partial has a name every writer of that blob shares (so that the next run
+finds it), and several processes may write into one directory at once (two `registry
+save` of one context). So the writer holds an exclusive ``flock`` on the partial file
+itself from opening to the end of its rename: a second writer of the blob waits, then
+finds the blob landed (and fetches nothing) or resumes what the first one left. A lock
+dies with its process, so a killed run blocks nobody. Writers whose partial has a name of
+its own (``resume=False``) take no lock.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -21,6 +32,7 @@ from sealpy.core.image.media import Descriptor
 from sealpy.core.transport.confined import ConfinedRoot
 
 CHUNK = 1 << 20  # 1 MiB: constant memory whatever the blob size
+LOCK_POLL = 0.05  # seconds between tries while another writer holds a partial
 
 
 class BlobSource(Protocol):
@@ -38,6 +50,9 @@ class BlobWriter:
     ``final_path`` maps the (verified) digest to the final path; it is called at commit,
     so blobs whose digest is only known afterwards (compressed on the fly) work too.
     With ``confined``, every path is reached without following a symlink below its root.
+    With ``resume``, the partial is locked from here until :meth:`commit`, :meth:`close`
+    or :meth:`discard` (see the module's docstring); ``wait`` is called while another
+    writer holds it and may raise to stop waiting.
     """
 
     def __init__(
@@ -51,6 +66,7 @@ class BlobWriter:
         durable: bool = True,
         resume: bool = True,
         confined: ConfinedRoot | None = None,
+        wait: Callable[[], None] | None = None,
     ) -> None:
         self.partial = partial
         self._final_path = final_path
@@ -61,19 +77,87 @@ class BlobWriter:
         self._hash = hashlib.sha256()
         self._confined = confined
         self._dir_fd: int | None = None
-        if confined is None:
-            partial.parent.mkdir(parents=True, exist_ok=True)
-            mode = "r+b" if resume and partial.exists() else "w+b"
-            self._file = open(partial, mode)  # noqa: SIM115 - closed in commit/close
+        self._contended = False  # another writer held the partial, or replaced it
+        self._shared = resume  # a name other writers use too: touched only under the lock
+        self._committed = False
+        if resume:
+            # A shared name: another writer may be at it. Lock first, then look.
+            self._file = self._open_locked(wait)
+            self._rehash()
+        else:
+            self._file = self._open(os.O_TRUNC)
+        self.offset = self._file.tell()
+
+    def _open(self, extra_flags: int = 0):
+        """The partial opened for reading and writing (created if missing)."""
+        flags = os.O_RDWR | os.O_CREAT | extra_flags
+        if self._confined is None:
+            self.partial.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.partial, flags | os.O_CLOEXEC, 0o666)
         else:
             # Opened without following a symlink anywhere below the root; the directory
             # stays open for the rename at commit.
-            flags = os.O_RDWR | os.O_CREAT | (0 if resume else os.O_TRUNC)
-            self._dir_fd, fd = confined.open_file(partial, flags)
-            self._file = os.fdopen(fd, "r+b")
-        if resume:
-            self._rehash()
-        self.offset = self._file.tell()
+            self._dir_fd, fd = self._confined.open_file(self.partial, flags)
+        return os.fdopen(fd, "r+b")
+
+    def _open_locked(self, wait: Callable[[], None] | None):
+        """The partial, opened and exclusively locked. Waits while another writer holds
+        it (calling ``wait`` between tries: it may raise to give up). The file locked must
+        still be the one the name points to — the holder may have renamed it into place
+        or removed it (and its directory) meanwhile; then the name is opened again."""
+        for attempt in range(100):
+            try:
+                file = self._open()
+            except FileNotFoundError:
+                # Its directory went with another writer's commit after we reached it.
+                if attempt == 99:
+                    raise
+                self._contended = True
+                continue
+            try:
+                while True:
+                    try:
+                        fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        self._contended = True
+                        if wait is not None:
+                            wait()
+                        time.sleep(LOCK_POLL)
+                if self._names(file):
+                    return file
+                self._contended = True
+            except BaseException:
+                file.close()
+                self._close_dir()
+                raise
+            file.close()
+            self._close_dir()
+        raise OSError(errno.EAGAIN, "another writer keeps replacing it", str(self.partial))
+
+    def _names(self, file) -> bool:
+        """Whether the partial's name still points to the open ``file``."""
+        try:
+            if self._dir_fd is not None:
+                st = os.stat(self.partial.name, dir_fd=self._dir_fd, follow_symlinks=False)
+            else:
+                st = os.stat(self.partial, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(file.fileno())
+        return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+
+    def landed(self) -> bool:
+        """Whether the blob (of known digest) is at its final path already: another
+        writer finished it while this one waited for the partial. Only looked up after a
+        wait (a lookup of a missing file costs ~40 µs: a blob landing between the
+        caller's own check and the lock is fetched again, harmlessly)."""
+        if self.digest is None or not self._contended:
+            return False
+        final = self._final_path(self.digest)
+        if self._confined is None:
+            return final.is_file()
+        return self._confined.is_file(final)
 
     def _rehash(self) -> None:
         """Hash what an earlier run left, so the download can resume after it."""
@@ -134,16 +218,20 @@ class BlobWriter:
             # missing (a re-run fetches it) but never present with wrong content. The
             # directory is not synced: that costs a fsync per blob and only saves a re-fetch.
             os.fsync(self._file.fileno())
-        self._file.close()
         final = self._final_path(actual)
+        # Renamed while still open, so still locked: a writer waiting for the partial
+        # then finds its name gone and the blob in place. Renaming over a blob another
+        # writer landed meanwhile is harmless: the same verified bytes.
         if self._confined is None:
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(self.partial, final)
         else:
             assert self._dir_fd is not None
             self._confined.replace(self._dir_fd, self.partial.name, final)
-        self._close_dir()
+        self._committed = True
         self._remove_partial_dir()
+        self._file.close()
+        self._close_dir()
         return Descriptor(self.media_type, actual, self.offset)
 
     def close(self) -> None:
@@ -158,12 +246,16 @@ class BlobWriter:
             self._dir_fd = None
 
     def discard(self) -> None:
-        self.close()
+        """Remove the partial (while still holding it, so no waiting writer resumes a
+        file that is going away), then stop."""
+        if self._committed or (self._file.closed and self._shared):
+            return  # a shared name no longer ours: it may be another writer's partial now
         if self._confined is None:
             self.partial.unlink(missing_ok=True)
         else:
             self._confined.remove(self.partial)
         self._remove_partial_dir()
+        self.close()
 
     def _remove_partial_dir(self) -> None:
         # Partials live in a directory of their own (distribution's _uploads/<id>/data).
@@ -192,12 +284,17 @@ def receive_into(
     descriptor: Descriptor,
     source: BlobSource,
     on_bytes: Callable[[int], None] | None = None,
-) -> None:
+) -> bool:
     """Let ``source`` fill ``writer`` (resuming from what it holds), then commit it; an
-    unfinished partial stays for the next run."""
+    unfinished partial stays for the next run. Returns False, having fetched nothing, when
+    another writer landed the blob while this one waited for its partial."""
     try:
+        if writer.landed():
+            writer.discard()
+            return False
         source.fetch_blob(descriptor, writer, on_bytes)
         writer.commit()
+        return True
     finally:
         writer.close()
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -145,9 +146,16 @@ class DistributionLayout:
     def _uploads(self, repository: str) -> Path:
         return self.v2 / "repositories" / repository / "_uploads"
 
-    def blob_writer(self, repository: str, descriptor: Descriptor) -> BlobWriter:
+    def blob_writer(
+        self,
+        repository: str,
+        descriptor: Descriptor,
+        wait: Callable[[], None] | None = None,
+    ) -> BlobWriter:
         """A writer for a blob of known digest. Its partial file is named after the digest,
-        under the repository's ``_uploads``, so an interrupted download resumes next run."""
+        under the repository's ``_uploads``, so an interrupted download resumes next run;
+        another process writing the same partial is waited for (``wait`` is called
+        between tries: see :class:`BlobWriter`)."""
         partial = (
             self._uploads(repository) / f"{PARTIAL_PREFIX}{digest_hex(descriptor.digest)}" / "data"
         )
@@ -159,6 +167,7 @@ class DistributionLayout:
             media_type=descriptor.media_type,
             durable=self.durable,
             confined=self.confined,
+            wait=wait,
         )
 
     def new_blob_writer(self, repository: str, media_type: str = "") -> BlobWriter:
@@ -203,7 +212,9 @@ class DistributionLayout:
     def tag_dir(self, repository: str, tag: str) -> Path:
         return self._repo(repository) / "_manifests" / "tags" / tag
 
-    def _write_link(self, path: Path, digest: str) -> None:
+    def write_link(self, path: Path, digest: str) -> None:
+        """Make the link file ``path`` hold ``digest`` (written atomically: a reader, or
+        another writer, sees the old content or the new, never a part)."""
         try:
             if self.confined.read_bytes(path) == _link(digest):
                 return
@@ -212,7 +223,7 @@ class DistributionLayout:
         write_bytes_atomically(path, _link(digest), confined=self.confined)
 
     def link_blob(self, repository: str, digest: str) -> None:
-        self._write_link(self.layer_link(repository, digest), digest)
+        self.write_link(self.layer_link(repository, digest), digest)
 
     def put_manifest(self, repository: str, manifest: Manifest) -> None:
         """Store a manifest's bytes and its revision link (its blobs' links first)."""
@@ -223,27 +234,53 @@ class DistributionLayout:
             write_bytes_atomically(
                 path, manifest.data, durable=self.durable, confined=self.confined
             )
-        self._write_link(self.revision_link(repository, manifest.digest), manifest.digest)
+        self.write_link(self.revision_link(repository, manifest.digest), manifest.digest)
 
     def set_tag(self, repository: str, tag: str, digest: str) -> None:
         tag_dir = self.tag_dir(repository, tag)
-        self._write_link(tag_dir / "index" / "sha256" / digest_hex(digest) / "link", digest)
-        self._write_link(tag_dir / "current" / "link", digest)
+        self.write_link(tag_dir / "index" / "sha256" / digest_hex(digest) / "link", digest)
+        self.write_link(tag_dir / "current" / "link", digest)
 
     # --- reading -------------------------------------------------------------------------
 
     def read_link(self, path: Path) -> str | None:
+        """The digest a link file holds; None when it holds none (see :meth:`check_link`)."""
+        return self.check_link(path)[0]
+
+    def check_link(self, path: Path) -> tuple[str | None, str]:
+        """``(digest, "")`` for a link file holding exactly ``sha256:<64 hex>``, else
+        ``(None, why)``: ``missing``, ``empty``, ``malformed`` or ``unreadable``. Strict,
+        as the registry reads it (no whitespace allowed): a registry that ran out of disk
+        leaves empty links, and answers 500 for anything that needs one."""
         try:
-            text = self.confined.read_bytes(path).decode().strip()
-        except (OSError, UnicodeDecodeError, SealpyError):
-            return None
-        return text if SHA256_RE.match(text) else None
+            data = self.confined.read_bytes(path)
+        except FileNotFoundError:
+            return None, "missing"
+        except (OSError, SealpyError):
+            return None, "unreadable"
+        if not data:
+            return None, "empty"
+        text = data.decode("ascii", errors="replace")
+        return (text, "") if SHA256_RE.match(text) else (None, "malformed")
 
     def resolve(self, repository: str, reference: str) -> str | None:
         """The digest a tag points to (or the digest itself if stored in the repository)."""
         if SHA256_RE.match(reference):
-            return reference if self.read_link(self.revision_link(repository, reference)) else None
-        return self.read_link(self.tag_dir(repository, reference) / "current" / "link")
+            path = self.revision_link(repository, reference)
+            return reference if self._read_settled_link(path) else None
+        return self._read_settled_link(self.tag_dir(repository, reference) / "current" / "link")
+
+    def _read_settled_link(self, path: Path) -> str | None:
+        """:meth:`read_link`, looking again a few times (70 ms in all) at an empty link: a
+        stock registry (``sync``'s, possibly another run's on this directory) rewrites a
+        link in place — truncate, then write — so a reader can catch it empty."""
+        digest, why = self.check_link(path)
+        for pause in (0.01, 0.02, 0.04):
+            if why != "empty":
+                break
+            time.sleep(pause)
+            digest, why = self.check_link(path)
+        return digest
 
     def get_manifest(self, repository: str, reference: str) -> Manifest:
         digest = self.resolve(repository, reference)
@@ -262,8 +299,9 @@ class DistributionLayout:
         except (SealpyError, OSError):  # unreadable or not a manifest: not stored
             return None
 
-    def repositories(self) -> list[str]:
-        """Every repository name (a directory holding ``_manifests``)."""
+    def repositories(self, *, unfinished: bool = False) -> list[str]:
+        """Every repository name (a directory holding ``_manifests``; with ``unfinished``
+        also one holding only ``_layers``: a run failed before its first manifest)."""
         base = self.v2 / "repositories"
         found: list[str] = []
         try:
@@ -271,7 +309,7 @@ class DistributionLayout:
                 # By descriptors, never into a symlink: a linked _manifests is no repository.
                 for dirpath, dirnames, _files, dir_fd in os.fwalk(".", dir_fd=top):
                     real = [d for d in dirnames if _is_real_dir(d, dir_fd)]
-                    if "_manifests" in real:
+                    if "_manifests" in real or (unfinished and "_layers" in real):
                         found.append(Path(os.path.normpath(dirpath)).as_posix())
                     dirnames[:] = [d for d in real if not d.startswith("_")]
         except (OSError, SealpyError):
@@ -290,6 +328,10 @@ class DistributionLayout:
 
     def layer_links(self, repository: str) -> list[str]:
         return self._linked(self._repo(repository) / "_layers")
+
+    def tag_history(self, repository: str, tag: str) -> list[str]:
+        """Every digest the tag has pointed to (its ``index`` links' directory names)."""
+        return self._linked(self.tag_dir(repository, tag) / "index")
 
 
 def _readlink(path: Path) -> str:
@@ -327,10 +369,18 @@ class DistributionRepository:
         on_bytes: Callable[[int], None] | None = None,
     ) -> Received | None:
         """Create (or resume) the blob's partial file, let ``source`` fill it, commit it.
-        (``None``: fetched from ``source``; a subclass with a cache of its own may answer
-        :attr:`Received.REUSED`.)"""
-        receive_into(self.layout.blob_writer(self.name, descriptor), descriptor, source, on_bytes)
-        return None
+        ``None``: fetched from ``source``; :attr:`Received.REUSED`: another process landed
+        it while this one waited for the partial (a subclass with a cache of its own may
+        answer that too)."""
+        from sealpy.core.transport.copy import Received
+
+        # While another process holds the partial, on_bytes(0) lets an interrupted run
+        # stop waiting (it raises once the copy is cancelled).
+        wait = (lambda: on_bytes(0)) if on_bytes is not None else None
+        writer = self.layout.blob_writer(self.name, descriptor, wait)
+        if receive_into(writer, descriptor, source, on_bytes):
+            return None
+        return Received.REUSED
 
     def stored_manifest(self, digest: str) -> Manifest | None:
         return self.layout.stored_manifest(self.name, digest)

@@ -46,6 +46,7 @@ from pathlib import Path
 from sealpy.core.cache.failures import cache_error
 from sealpy.core.cache.localregistry import REGISTRY_BINARY, RegistryProcess
 from sealpy.core.cache.strategy import Availability, CacheStrategy
+from sealpy.core.cache.verify import repair_links
 from sealpy.core.containers import auth_key
 from sealpy.core.errors import SealpyError
 from sealpy.core.hookspecs import hookimpl
@@ -134,9 +135,16 @@ def _serve_and_copy(
         layout.root, private, auth=tokens.auth_config(), environment=go_tuning()
     )
     # Every sync run on a directory holds a shared lock on it; only the last one out
-    # removes abandoned uploads — another run's may still be in flight.
+    # removes abandoned uploads — another run's may still be in flight. The first one in
+    # repairs broken link files first (another's registry may be writing one right now).
     directory = os.open(layout.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
+        try:
+            fcntl.flock(directory, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass
+        else:
+            repair_links(layout)
         fcntl.flock(directory, fcntl.LOCK_SH)
         registry.start()
         try:
@@ -146,7 +154,6 @@ def _serve_and_copy(
                 return copier.run(plans, archives)
         finally:
             registry.stop()
-            tokens.stop()
             try:
                 fcntl.flock(directory, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -155,6 +162,7 @@ def _serve_and_copy(
                 _remove_abandoned_uploads(layout)
     finally:
         os.close(directory)
+        tokens.stop()
 
 
 def _remove_abandoned_uploads(layout: DistributionLayout) -> None:
