@@ -161,7 +161,10 @@ def registry_verify(
     ],
     fix: Annotated[
         bool,
-        typer.Option("--fix/--no-fix", help="Remove what is corrupt so a re-run fetches it again."),
+        typer.Option(
+            "--fix/--no-fix",
+            help="Repair broken link files whose blob is intact; remove what is corrupt so a re-run fetches it again.",
+        ),
     ] = False,
 ) -> None:
     """Check a registry directory: blobs match digests, links resolve, images complete."""
