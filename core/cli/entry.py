@@ -17,6 +17,7 @@ import traceback
 import typer
 
 from sealpy.core.cli.application import app
+from sealpy.core.cli.coercion import convert_plainly
 from sealpy.core.errors import Interrupted, SealpyError, UsageError
 
 # Flags users type as --flag=true/false (Sealos's cobra and skopeo's pflag spelling).
@@ -131,6 +132,7 @@ def _run(args: list[str]) -> int:
     try:
         args = normalize_bool_flags(args)
         command = typer.main.get_command(app)
+        convert_plainly(command)  # no pydantic for plain values: see .coercion
         # Commands read --debug from the context object (merge prints its Sealfile).
         result = command.main(
             args=args, prog_name="sealpy", standalone_mode=False, obj={"debug": debug}
