@@ -101,3 +101,24 @@ def test_a_warm_registry_save_imports_no_builder_and_no_yaml(context, tmp_path):
     assert "0 blobs fetched" in done.stderr, done.stderr
     assert _offending(modules, (*NEVER, "yaml")) == []
     assert "sealpy.strategies.proxy" in modules  # the check sees what the command used
+
+
+def test_a_command_alone_parses_as_in_the_whole_app():
+    """The app holding only the named command (what ``main`` parses with) gives the same
+    help and the same errors as the whole app."""
+    from typer.testing import CliRunner
+
+    from sealpy.core.cli.application import COMMANDS, REGISTRY_COMMANDS, app, app_for
+
+    runner = CliRunner()
+    paths = [[name] for name in COMMANDS] + [["registry", name] for name in REGISTRY_COMMANDS]
+    for path in paths:
+        alone = app_for(path)
+        assert alone is not app
+        for args in ([*path, "--help"], [*path, "--no-such-flag"], path):
+            whole = runner.invoke(app, args)
+            single = runner.invoke(alone, args)
+            assert (single.exit_code, single.output) == (whole.exit_code, whole.output), args
+    assert app_for(["--version"]) is app
+    assert app_for(["registry", "--help"]) is app
+    assert app_for(["scna"]) is app

@@ -16,7 +16,7 @@ import traceback
 
 import typer
 
-from sealpy.core.cli.application import app
+from sealpy.core.cli.application import app_for
 from sealpy.core.cli.coercion import convert_plainly
 from sealpy.core.errors import Interrupted, SealpyError, UsageError
 
@@ -131,7 +131,7 @@ def _run(args: list[str]) -> int:
     args = [a for a in args if a != "--debug"]
     try:
         args = normalize_bool_flags(args)
-        command = typer.main.get_command(app)
+        command = typer.main.get_command(app_for(args))
         convert_plainly(command)  # no pydantic for plain values: see .coercion
         # Commands read --debug from the context object (merge prints its Sealfile).
         result = command.main(
