@@ -160,6 +160,7 @@ def main() -> None:
             "images": args.images,
             "repeats": args.repeats,
             "cpus": os.cpu_count(),
+            "load_average_after": os.getloadavg(),
             "python": sys.version.split()[0],
             "results": rows,
         }
