@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import pluggy
 
-from sealpy.core.build import OutputOptions
+from sealpy.core import plugins
 from sealpy.core.cache.strategy import CacheStrategy
 from sealpy.core.errors import ContextError, StrategyUnavailableError, UsageError
 from sealpy.core.events import Event, EventKind, EventSink, discard
@@ -42,7 +42,7 @@ from sealpy.core.progress import PlannedProgress
 
 if TYPE_CHECKING:
     from sealpy.core.auth import CredentialProvider
-    from sealpy.core.build import BuildResult, ImageBuilder
+    from sealpy.core.build import BuildResult, ImageBuilder, OutputOptions
     from sealpy.core.build.merge import MergeResult
     from sealpy.core.reference import Platform
     from sealpy.core.registries import RegistriesConfig
@@ -157,7 +157,7 @@ def select_builder(name: str = "native", *, manager: pluggy.PluginManager | None
     from sealpy.core.build import BuilderRegistry
 
     registry = BuilderRegistry()
-    (manager or plugin_manager()).hook.sealpy_register_builders(registry=registry)
+    plugins.hook(manager or plugin_manager(), "sealpy_register_builders")(registry=registry)
     builder = registry.get(name)
     availability = builder.availability()
     if not availability.available:
@@ -203,7 +203,7 @@ def build_scanned(
     Timestamps come from ``epoch`` (``--timestamp``), else ``SOURCE_DATE_EPOCH``, else 0.
     ``output``, ``target`` and ``ignorefile`` carry buildah's flags of the same names (see
     :class:`~sealpy.core.build.OutputOptions`)."""
-    from sealpy.core.build import BuildRequest
+    from sealpy.core.build import BuildRequest, OutputOptions
     from sealpy.core.store.layout import default_root
 
     chosen = builder if isinstance(builder, type) else select_builder(builder, manager=manager)
@@ -259,11 +259,19 @@ class BuildJob:
     platforms: tuple[Platform, ...] | None = None
     build_args: Mapping[str, str] = field(default_factory=dict)
     store_root: Path | None = None
-    output: OutputOptions = field(default_factory=OutputOptions)
+    output: OutputOptions = field(default_factory=lambda: _output_options())
     target: str | None = None
     ignorefile: Path | None = None
     epoch: int | None = None
     iidfile: Path | None = None
+
+
+def _output_options() -> OutputOptions:
+    """buildah's output flags at their defaults (the build package is imported only by
+    commands that build)."""
+    from sealpy.core.build import OutputOptions
+
+    return OutputOptions()
 
 
 @dataclass(frozen=True)

@@ -279,3 +279,70 @@ def test_the_installed_example_plugin_is_called_by_build(
     assert DistributionLayout(context / "registry").resolve("library/single", "1") == (
         c.single.digest
     )
+
+
+def test_the_builtin_table_matches_the_entry_points_and_the_modules():
+    """plugins.BUILTIN_HOOKS (which hooks load which of sealpy's own plugins) is exactly
+    sealpy's entry points, and each module implements exactly the hooks listed for it."""
+    import importlib
+
+    from sealpy.core.plugins import BUILTIN_HOOKS
+
+    ours = {
+        (ep.name, ep.value)
+        for ep in importlib.metadata.entry_points(group="sealpy")
+        if ep.value.startswith("sealpy.")
+    }
+    assert ours == set(BUILTIN_HOOKS)
+    manager = new_plugin_manager(entry_points=False)
+    for (_name, module_name), hooks in BUILTIN_HOOKS.items():
+        module = importlib.import_module(module_name)
+        implemented = {
+            attr for attr in dir(module) if manager.parse_hookimpl_opts(module, attr) is not None
+        }
+        assert implemented == set(hooks), module_name
+
+
+def _modules_after(code: str) -> set[str]:
+    """The sealpy modules a fresh interpreter has imported after running ``code``."""
+    probe = f"import sys\n{code}\nprint(' '.join(m for m in sys.modules if m.startswith('sealpy')))"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    return set(done.stdout.split())
+
+
+def test_builtin_plugins_are_imported_when_their_hook_is_first_called():
+    setup = "from sealpy.core import plugins\nmanager = plugins.new_plugin_manager()\n"
+    made = _modules_after(setup)
+    assert not made & {
+        "sealpy.strategies.proxy",
+        "sealpy.strategies.sync",
+        "sealpy.core.discovery.manifests",
+        "sealpy.core.build.native",
+        "sealpy.core.build.buildah",
+    }
+    discovering = _modules_after(setup + "plugins.hook(manager, 'sealpy_discover_images')")
+    assert {"sealpy.core.discovery.manifests", "sealpy.core.discovery.charts"} <= discovering
+    assert "sealpy.strategies.proxy" not in discovering
+    assert "sealpy.core.transport.remote" not in discovering
+    strategies = _modules_after(setup + "print(plugins.strategy_registry(manager).names())")
+    assert {"sealpy.strategies.proxy", "sealpy.strategies.sync"} <= strategies
+    assert not strategies & {"sealpy.core.build.native", "sealpy.core.discovery.manifests"}
+
+
+def test_a_builtin_plugin_also_passed_in_is_registered_once():
+    import sealpy.strategies.proxy
+
+    manager = new_plugin_manager([sealpy.strategies.proxy])
+    # Its entry point, loaded with the hook's other built-ins, must not register it again.
+    assert {"proxy", "sync"} <= set(strategy_registry(manager).names())
+    assert manager.is_registered(sealpy.strategies.proxy)
+
+
+def test_a_blocked_builtin_stays_out():
+    manager = new_plugin_manager(entry_points=False)
+    manager.set_blocked("sync")
+    manager.load_entry_points()
+    assert "sync" not in strategy_registry(manager).names()
+    assert "proxy" in strategy_registry(manager).names()

@@ -20,7 +20,6 @@ from pathlib import Path
 
 from sealpy.core.cache.failures import cache_error
 from sealpy.core.model import CacheOptions, CacheReport, ImageSet
-from sealpy.core.transport.archive import archive_job
 from sealpy.core.transport.copy import CopyJob, ImageDestination, copy_images
 from sealpy.core.transport.distribution import DistributionLayout
 
@@ -73,6 +72,8 @@ def cache_with_engine(
             )
             places[str(ref)] = (repository, ref.tag)
         for entry in images.archives:
+            from sealpy.core.transport.archive import archive_job  # only for tar.txt entries
+
             job = archive_job(entry, layout, options.progress)
             jobs.append(job)
             places[job.label] = (entry.destination.cache_repository, entry.destination.tag)

@@ -16,7 +16,7 @@ import traceback
 
 import typer
 
-from sealpy.core.cli.application import app
+from sealpy.core.cli.application import app_for
 from sealpy.core.errors import Interrupted, SealpyError, UsageError
 
 # Flags users type as --flag=true/false (Sealos's cobra and skopeo's pflag spelling).
@@ -130,7 +130,7 @@ def _run(args: list[str]) -> int:
     args = [a for a in args if a != "--debug"]
     try:
         args = normalize_bool_flags(args)
-        command = typer.main.get_command(app)
+        command = typer.main.get_command(app_for(args))
         # Commands read --debug from the context object (merge prints its Sealfile).
         result = command.main(
             args=args, prog_name="sealpy", standalone_mode=False, obj={"debug": debug}

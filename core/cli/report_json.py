@@ -5,12 +5,13 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from sealpy.core.errors import CacheError
-from sealpy.core.model import CachedImage, CacheReport
+if TYPE_CHECKING:
+    from sealpy.core.errors import CacheError
+    from sealpy.core.model import CachedImage, CacheReport
 
 
 def report_json(
@@ -70,5 +71,7 @@ JsonOpt = Annotated[
 
 def failed_report(exc: CacheError, strategy: str) -> dict[str, Any]:
     """The object for a cache stage that failed: what was cached, and the error."""
+    from sealpy.core.model import CacheReport
+
     report = exc.report if isinstance(exc.report, CacheReport) else None
     return report_json(report, strategy, errors=(str(exc),))

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pluggy
 
+from sealpy.core import plugins
 from sealpy.core.errors import ContextError, InvalidReferenceError
 from sealpy.core.model import (
     BUILD_FILE_NAMES,
@@ -166,7 +167,7 @@ def scan_context(
     places: dict[ImageReference, list[Location]] = {}
     archives: list[ArchiveEntry] = []
     warnings: list[ScanWarning] = []
-    for result in manager.hook.sealpy_discover_images(context=context):
+    for result in plugins.hook(manager, "sealpy_discover_images")(context=context):
         if result is None:
             continue
         for finding in result.findings:

@@ -19,7 +19,6 @@ import posixpath
 from pathlib import Path
 from typing import cast
 
-from sealpy.core.build.context import Tree
 from sealpy.core.discovery.yamlimages import text_lines
 from sealpy.core.errors import BuildError, ContextError, InvalidReferenceError, PathNotFoundError
 from sealpy.core.hookspecs import hookimpl
@@ -81,6 +80,8 @@ def _archive_path(text: str, root: Path, where: str) -> Path:
             f"{where}: archive {text!r} is outside the build context ({looked}); "
             "an archive must be inside it"
         )
+    from sealpy.core.build.context import Tree  # the build package: only with a tar.txt
+
     try:
         path = Tree(root).resolve(relpath)
     except PathNotFoundError:
@@ -98,6 +99,8 @@ def sealpy_discover_images(context: BuildContext) -> DiscoveryResult | None:
     if not tar_txt.is_file():
         return None
     relative = context.relative(tar_txt)
+    from sealpy.core.build.context import Tree  # the build package: only with a tar.txt
+
     try:
         # tar.txt itself must not be read through a symlink that leads out of the context.
         tar_txt = Tree(context.root).resolve(TAR_TXT.as_posix())

@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-
-import yaml
+from typing import TYPE_CHECKING
 
 from sealpy.core.errors import InvalidReferenceError
 from sealpy.core.reference import ImageReference
 
-# The C loader is ten times faster; fall back to the pure-Python one where it is missing.
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+if TYPE_CHECKING:  # imported when a text is parsed: a context may have no YAML at all
+    import yaml
 
 _SEALOS_MARKER = "image:"
 SEALOS_KEY = "image"
@@ -111,9 +110,13 @@ def _parse(text: str) -> tuple[ImageReference | None, str | None]:
 def _walk_yaml(text: str, out: TextImages) -> set[int] | None:
     """The YAML pass: add findings and problems to ``out``; return the lines explained by
     an image key, or None when ``text`` is not YAML."""
+    import yaml
+
+    # The C loader is ten times faster; fall back to the pure-Python one where it is missing.
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     explained: set[int] = set()
     try:
-        documents = list(yaml.compose_all(text, Loader=_LOADER))
+        documents = list(yaml.compose_all(text, Loader=loader))
     except yaml.YAMLError as exc:
         out.yaml_error = _yaml_problem(exc)
         return None
@@ -149,6 +152,8 @@ def _take_image_value(
     a reference; other keys ending in ``image`` count only when the value parses as one,
     since ``pullImage: Always`` or ``previewImage: https://…`` name no image at all and
     would otherwise break ``--strict`` for nothing."""
+    import yaml
+
     if isinstance(node, yaml.ScalarNode):
         if node.tag == _NULL and not node.value:
             # Nothing after the key: the line scan finds nothing there either, unless the
