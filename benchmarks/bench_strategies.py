@@ -46,7 +46,7 @@ sys.path.insert(0, str(HERE))  # workloads, network, report: modules beside this
 
 import report as reporting  # noqa: E402
 from network import PROFILES, profile_hosts  # noqa: E402
-from workloads import MODES, WAN_WORKLOADS, Workload, seed_workloads, through  # noqa: E402
+from workloads import MODES, SCALE, WAN_WORKLOADS, Workload, seed_workloads, through  # noqa: E402
 
 ROOT = HERE.parent
 RESULTS = HERE / "results"
@@ -316,6 +316,11 @@ def main() -> None:
     )
     parser.add_argument("--small-images", type=int, default=50)
     parser.add_argument(
+        "--scale",
+        default=",".join(map(str, SCALE)),
+        help="image counts of the scale series beside small's (comma-separated)",
+    )
+    parser.add_argument(
         "--max-parallel", type=int, default=None, help="--max-pull-procs for every contender"
     )
     parser.add_argument("--workloads", default="small,large,shared,multi,warm,token,scale")
@@ -341,6 +346,7 @@ def main() -> None:
     args = parser.parse_args()
     args.workloads = args.workloads.split(",")
     args.profiles = args.profiles.split(",")
+    args.scale = [int(n) for n in args.scale.split(",") if n]
     unknown = set(args.profiles) - set(PROFILES)
     if unknown:
         parser.error(f"unknown profile(s): {', '.join(sorted(unknown))}")
@@ -395,6 +401,9 @@ def main() -> None:
             if args.sweep_procs:
                 return sweep(args, workloads, scratch)
             results, measured = [], []
+            # Requests per image do not depend on the network: counted once, under lan
+            # (the untimed counting pass talks to the source directly anyway).
+            per_image: dict[tuple[str, str], float] = {}
             for profile in args.profiles:
                 if profile == "lan":
                     plan = [w for w in workloads if w.profile == "lan"]
@@ -421,12 +430,16 @@ def main() -> None:
                             workload, these, repeats, scratch, args, proxies.get(seeded.registry)
                         )
                         measured.append(workload)
+                        n_images = len(workload.images)
                         for contender in these:
-                            requests = (
-                                count_requests(contender, workload, scratch, args, seeded.registry)
-                                if args.count and not workload.scale
-                                else None
-                            )
+                            requests = None
+                            if (seeded.name, contender) in per_image:  # counted under lan
+                                requests = round(per_image[seeded.name, contender] * n_images)
+                            elif args.count and not workload.scale:
+                                requests = count_requests(
+                                    contender, workload, scratch, args, seeded.registry
+                                )
+                                per_image[seeded.name, contender] = requests / n_images
                             results.append(
                                 result_row(workload, contender, runs[contender], requests)
                             )

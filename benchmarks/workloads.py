@@ -203,7 +203,7 @@ def seed_workloads(args, factory, plain, token, authfile: Path) -> list[Workload
                 authfile=str(authfile),
             )
     if "scale" in wanted:
-        for count in SCALE:
+        for count in args.scale:
             add(
                 f"small-{count}",
                 f"{count} images × 3 layers of 16 KiB",
