@@ -38,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -46,133 +46,21 @@ sys.path.insert(0, str(HERE))  # workloads, network, report: modules beside this
 
 import report as reporting  # noqa: E402
 from network import PROFILES, profile_hosts  # noqa: E402
+from runs import (  # noqa: E402
+    STATE_PLACEHOLDER_DIR,
+    count_requests,
+    fresh,
+    measure,
+    parse_contender_env,
+    result_row,
+    run_once,
+)
 from workloads import MODES, SCALE, WAN_WORKLOADS, Workload, seed_workloads, through  # noqa: E402
 
 ROOT = HERE.parent
 RESULTS = HERE / "results"
 BASELINES = ["skopeo-serial", "limit", "limit-verified", "curl", "curl-verified"]
 LAN_ONLY = {"limit", "limit-verified"}  # under wan the C floor is the reference
-
-
-def contender_state(contender: str, scratch: Path, args) -> tuple[Path | None, dict[str, str]]:
-    """A fresh state directory and the environment that puts the contender's own state
-    there: the strategy's ``state_environment`` plus ``--contender-env`` entries (``{state}``
-    stands for the directory). None when the contender keeps no state of its own."""
-    env = dict(args.strategy_env.get(contender, {}))
-    env.update(args.contender_env.get(contender, {}))
-    if not env:
-        return None, {}
-    state = fresh(scratch, f"state-{contender}")
-    return state, {k: v.replace("{state}", str(state)) for k, v in env.items()}
-
-
-STATE_PLACEHOLDER_DIR = "/sealpy-bench-state-placeholder"
-
-
-def parse_contender_env(parser: argparse.ArgumentParser, entries: list[str]) -> dict:
-    parsed: dict[str, dict[str, str]] = {}
-    for entry in entries:
-        contender, _, assignment = entry.partition(":")
-        name, eq, value = assignment.partition("=")
-        if not contender or not name or not eq:
-            parser.error(f"--contender-env {entry!r}: expected CONTENDER:NAME=VALUE")
-        parsed.setdefault(contender, {})[name] = value
-    return parsed
-
-
-def run_once(
-    contender: str,
-    workload: Workload,
-    out: Path,
-    tmp: Path,
-    args,
-    images=None,
-    state: tuple[Path | None, dict[str, str]] = (None, {}),
-) -> dict:
-    """One timed run in a subprocess. ``state`` (from :func:`contender_state`) is reset by
-    the caller between cold runs and kept for warm ones."""
-    spec = {
-        "state": str(state[0]) if state[0] else None,
-        "env": state[1],
-        "contender": contender,
-        "images": images or workload.images,
-        "out": str(out),
-        "tmpdir": str(tmp),
-        "all": workload.all,
-        "authfile": workload.authfile,
-        "max_parallel": args.max_parallel,
-        "registry": workload.registry,
-        "transfers": workload.transfers
-        if not workload.warm
-        else [t for t in workload.transfers if t.get("manifest")],
-    }
-    spec_path = tmp.parent / f"spec-{time.monotonic_ns()}.json"
-    spec_path.write_text(json.dumps(spec))
-    # Every contender starts with nothing waiting to be written back: fsync costs depend
-    # on other dirty data on the filesystem (measured: 0.67 s instead of 0.19 s after a
-    # contender that wrote without syncing).
-    os.sync()
-    result = subprocess.run(
-        [sys.executable, str(HERE / "runner.py"), str(spec_path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    spec_path.unlink()
-    if result.returncode != 0:
-        raise RuntimeError(f"{contender} on {workload.name} failed: {result.stderr.strip()[-800:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def count_requests(contender: str, workload: Workload, scratch: Path, args, upstream) -> int | None:
-    """One untimed run through a pass-through proxy that counts what reaches the source."""
-    from sealpy.core.reference import ImageReference
-    from sealpy.core.testing.faultproxy import FaultProxy
-
-    with FaultProxy(upstream) as proxy:
-        images = [
-            str(ImageReference(proxy.host, ImageReference.parse(r).repository, "1"))
-            for r in workload.images
-        ]
-        if workload.authfile:  # the same credentials, for the proxy's address
-            from sealpy.core.auth import ConfiguredCredentials
-            from sealpy.core.containers import write_authfile
-
-            credential = ConfiguredCredentials(authfile=Path(workload.authfile)).credentials_for(
-                workload.registry
-            )
-            authfile = scratch / f"proxy-auth-{time.monotonic_ns()}.json"
-            write_authfile(authfile, {proxy.host: credential})
-            workload = replace(workload, authfile=str(authfile))
-        if contender.startswith(("limit", "curl")):  # their GETs go through the proxy too
-            run_once(
-                contender,
-                replace(workload, registry=proxy.host),
-                fresh(scratch, "count"),
-                scratch / "tmp",
-                args,
-            )
-            return len(proxy.seen)
-        out = fresh(scratch, f"count-{workload.name}-{contender}")
-        if workload.warm:
-            run_once(contender, workload, out, scratch / "tmp", args, images)
-            proxy.seen.clear()
-        run_once(contender, workload, out, scratch / "tmp", args, images)
-        return len(proxy.seen)
-
-
-def fresh(scratch: Path, name: str) -> Path:
-    """A directory no run has used. Nothing is deleted until the benchmark ends: on this
-    disk (ext4 with online discard) deleting trees made the following runs up to 3x slower
-    in system time, whichever contender came next."""
-    return scratch / "runs" / f"{name}-{time.monotonic_ns()}"
-
-
-def summarize(runs: list[dict], key: str) -> dict:
-    values = [r[key] for r in runs if r.get(key) is not None]
-    if not values:
-        return {}
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 def machine() -> dict:
@@ -215,67 +103,31 @@ def cli_timings(repeats: int = 10) -> dict:
     }
 
 
-def summarize_values(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
-def measure(
-    workload: Workload, contenders: list[str], repeats: int, scratch: Path, args, proxy=None
-) -> dict[str, list[dict]]:
-    """``repeats`` timed runs of every contender on ``workload``, rotated order; under
-    wan, ``proxy``'s connection and round-trip counts are added to each run."""
-    runs: dict[str, list[dict]] = {c: [] for c in contenders}
-    warm_dirs, warm_states = {}, {}
-    if workload.warm:  # every contender starts from its own complete cache
-        for contender in contenders:
-            warm_dirs[contender] = fresh(scratch, f"warm-{contender}")
-            warm_states[contender] = contender_state(contender, scratch, args)
-            run_once(
-                contender,
-                workload,
-                warm_dirs[contender],
-                scratch / "tmp",
-                args,
-                state=warm_states[contender],
-            )
-    for repeat in range(repeats):
-        order = contenders[repeat % len(contenders) :] + contenders[: repeat % len(contenders)]
-        for contender in order:
-            out = warm_dirs.get(contender) or fresh(scratch, f"{workload.name}-{contender}")
-            print(
-                f"{workload.key:12} {contender:15} run {repeat + 1}/{repeats}",
-                file=sys.stderr,
-                flush=True,
-            )
-            state = warm_states.get(contender) or contender_state(contender, scratch, args)
-            if proxy is not None:
-                proxy.reset_counts()
-            run = run_once(contender, workload, out, scratch / "tmp", args, state=state)
-            if proxy is not None:
-                run.update(proxy.counts())
-            runs[contender].append(run)
-    return runs
-
-
-def result_row(workload: Workload, contender: str, runs: list[dict], requests) -> dict:
-    keys = (
-        "seconds",
-        "cache_seconds",
-        "cpu_seconds",
-        "peak_rss_mib",
-        "children_peak_rss_mib",
-        "peak_extra_disk_mib",
-        "state_left_mib",
-        "connections",
-        "round_trips",
-    )
-    return {
-        "workload": workload.key,
-        "contender": contender,
-        "runs": runs,
-        **{k: summarize(runs, k) for k in keys},
-        "requests": requests,
-    }
+def under_profiles(args, workloads: list[Workload], scratch: Path, authfile: Path, token):
+    """Each workload to measure, profile by profile: ``(workload as contenders reach it,
+    as seeded, the wan proxy in front of its registry or None)``. Under a delayed profile
+    the small and token workloads are the lan ones reached through a proxy, and large
+    has smaller images of its own."""
+    upstreams = sorted({w.registry for w in workloads})
+    for profile in args.profiles:
+        if profile == "lan":
+            plan = [w for w in workloads if w.profile == "lan"]
+        else:
+            plan = [w for w in workloads if w.profile == profile] + [
+                w
+                for w in workloads
+                if w.profile == "lan" and w.name in WAN_WORKLOADS and w.name != "large"
+            ]
+        with profile_hosts(PROFILES[profile], upstreams) as (hosts, proxies):
+            for seeded in plan:
+                if profile == "lan":
+                    yield seeded, seeded, None
+                    continue
+                host = hosts[seeded.registry]
+                auth = (
+                    wan_authfile(scratch, authfile, token.host, host) if seeded.authfile else None
+                )
+                yield through(seeded, host, profile, auth), seeded, proxies[seeded.registry]
 
 
 def wan_authfile(scratch: Path, authfile: Path, token_host: str, host: str) -> str:
@@ -381,7 +233,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(
         prefix="sealpy-bench-", dir=os.environ.get("BENCH_DIR")
     ) as tmp:
-        scratch = Path(tmp)
+        scratch = args.scratch = Path(tmp)
         factory = ImageFactory(scratch / "factory")
         users = {"bench": "bench-password"}
         authfile = scratch / "auth.json"
@@ -399,50 +251,30 @@ def main() -> None:
             os.sync()
             time.sleep(2)
             if args.sweep_procs:
-                return sweep(args, workloads, scratch)
+                return sweep(args, under_profiles(args, workloads, scratch, authfile, token))
             results, measured = [], []
             # Requests per image do not depend on the network: counted once, under lan
             # (the untimed counting pass talks to the source directly anyway).
             per_image: dict[tuple[str, str], float] = {}
-            for profile in args.profiles:
-                if profile == "lan":
-                    plan = [w for w in workloads if w.profile == "lan"]
-                else:
-                    plan = [w for w in workloads if w.profile == profile] + [
-                        w
-                        for w in workloads
-                        if w.profile == "lan" and w.name in WAN_WORKLOADS and w.name != "large"
-                    ]
-                with profile_hosts(PROFILES[profile], [plain.host, token.host]) as (hosts, proxies):
-                    for seeded in plan:
-                        workload = seeded
-                        if profile != "lan":
-                            host = hosts[seeded.registry]
-                            auth = (
-                                wan_authfile(scratch, authfile, token.host, host)
-                                if seeded.authfile
-                                else None
-                            )
-                            workload = through(seeded, host, profile, auth)
-                        these = [c for c in contenders if profile == "lan" or c not in LAN_ONLY]
-                        repeats = args.scale_repeats if workload.scale else args.repeats
-                        runs = measure(
-                            workload, these, repeats, scratch, args, proxies.get(seeded.registry)
+            for workload, seeded, proxy in under_profiles(
+                args, workloads, scratch, authfile, token
+            ):
+                profile = workload.profile
+                these = [c for c in contenders if profile == "lan" or c not in LAN_ONLY]
+                repeats = args.scale_repeats if workload.scale else args.repeats
+                runs = measure(workload, these, repeats, scratch, args, proxy)
+                measured.append(workload)
+                n_images = len(workload.images)
+                for contender in these:
+                    requests = None
+                    if (seeded.name, contender) in per_image:  # counted under lan
+                        requests = round(per_image[seeded.name, contender] * n_images)
+                    elif args.count and not workload.scale:
+                        requests = count_requests(
+                            contender, workload, scratch, args, seeded.registry
                         )
-                        measured.append(workload)
-                        n_images = len(workload.images)
-                        for contender in these:
-                            requests = None
-                            if (seeded.name, contender) in per_image:  # counted under lan
-                                requests = round(per_image[seeded.name, contender] * n_images)
-                            elif args.count and not workload.scale:
-                                requests = count_requests(
-                                    contender, workload, scratch, args, seeded.registry
-                                )
-                                per_image[seeded.name, contender] = requests / n_images
-                            results.append(
-                                result_row(workload, contender, runs[contender], requests)
-                            )
+                        per_image[seeded.name, contender] = requests / n_images
+                    results.append(result_row(workload, contender, runs[contender], requests))
     report = {
         "machine": machine(),
         "config": {
@@ -471,21 +303,23 @@ def main() -> None:
     reporting.write_outputs(report, Path(args.output))
 
 
-def sweep(args, workloads: list[Workload], scratch: Path) -> None:
-    """Proxy with 2, 4, 8, 16 parallel fetches on every workload: medians."""
+def sweep(args, plan) -> None:
+    """Proxy with 2, 4, 8, 16 and 32 parallel fetches on every workload of every profile
+    (to choose how many requests to keep in flight): medians, end to end."""
     rows = []
-    for workload in workloads:
+    for workload, _seeded, _proxy in plan:
         if workload.warm:
             continue
-        for procs in (2, 4, 8, 16):
+        for procs in (2, 4, 8, 16, 32):
             args.max_parallel = procs
             times = []
             for _ in range(args.repeats):
-                out = fresh(scratch, f"sweep-{workload.name}-{procs}")
-                times.append(run_once("proxy", workload, out, scratch / "tmp", args)["seconds"])
-            rows.append((workload.name, procs, statistics.median(times)))
+                out = fresh(args.scratch, f"sweep-{workload.name}-{procs}")
+                run = run_once("proxy", workload, out, args.scratch / "tmp", args)
+                times.append(run["seconds"])
+            rows.append((workload.key, procs, statistics.median(times)))
             print(
-                f"{workload.name:7} procs={procs:2}  median {statistics.median(times):.3f} s",
+                f"{workload.key:12} procs={procs:2}  median {statistics.median(times):.3f} s",
                 flush=True,
             )
     out = Path(args.output)
