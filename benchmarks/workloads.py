@@ -100,6 +100,37 @@ def through(workload: Workload, host: str, profile: str, authfile: str | None) -
     )
 
 
+def push_many(factory, items: dict, registry: str, client=None) -> None:
+    """Push every item as ``<registry>/<repo>:1`` in one parallel copy (the factory's
+    ``push`` does one image at a time: minutes for the 800-image scale point)."""
+    from sealpy.core.errors import SealpyError
+    from sealpy.core.reference import ImageReference
+    from sealpy.core.transport.copy import CopyJob, copy_images
+    from sealpy.core.transport.remote import RegistryClient, RemotePushDestination
+
+    own = client is None
+    client = client or RegistryClient()
+    try:
+        jobs = [
+            CopyJob(
+                label=f"{registry}/{repo}:1",
+                source=factory.layout.image(""),
+                reference=item.digest,
+                destination=RemotePushDestination(
+                    client.repository(ImageReference(registry, repo, "1"))
+                ),
+                tag="1",
+            )
+            for repo, item in items.items()
+        ]
+        outcome = copy_images(jobs, platforms=(), all_platforms=True, max_parallel=8)
+    finally:
+        if own:
+            client.close()
+    if outcome.failures:
+        raise SealpyError(str(outcome.failures[0].error))
+
+
 def seed_workloads(args, factory, plain, token, authfile: Path) -> list[Workload]:
     """Push every selected workload's images; the wan workloads are the lan ones (large:
     its own smaller images) reached later through a proxy (see :func:`through`)."""
@@ -126,10 +157,8 @@ def seed_workloads(args, factory, plain, token, authfile: Path) -> list[Workload
 
     def add(name, description, server, items, *, all_platforms=False, client=None, **extra):
         print(f"seeding {name} ...", file=sys.stderr, flush=True)
-        refs = []
-        for repo, item in items.items():
-            factory.push(item, server.host, repo, "1", client=client)
-            refs.append(f"{server.host}/{repo}:1")
+        push_many(factory, items, server.host, client)
+        refs = [f"{server.host}/{repo}:1" for repo in items]
         transfers = unique(
             [t for repo, item in items.items() for t in transfers_for(item, repo, all_platforms)]
         )
