@@ -47,6 +47,9 @@ def install_modes(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """The A/B benchmark of caching strategies; results in benchmarks/results/."""
     session.install("-e", ".[dev]")
+    # The example plugin competes too: strategies are found through entry points, as
+    # `sealpy registry save` (timed end to end) finds them.
+    session.install("-e", "examples/sealpy-example-strategy")
     session.run("python", "benchmarks/bench_strategies.py", *session.posargs)
 
 

@@ -2,8 +2,12 @@
 
 Usage: ``python benchmarks/runner.py SPEC.json`` — prints one JSON object on stdout.
 The spec names the contender (a registered strategy, or a baseline: ``skopeo-serial``,
-``limit``, ``limit-verified``), the images, where to write, and the options. The wall
-time measured is the cache stage only, in-process (no interpreter start-up).
+``limit``, ``limit-verified``, ``curl``, ``curl-verified``), the images, where to write,
+and the options. A strategy runs as the whole ``sealpy registry save`` process, timed
+from outside (end to end; its --json report gives the cache stage). A baseline has no
+start-up of its own to pay: its time covers everything it does (skopeo-serial: the local
+registry started, every skopeo copy, the registry stopped; curl: the curl process and
+the verification).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import floor  # benchmarks/floor.py: this file runs as a script from benchmarks/
 import requests
 
 
@@ -94,12 +99,15 @@ def _descendants(pid: int) -> list[int]:
 
 class ChildrenSampler:
     """Largest peak RSS (VmHWM) of any descendant process (skopeo, docker-registry), sampled
-    every 20 ms while the run lasts. RUSAGE_CHILDREN's ru_maxrss cannot be used: Linux keeps
+    every 20 ms while the run lasts; ``main_pid``'s own peak (the sealpy process of an
+    end-to-end run) is kept apart. RUSAGE_CHILDREN's ru_maxrss cannot be used: Linux keeps
     ru_maxrss across fork and exec, so every child would report at least this process's
     size at the time it forked."""
 
     def __init__(self) -> None:
         self.peak_kib = 0
+        self.main_pid: int | None = None
+        self.main_peak_kib = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -107,7 +115,10 @@ class ChildrenSampler:
         me = os.getpid()
         while not self._stop.is_set():
             for pid in _descendants(me):
-                self.peak_kib = max(self.peak_kib, _vmhwm_kib(pid))
+                if pid == self.main_pid:
+                    self.main_peak_kib = max(self.main_peak_kib, _vmhwm_kib(pid))
+                else:
+                    self.peak_kib = max(self.peak_kib, _vmhwm_kib(pid))
             self._stop.wait(0.02)
 
     def __enter__(self) -> ChildrenSampler:
@@ -119,40 +130,50 @@ class ChildrenSampler:
         self._thread.join()
 
 
-def run_strategy(spec: dict) -> dict:
-    from sealpy.core import pipeline
-    from sealpy.core.auth import ConfiguredCredentials
-    from sealpy.core.model import CacheOptions, ImageSet
-    from sealpy.core.plugins import new_plugin_manager
-    from sealpy.core.reference import Platform
-
-    plugins = []
-    for module_dir, module in spec.get("plugins", []):
-        sys.path.insert(0, module_dir)
-        plugins.append(__import__(module))
-    manager = new_plugin_manager(plugins) if plugins else None
-    credentials = (
-        ConfiguredCredentials(authfile=Path(spec["authfile"]))
-        if spec.get("authfile")
-        else ConfiguredCredentials(environ={})
-    )
-    options = CacheOptions(
-        platforms=(Platform.parse(spec.get("platform", "linux/amd64")),),
-        all_platforms=spec.get("all", False),
-        max_parallel=spec.get("max_parallel", 8),
-        credentials=credentials,
-    )
-    images = ImageSet.of(spec["images"])
-    # Plugin loading and imports are start-up (measured end to end, separately), not the
-    # cache stage: resolve the strategy before the clock starts.
-    strategy = pipeline.select_strategy(spec["contender"], manager=manager)
+def run_strategy(spec: dict, sampler: ChildrenSampler) -> dict:
+    """The whole ``sealpy registry save`` process, timed from outside (interpreter start,
+    plugin loading, scan, cache, report): the end-to-end time. The cache stage alone is
+    the ``seconds`` of its ``--json`` report."""
+    sealpy = str(Path(sys.executable).with_name("sealpy"))
+    context = Path(os.environ["TMPDIR"]) / "context"
+    context.mkdir(parents=True, exist_ok=True)
+    (context / "Kubefile").write_text("FROM scratch\n")
+    command = [
+        sealpy,
+        "registry",
+        "save",
+        "-q",
+        "--json",
+        "--strategy",
+        spec["contender"],
+        "--platform",
+        spec.get("platform", "linux/amd64"),
+        "--max-pull-procs",
+        str(spec.get("max_parallel", 8)),
+        "--images",
+        ",".join(spec["images"]),
+        "--registry-dir",
+        spec["out"],
+    ]
+    if spec.get("all"):
+        command.append("--all")
+    if spec.get("authfile"):
+        command += ["--authfile", spec["authfile"]]
+    command.append(str(context))
     started = time.perf_counter()
-    report = pipeline.cache(images, Path(spec["out"]), strategy=strategy, options=options)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sampler.main_pid = process.pid
+    stdout, stderr = process.communicate()
+    seconds = time.perf_counter() - started
+    if process.returncode != 0:
+        raise RuntimeError(f"sealpy failed ({process.returncode}): {stderr.strip()[-800:]}")
+    report = json.loads(stdout)
     return {
-        "seconds": time.perf_counter() - started,
-        "requests_self": report.requests,
-        "blobs_fetched": report.blobs_fetched,
-        "bytes_fetched": report.bytes_fetched,
+        "seconds": seconds,
+        "cache_seconds": report["seconds"],
+        "requests_self": report["totals"]["requests"],
+        "blobs_fetched": report["totals"]["blobs_fetched"],
+        "bytes_fetched": report["totals"]["bytes_fetched"],
     }
 
 
@@ -283,14 +304,17 @@ def main() -> None:
             result = run_skopeo_serial(spec)
         elif contender in ("limit", "limit-verified"):
             result = run_limit(spec, verified=contender == "limit-verified")
+        elif contender in ("curl", "curl-verified"):
+            result = floor.run_curl(spec, verified=contender == "curl-verified")
         else:
-            result = run_strategy(spec)
+            result = run_strategy(spec, children_rss)
     me = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     result.update(
         {
             "cpu_seconds": me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime,
-            "peak_rss_mib": peak_rss_kib() / 1024,
+            # An end-to-end run's own process is the sealpy child; else this one.
+            "peak_rss_mib": (children_rss.main_peak_kib or peak_rss_kib()) / 1024,
             "children_peak_rss_mib": children_rss.peak_kib / 1024,
             "peak_extra_disk_mib": (disk.peak + (state_disk.peak if state_disk else 0)) / (1 << 20),
             "state_left_mib": (directory_size(state) if state else 0) / (1 << 20),
