@@ -95,6 +95,7 @@ from sealpy.core.transport.copy import (
     ImageDestination,
     ImageSource,
     Received,
+    SharedBlobStore,
     copy_images,
 )
 from sealpy.core.transport.distribution import DistributionLayout, DistributionRepository
@@ -136,6 +137,7 @@ __all__ = [  # noqa: RUF022 - grouped by stage, as the docstring reads
     "ImageSource",
     "ImageDestination",
     "Received",
+    "SharedBlobStore",
     "BlobOpener",
     "ConvertingSource",
     "BlobWriter",

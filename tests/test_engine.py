@@ -255,3 +255,22 @@ def test_the_progress_line_and_the_result_count_a_converted_image_alike(destinat
     assert (result.blobs_fetched, result.blobs_reused) == (2, 0)
     assert progress.done["docker-archive:app.tar"].startswith("2 blobs fetched, 0 reused")
     assert source.blob_fetches.total() == 0  # present already: nothing transferred
+
+
+def test_destinations_that_do_not_share_a_blob_store_each_receive_the_blob(source, tmp_path):
+    """Two remote repositories (or any two destinations without a common blob_scope) each
+    need the blob: a transfer for one does not put it in the other."""
+    base = b"shared base layer"
+    first, second = (source.add_image([base, f"app {i}".encode()]) for i in range(2))
+    one = MemoryRepository("one", scratch=tmp_path)
+    two = MemoryRepository("two", scratch=tmp_path)
+    jobs = [
+        job("a", source, first.digest, one, tag="1"),
+        job("b", source, second.digest, two, tag="1"),
+    ]
+    outcome = copy_images(jobs, platforms=AMD64, max_parallel=2)
+    assert not outcome.failures
+    shared = first.layers[0].digest
+    assert shared in one.blobs and shared in two.blobs
+    assert source.blob_fetches[shared] == 2
+    assert all(r.blobs_reused == 0 for r in outcome.results)

@@ -242,6 +242,11 @@ class ArchiveImageEnd:
         self.archive = archive
         self.slot = slot
 
+    @property
+    def blob_scope(self) -> tuple[str, int]:
+        """Every image of one archive shares its blobs (SharedBlobStore)."""
+        return ("archive", id(self.archive))
+
     def __str__(self) -> str:
         return f"{self.archive.format}:{self.archive.path}:{self.slot.name or ''}"
 

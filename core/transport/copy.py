@@ -17,7 +17,7 @@ import enum
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol, runtime_checkable
@@ -85,6 +85,17 @@ class ImageDestination(Protocol):
         ...
 
     def set_tag(self, tag: str, manifest: Manifest) -> None: ...
+
+
+@runtime_checkable
+class SharedBlobStore(Protocol):
+    """A destination that shares its blob store with others: destinations with equal
+    ``blob_scope`` (repositories of one distribution directory, images of one OCI layout
+    or one archive, one remote repository) hold one set of blobs, so a blob transferred
+    for one job is there for every job writing to that scope. A destination without it
+    shares blobs with no other destination object (two remote repositories do not)."""
+
+    blob_scope: Hashable
 
 
 @runtime_checkable
@@ -301,12 +312,13 @@ class _CopyRun:
             if state.job.target:
                 self.groups[state.job.target].append(state)
         self.cancel = threading.Event()
-        self.blob_futures: dict[str, Future[Received | None]] = {}
-        self.fetched_for: dict[str, _JobState] = {}  # the job each transfer counts for
-        self.blob_waiters: dict[str, list[_JobState]] = defaultdict(list)
+        # Blobs are keyed by (blob scope, digest): see SharedBlobStore.
+        self.blob_futures: dict[BlobKey, Future[Received | None]] = {}
+        self.fetched_for: dict[BlobKey, _JobState] = {}  # the job each transfer counts for
+        self.blob_waiters: dict[BlobKey, list[_JobState]] = defaultdict(list)
         # What the pool is working on: resolutions (by job) and transfers (by digest).
         self.resolving: dict[Future[_Plan], _JobState] = {}
-        self.transfers: dict[Future[Received | None], str] = {}
+        self.transfers: dict[Future[Received | None], BlobKey] = {}
         self.lock = threading.Lock()  # byte counters, updated from pool threads
 
     def run(self, max_parallel: int) -> CopyOutcome:
@@ -351,13 +363,14 @@ class _CopyRun:
             for blob in manifest.blobs:
                 needed.setdefault(blob.digest, blob)
         self.progress.image_started(state.job.label, sum(b.size for b in needed.values()))
+        scope = blob_scope(state.job.destination)
         for digest, blob in needed.items():
-            existing = self.blob_futures.get(digest)
+            existing = self.blob_futures.get((scope, digest))
             if existing is not None:
                 state.reused += 1  # transferred once, for another job
                 if not existing.done():
                     state.pending.add(digest)
-                    self.blob_waiters[digest].append(state)
+                    self.blob_waiters[(scope, digest)].append(state)
                 elif existing.exception() is not None:
                     self.fail(state, _as_error(digest, existing.exception()))
             elif state.job.destination.has_blob(digest):
@@ -369,14 +382,15 @@ class _CopyRun:
     # --- transfer ---------------------------------------------------------------------
 
     def transfer(self, state: _JobState, blob: Descriptor) -> None:
+        key = (blob_scope(state.job.destination), blob.digest)
         state.pending.add(blob.digest)
-        self.blob_waiters[blob.digest].append(state)
+        self.blob_waiters[key].append(state)
         fut = self.pool.submit(
             state.job.destination.receive_blob, blob, state.job.source, self.count_bytes(state)
         )
-        self.blob_futures[blob.digest] = fut
-        self.fetched_for[blob.digest] = state
-        self.transfers[fut] = blob.digest
+        self.blob_futures[key] = fut
+        self.fetched_for[key] = state
+        self.transfers[fut] = key
 
     def count_bytes(self, state: _JobState) -> Callable[[int], None]:
         def on_bytes(n: int) -> None:
@@ -388,13 +402,14 @@ class _CopyRun:
 
         return on_bytes
 
-    def on_blob(self, digest: str, future: Future[Received | None]) -> None:
+    def on_blob(self, key: BlobKey, future: Future[Received | None]) -> None:
+        digest = key[1]
         error = future.exception()
         if error is None and future.result() is Received.REUSED:
-            fetcher = self.fetched_for[digest]  # the destination had it in a cache after all
+            fetcher = self.fetched_for[key]  # the destination had it in a cache after all
             fetcher.fetched -= 1
             fetcher.reused += 1
-        for state in self.blob_waiters.pop(digest, []):
+        for state in self.blob_waiters.pop(key, []):
             state.pending.discard(digest)
             if error is not None:
                 self.fail(state, _as_error(digest, error))
@@ -470,6 +485,16 @@ class _CopyRun:
             CopyFailure(s.job.label, s.error) for s in self.states if s.error is not None
         )
         return CopyOutcome(results, failures)
+
+
+BlobKey = tuple[Hashable, str]  # (blob scope, digest)
+
+
+def blob_scope(destination: ImageDestination) -> Hashable:
+    """Which blob store ``destination`` writes to (see :class:`SharedBlobStore`)."""
+    if isinstance(destination, SharedBlobStore):
+        return destination.blob_scope
+    return ("object", id(destination))  # jobs hold their destinations: ids stay unique
 
 
 def _as_error(digest: str, error: BaseException | None) -> SealpyError:

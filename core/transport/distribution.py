@@ -358,6 +358,11 @@ class DistributionRepository:
     def __str__(self) -> str:
         return f"{self.layout.root}:{self.name}"
 
+    @property
+    def blob_scope(self) -> tuple[str, str]:
+        """Every repository of a directory shares its blobs (SharedBlobStore)."""
+        return ("distribution", str(self.layout.root))
+
     # destination
     def has_blob(self, digest: str) -> bool:
         return self.layout.has_blob(digest)

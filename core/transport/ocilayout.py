@@ -196,6 +196,11 @@ class OCIImageEnd:
         self.layout = layout
         self.name = name
 
+    @property
+    def blob_scope(self) -> tuple[str, str]:
+        """Every image of a layout shares its blobs (SharedBlobStore)."""
+        return ("oci-layout", str(self.layout.root))
+
     def __str__(self) -> str:
         return f"oci:{self.layout.root}:{self.name}"
 

@@ -484,6 +484,12 @@ class RemotePushDestination:
         self.blobs_sent = 0
         self.mounted = 0
 
+    @property
+    def blob_scope(self) -> tuple[str, str]:
+        """Pushes to one repository share its blobs; two repositories do not, even on one
+        registry (a blob must be uploaded or mounted into each)."""
+        return ("registry", str(self.repository))
+
     def has_blob(self, digest: str) -> bool:
         return self.repository.blob_exists(digest, actions="pull,push")
 
