@@ -60,3 +60,26 @@ def test_a_blob_body_that_never_ends_is_an_error_naming_image_and_blob(
     assert elapsed < 60
     # What was received past the bound is gone, and little was received at all.
     assert tree_size(context / "registry") < 8 << 20
+
+
+def test_an_upload_a_little_larger_than_its_blob_is_not_stopped(tmp_path: Path) -> None:
+    """skopeo may compress a layer again on its way (a 64 MiB random layer arrived 2,291
+    bytes larger): only an upload far past the image's largest blob is stopped."""
+    from sealpy.core.image.media import Descriptor
+    from sealpy.core.transport.distribution import DistributionLayout
+    from sealpy.strategies.sync.bounds import SLACK, UploadBound
+
+    layout = DistributionLayout(tmp_path / "registry")
+    bound = UploadBound(layout, [], client=None)  # type: ignore[arg-type]
+    blob = Descriptor("application/vnd.oci.image.layer.v1.tar+gzip", "sha256:" + "a" * 64, 64 << 20)
+    bound.plans["app"] = []
+    bound._blobs["app"] = [(None, blob)]  # type: ignore[list-item]  # sizes looked up already
+    data = tmp_path / "registry/docker/registry/v2/repositories/app/_uploads/u1/data"
+    data.parent.mkdir(parents=True)
+    with open(data, "wb") as f:
+        f.truncate(blob.size + 2291)
+    assert bound.check(["app"]) is None
+    with open(data, "wb") as f:
+        f.truncate(2 * blob.size + SLACK + 1)
+    message = bound.check(["app"])
+    assert message is not None and blob.digest in message

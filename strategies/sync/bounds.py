@@ -3,10 +3,11 @@ ends must not fill the disk.
 
 skopeo 1.9 copies a blob body as long as the source sends it, whatever the manifest said
 its size is (the ``proxy`` strategy stops at the descriptor's size). So while a skopeo
-runs, its uploads in the registry directory are watched: an upload larger than the
-largest blob of the images that skopeo copies into that repository cannot be any of them,
-and the skopeo is stopped. The sizes cost requests (the manifests), so they are looked up
-only for an upload past :data:`FIRST_LOOK`: a run without large uploads makes none.
+runs, its uploads in the registry directory are watched: an upload past twice the
+largest blob of the images that skopeo copies into that repository (skopeo may compress a
+layer again, a little larger) cannot be any of them, and the skopeo is stopped. The
+sizes cost requests (the manifests), so they are looked up only for an upload past
+:data:`FIRST_LOOK`: a run without large uploads makes none.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ from sealpy.core.transport.remote import RegistryClient
 from sealpy.strategies.sync.planning import CopyPlan
 
 FIRST_LOOK = 1 << 20  # uploads up to this size are never looked at
+# skopeo may compress a layer again on its way (a 64 MiB layer of random bytes arrived
+# 2,291 bytes larger than its source): an upload may exceed the largest blob by that much,
+# never by as much as the blob itself. So the bound is twice the largest blob, plus this.
+SLACK = FIRST_LOOK
 OVERSIZED = "sent more than the image's largest blob"  # permanent: a retry gets the same
 
 
@@ -60,7 +65,7 @@ class UploadBound:
                 if blobs is None:  # the sizes could not be looked up: no bound
                     return None
                 largest = max((d.size for _, d in blobs), default=0)
-                if size > largest:
+                if size > 2 * largest + SLACK:
                     return self.describe(blobs, largest, size)
         return None
 
