@@ -179,30 +179,12 @@ class TokenServer:
         }
 
     def _make_key(self) -> None:
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
+        from sealpy.strategies.sync.localauth import signing_key
 
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sealpy test token signer")])
-        now = time.time()
-        import datetime as dt
-
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(dt.datetime.fromtimestamp(now - 3600, dt.UTC))
-            .not_valid_after(dt.datetime.fromtimestamp(now + 86400 * 30, dt.UTC))
-            .sign(key, hashes.SHA256())
-        )
         self.workdir.mkdir(parents=True, exist_ok=True)
-        (self.workdir / "token-cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        self._key = key
-        self._x5c = base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
+        self._key, self._x5c = signing_key(
+            self.workdir / "token-cert.pem", name="sealpy test token signer", days=30
+        )
 
     def issue(self, user: str, scopes: list[str]) -> str:
         import jwt

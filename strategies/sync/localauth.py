@@ -102,7 +102,7 @@ class RunTokens(RunLock):
     def __init__(self, private: Path) -> None:
         super().__init__(private)
         self._server: ThreadingHTTPServer | None = None
-        self._key, self._x5c = _signing_key(private / "token-cert.pem")
+        self._key, self._x5c = signing_key(private / "token-cert.pem")
 
     @property
     def realm(self) -> str:
@@ -192,25 +192,28 @@ class RunTokens(RunLock):
         return jwt.encode(claims, self._key, algorithm="ES256", headers={"x5c": [self._x5c]})
 
 
-def _signing_key(cert_path: Path):  # type: ignore[no-untyped-def]
-    """A P-256 key made for this run, and its self-signed certificate written to
-    ``cert_path`` (the registry's trust root) and returned as the ``x5c`` header value."""
+def signing_key(  # type: ignore[no-untyped-def]
+    cert_path: Path, *, name: str = "sealpy sync run", days: int = 1
+):
+    """A new P-256 token-signing key, and its self-signed certificate (valid ``days``)
+    written to ``cert_path`` (the registry's trust root) and returned as the ``x5c``
+    header value. The test kit's token server makes its keys here too."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sealpy sync run")])
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
+        .subject_name(subject)
+        .issuer_name(subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=days))
         .sign(key, hashes.SHA256())
     )
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
