@@ -53,7 +53,10 @@ def markdown(report: dict) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}, "
         f"Python {m['python']}, {m['skopeo']}, {m.get('curl', 'curl')}; {m['date']}. "
         f"Mode --{c['mode']}; medians of {c['repeats']} runs (min–max; scale points: "
-        f"{c['scale_repeats']}), --max-pull-procs {c['max_parallel']}.",
+        f"{c['scale_repeats']}), --max-pull-procs {c['max_parallel']}. Whole run: "
+        f"{c.get('wall_seconds', 0) / 60:.1f} min ("
+        + ", ".join(f"{k} {v} s" for k, v in c.get("phase_seconds", {}).items())
+        + ").",
         "",
         "End to end = the whole process a user runs (`sealpy registry save` with interpreter "
         "start-up; skopeo-serial: registry started, one skopeo copy per image, registry "
