@@ -28,6 +28,7 @@ from sealpy.core.reference import ImageReference
 
 if TYPE_CHECKING:
     from sealpy.core.registries import Endpoint, RegistriesConfig
+    from sealpy.core.transport.blobcache import BlobCache
     from sealpy.core.transport.http.retry import Retrier
     from sealpy.core.transport.remote import RegistryClient
 
@@ -118,12 +119,15 @@ class HostPolicy:
 @dataclass(frozen=True)
 class TransportOptions:
     """What every registry user of a run shares: the host policy, the retry policy, how
-    many images and blobs move at once, and where progress goes."""
+    many images and blobs move at once, where progress goes, and the machine-wide blob
+    cache."""
 
     hosts: HostPolicy = field(default_factory=HostPolicy)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_parallel: int = DEFAULT_MAX_PARALLEL
     progress: ProgressReporter = field(default_factory=SilentProgress)
+    blob_cache: BlobCache | None = None
+    """The machine-wide blob cache that blobs and manifests come through (None: off)."""
 
     def client(self, *, max_connections: int = 16) -> RegistryClient:
         """A new registry client following these options (close it, or use it as a

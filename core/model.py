@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from sealpy.core.hosts import HostPolicy, TransportOptions
     from sealpy.core.progress import ProgressReporter
     from sealpy.core.registries import RegistriesConfig
+    from sealpy.core.transport.blobcache import BlobCache
 
 BUILD_FILE_NAMES = ("Sealfile", "Kubefile", "Dockerfile", "Containerfile")
 COMMAND_LINE = "<command line>"
@@ -311,6 +312,9 @@ class CacheOptions:
     registries: RegistriesConfig = field(default_factory=_default_registries)
     progress: ProgressReporter = field(default_factory=_default_progress)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    blob_cache: BlobCache | None = None
+    """The machine-wide blob cache (``--cache-dir``; None: off). The engine takes blobs
+    and manifests from it and fetches through it (:func:`cache_with_engine` does so)."""
 
     @classmethod
     def of(
@@ -332,6 +336,7 @@ class CacheOptions:
             registries=hosts.registries,
             progress=transport.progress,
             retry=transport.retry,
+            blob_cache=transport.blob_cache,
         )
 
     @cached_property
@@ -347,7 +352,9 @@ class CacheOptions:
         parallelism and progress, as registry clients and skopeo runs take them."""
         from sealpy.core.hosts import TransportOptions
 
-        return TransportOptions(self.hosts, self.retry, self.max_parallel, self.progress)
+        return TransportOptions(
+            self.hosts, self.retry, self.max_parallel, self.progress, self.blob_cache
+        )
 
 
 @dataclass(frozen=True)

@@ -512,8 +512,22 @@ def _cache_stage(
         report = cache(images, registry_dir, strategy=strategy, options=options, manager=manager)
     finally:
         options.progress.close()
+        _debug_blob_cache(options, on_event)
     on_event(Event(EventKind.INFO, report.summary()))
     return report
+
+
+def _debug_blob_cache(options: CacheOptions, on_event: EventSink) -> None:
+    """With ``--debug``: the blob cache in use and how its blobs went into each place
+    (hard link, reflink, copy), or that it is off."""
+    cache = options.blob_cache
+    if cache is None:
+        on_event(Event(EventKind.DEBUG, "blob cache: off"))
+        return
+    lines = cache.placement_summary()
+    on_event(Event(EventKind.DEBUG, f"blob cache {cache.root}" + ("" if lines else ": not used")))
+    for line in lines:
+        on_event(Event(EventKind.DEBUG, f"blob cache into {line}"))
 
 
 LISTED_INLINE = 3

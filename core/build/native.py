@@ -287,7 +287,14 @@ class _Build:
 
         wanted = platform if self._platform_matters() else None
         try:
-            return ensure_image(self.store, text, wanted, self._registry_client, echo=self.echo)
+            return ensure_image(
+                self.store,
+                text,
+                wanted,
+                self._registry_client,
+                echo=self.echo,
+                blob_cache=self.request.transport.blob_cache,
+            )
         except SealpyError as exc:
             raise ins.error(f"{text}: {exc}") from None
 

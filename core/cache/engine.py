@@ -9,7 +9,9 @@ outcome into the strategy's :class:`CacheReport`, or its :class:`CacheError`.
 
 A plugin changes what it needs through keyword arguments: ``destination`` to wrap or
 replace the repository each registry image is written to (a blob cache of its own, see
-the example plugin), ``max_parallel`` to change the parallelism.
+the example plugin), ``max_parallel`` to change the parallelism, ``blob_cache`` to choose
+the machine-wide blob cache blobs go through (default: ``options.blob_cache`` with the
+default destination, none with a destination of the plugin's own).
 """
 
 from __future__ import annotations
@@ -17,11 +19,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from sealpy.core.cache.failures import cache_error
 from sealpy.core.model import CacheOptions, CacheReport, ImageSet
 from sealpy.core.transport.copy import CopyJob, ImageDestination, copy_images
 from sealpy.core.transport.distribution import DistributionLayout
+
+if TYPE_CHECKING:
+    from sealpy.core.transport.blobcache import BlobCache
 
 DestinationFactory = Callable[[DistributionLayout, str], ImageDestination]
 """``(layout, repository name) -> destination`` for one registry image."""
@@ -40,6 +46,7 @@ def cache_with_engine(
     *,
     destination: DestinationFactory = layout_repository,
     max_parallel: int | None = None,
+    blob_cache: BlobCache | Literal["default"] | None = "default",
 ) -> CacheReport:
     """Store ``images`` under ``registry_dir`` and report it as strategy ``strategy``.
 
@@ -51,6 +58,10 @@ def cache_with_engine(
     image, carrying the report of those that were cached.
     """
     started = time.monotonic()
+    if blob_cache == "default":
+        # A destination of the plugin's own receives every blob itself (its receive_blob
+        # is what it wants called); it asks for the machine-wide cache by passing it.
+        blob_cache = options.blob_cache if destination is layout_repository else None
     layout = DistributionLayout(registry_dir)
     transport = options.transport
     parallel = options.max_parallel if max_parallel is None else max_parallel
@@ -83,6 +94,7 @@ def cache_with_engine(
             all_platforms=options.all_platforms,
             max_parallel=parallel,
             progress=options.progress,
+            blob_cache=blob_cache,
         )
         requests = client.requests_sent
     report = CacheReport(

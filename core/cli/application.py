@@ -1,4 +1,4 @@
-"""The typer applications, ``sealpy`` and its ``registry`` group, with ``--version`` and
+"""The typer applications, ``sealpy`` and its ``registry`` and ``cache`` groups, with ``--version`` and
 every command registered: one list here, in the order ``sealpy --help`` shows them; the
 commands themselves are plain functions in the command modules. A command line that names
 its command is parsed by an app holding that command alone (:func:`app_for`).
@@ -12,7 +12,13 @@ from typing import Annotated, Any
 import typer
 
 from sealpy.core import __version__
-from sealpy.core.cli import build_command, cache_commands, merge_command, store_commands
+from sealpy.core.cli import (
+    blobcache_commands,
+    build_command,
+    cache_commands,
+    merge_command,
+    store_commands,
+)
 
 # Every command, in the order ``sealpy --help`` shows them, and the ``registry`` group's.
 COMMANDS: dict[str, Callable[..., Any]] = {
@@ -35,6 +41,15 @@ COMMANDS: dict[str, Callable[..., Any]] = {
 REGISTRY_COMMANDS: dict[str, Callable[..., Any]] = {
     "save": cache_commands.registry_save,
     "verify": cache_commands.registry_verify,
+}
+CACHE_COMMANDS: dict[str, Callable[..., Any]] = {
+    "info": blobcache_commands.cache_info,
+    "prune": blobcache_commands.cache_prune,
+}
+# The command groups: name -> (help, commands).
+GROUPS: dict[str, tuple[str, dict[str, Callable[..., Any]]]] = {
+    "registry": ("Cache images into a registry directory, and check one.", REGISTRY_COMMANDS),
+    "cache": ("The machine-wide blob cache: where it is, how big, and pruning it.", CACHE_COMMANDS),
 }
 
 
@@ -65,14 +80,14 @@ def make_app(only: tuple[str, ...] = ()) -> typer.Typer:
         rich_markup_mode=None,
     )
     app.callback()(_main)
-    if not only or only[0] == "registry":
-        registry_app = typer.Typer(
-            help="Cache images into a registry directory, and check one.", no_args_is_help=True
-        )
-        app.add_typer(registry_app, name="registry")
-        for name, command in REGISTRY_COMMANDS.items():
+    for group, (text, commands) in GROUPS.items():
+        if only and only[0] != group:
+            continue
+        group_app = typer.Typer(help=text, no_args_is_help=True)
+        app.add_typer(group_app, name=group)
+        for name, command in commands.items():
             if only[1:] in ((), (name,)):
-                registry_app.command(name)(command)
+                group_app.command(name)(command)
     for name, command in COMMANDS.items():
         if only in ((), (name,)):
             app.command()(command)
@@ -89,6 +104,6 @@ def app_for(args: list[str]) -> typer.Typer:
     (``--help``, ``--version``, a mistyped command and its suggestions)."""
     if args and args[0] in COMMANDS:
         return make_app((args[0],))
-    if len(args) > 1 and args[0] == "registry" and args[1] in REGISTRY_COMMANDS:
-        return make_app(("registry", args[1]))
+    if len(args) > 1 and args[0] in GROUPS and args[1] in GROUPS[args[0]][1]:
+        return make_app((args[0], args[1]))
     return app

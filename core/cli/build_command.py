@@ -13,6 +13,7 @@ from sealpy.core.cli.options import (
     AllOpt,
     ApiVersionsOpt,
     AuthfileOpt,
+    CacheDirOpt,
     ContextArg,
     CredsOpt,
     FileOpt,
@@ -114,6 +115,7 @@ def build(
     kube_version: KubeVersionOpt = None,
     api_versions: ApiVersionsOpt = None,
     as_json: JsonOpt = False,
+    cache_dir: CacheDirOpt = None,
 ) -> None:
     """Scan the context, cache its images, and build the image (like `sealos build`)."""
     from sealpy.core import pipeline
@@ -140,6 +142,7 @@ def build(
         registry_mirror=registry_mirror,
         quiet=quiet or as_json,
         retry_times=retry_times,
+        cache_dir=cache_dir,
     )
     job = pipeline.BuildJob(
         context=context,

@@ -14,6 +14,7 @@ from sealpy.core.cli.options import (
     AllOpt,
     ApiVersionsOpt,
     AuthfileOpt,
+    CacheDirOpt,
     ContextArg,
     CredsOpt,
     FileOpt,
@@ -116,6 +117,7 @@ def registry_save(
     kube_version: KubeVersionOpt = None,
     api_versions: ApiVersionsOpt = None,
     as_json: JsonOpt = False,
+    cache_dir: CacheDirOpt = None,
 ) -> None:
     """Cache every image the context needs into a registry directory (the cache stage alone)."""
     from sealpy.core import pipeline
@@ -132,6 +134,7 @@ def registry_save(
         registry_mirror=registry_mirror,
         quiet=quiet or as_json,
         retry_times=retry_times,
+        cache_dir=cache_dir,
     )
     job = pipeline.SaveJob(
         context=context,

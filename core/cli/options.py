@@ -92,6 +92,14 @@ MirrorOpt = Annotated[
         help="PREFIX=URL, e.g. docker.io=http://127.0.0.1:5000; repeatable; tried before registries.conf mirrors.",
     ),
 ]
+CacheDirOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--cache-dir",
+        help="The machine-wide blob cache (default $SEALPY_CACHE_DIR, else "
+        "$XDG_CACHE_HOME/sealpy); 'none' turns it off.",
+    ),
+]
 RootOpt = Annotated[
     Path | None,
     typer.Option("--root", help="The local image store (default $XDG_DATA_HOME/sealpy)."),
@@ -175,15 +183,17 @@ def transport_options(
     retry_times: int | None = None,
     max_pull_procs: int | None = None,
     progress: ProgressReporter | None = None,
+    cache_dir: str | None = None,
 ) -> TransportOptions:
     """How a command reaches registries, from its flags: the host policy (registries.conf
     and ``--registry-mirror``, ``--tls-verify``, the credentials of :func:`credentials`),
-    the retry policy of ``--retry-times``, ``--max-pull-procs`` and a progress reporter
-    (default: silent)."""
+    the retry policy of ``--retry-times``, ``--max-pull-procs``, a progress reporter
+    (default: silent) and the blob cache of ``--cache-dir``."""
     from sealpy.core.hosts import HostPolicy, TransportOptions
     from sealpy.core.model import DEFAULT_MAX_PARALLEL
     from sealpy.core.progress import SilentProgress
     from sealpy.core.registries import RegistriesConfig
+    from sealpy.core.transport.blobcache import open_blob_cache
 
     return TransportOptions(
         hosts=HostPolicy(
@@ -194,6 +204,7 @@ def transport_options(
         retry=retry_policy(retry_times),
         max_parallel=max_pull_procs or DEFAULT_MAX_PARALLEL,
         progress=progress or SilentProgress(),
+        blob_cache=open_blob_cache(cache_dir),
     )
 
 
@@ -208,6 +219,7 @@ def cache_options(
     registry_mirror: list[str] | None,
     quiet: bool,
     retry_times: int | None = None,
+    cache_dir: str | None = None,
 ) -> CacheOptions:
     """The cache stage's options from the flags (``platforms`` default: this host's), with
     a progress display on stderr."""
@@ -222,6 +234,7 @@ def cache_options(
         retry_times=retry_times,
         max_pull_procs=max_pull_procs,
         progress=progress_for(sys.stderr, quiet=quiet),
+        cache_dir=cache_dir,
     )
     return CacheOptions.of(transport, platforms=platforms, all_platforms=all_platforms)
 

@@ -15,6 +15,7 @@ import typer
 from sealpy.core.cli.options import (
     AllOpt,
     AuthfileOpt,
+    CacheDirOpt,
     CredsOpt,
     MirrorOpt,
     PlatformOpt,
@@ -212,12 +213,14 @@ def pull(
     registry_mirror: MirrorOpt = None,
     retry_times: RetryOpt = None,
     quiet: QuietOpt = False,
+    cache_dir: CacheDirOpt = None,
 ) -> None:
     """Pull an image from a registry into the store. Docker-typed images are stored with
     OCI media types, as `skopeo copy docker://... oci:` does (same blobs; the manifest
     digest printed is the stored one, not the registry's)."""
     from sealpy.core.reference import ImageReference, Platform, parse_platforms
     from sealpy.core.store import transfer
+    from sealpy.core.transport.blobcache import open_blob_cache
 
     ref = ImageReference.parse(image.removeprefix("docker://"))
     platforms = parse_platforms(platform) if platform else (Platform.host(),)
@@ -233,6 +236,7 @@ def pull(
                 platforms=platforms,
                 all_platforms=all_platforms,
                 progress=progress,
+                blob_cache=open_blob_cache(cache_dir),
             )
     finally:
         progress.close()
@@ -309,18 +313,22 @@ def load(
     ],
     root: RootOpt = None,
     quiet: QuietOpt = False,
+    cache_dir: CacheDirOpt = None,
 ) -> None:
     """Load the images of an archive into the store (Docker media types become OCI ones;
     an oci-archive image named by a tag only, e.g. `1.0`, becomes localhost/<file>:1.0)."""
     from sealpy.core.errors import ContextError
     from sealpy.core.store import transfer
+    from sealpy.core.transport.blobcache import open_blob_cache
 
     if not input_.is_file():
         raise ContextError(f"archive {input_} does not exist")
     store = open_store(root)
     progress = store_progress(quiet)
     try:
-        names = transfer.load(store, input_, progress=progress)
+        names = transfer.load(
+            store, input_, progress=progress, blob_cache=open_blob_cache(cache_dir)
+        )
     finally:
         progress.close()
     for name in names:

@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from sealpy.core.errors import ContextError, InvalidReferenceError, SealpyError, StoreError
 from sealpy.core.image.media import Descriptor, Manifest
@@ -37,6 +37,9 @@ from sealpy.core.transport.archive_write import (
 from sealpy.core.transport.copy import CopyJob, copy_images
 from sealpy.core.transport.ocilayout import REF_NAME
 from sealpy.core.transport.remote import RegistryClient, RemotePushDestination
+
+if TYPE_CHECKING:
+    from sealpy.core.transport.blobcache import BlobCache
 
 ArchiveFormat = Literal["oci-archive", "docker-archive"]
 FORMATS: tuple[ArchiveFormat, ...] = ("oci-archive", "docker-archive")
@@ -59,6 +62,7 @@ def pull(
     all_platforms: bool = False,
     progress: ProgressReporter | None = None,
     max_parallel: int = 8,
+    blob_cache: BlobCache | None = None,
 ) -> StoredImage:
     """Copy ``ref`` from its registry into the store, named by its full reference. An
     index is stored (with OCI media types) with the manifests and blobs of the chosen
@@ -78,6 +82,7 @@ def pull(
             all_platforms=all_platforms,
             progress=progress,
             max_parallel=max_parallel,
+            blob_cache=blob_cache,
         )
     _raise_first(outcome)
     return store.get(name)
@@ -92,6 +97,7 @@ def ensure_image(
     echo: Callable[[str], None] | None = None,
     all_platforms: bool = False,
     max_parallel: int = 8,
+    blob_cache: BlobCache | None = None,
 ) -> StoredImage:
     """The stored image ``text`` if the store has it whole for ``platform`` (``None``: any
     single-platform image, or the host's child of an index); else pulled (as buildah's
@@ -109,6 +115,7 @@ def ensure_image(
         platforms=(platform or Platform.host(),),
         all_platforms=all_platforms,
         max_parallel=max_parallel,
+        blob_cache=blob_cache,
     )
 
 
@@ -251,7 +258,13 @@ def archive_format(path: Path) -> ArchiveFormat:
     raise ContextError(f"{path} is neither an oci-archive nor a docker-archive")
 
 
-def load(store: Store, path: Path, *, progress: ProgressReporter | None = None) -> list[str]:
+def load(
+    store: Store,
+    path: Path,
+    *,
+    progress: ProgressReporter | None = None,
+    blob_cache: BlobCache | None = None,
+) -> list[str]:
     """Copy every image of an archive into the store; returns the names given (an image
     without a name is stored untagged, shown by its digest)."""
     kind = archive_format(path)
@@ -274,7 +287,9 @@ def load(store: Store, path: Path, *, progress: ProgressReporter | None = None) 
             for tag in tags:
                 jobs.append(_load_job(store, source, manifest.digest, _loaded_name(tag), names))
     with store.writing():
-        outcome = copy_images(jobs, platforms=(), all_platforms=True, progress=progress)
+        outcome = copy_images(
+            jobs, platforms=(), all_platforms=True, progress=progress, blob_cache=blob_cache
+        )
         _raise_first(outcome)
         for job in jobs:
             if job.tag is None:  # an image without a name: keep it, untagged

@@ -23,6 +23,18 @@ TEST_USER = "alice"
 TEST_PASSWORD = "pa55-w0rd-for-tests"  # a fixture secret: tests grep output for it
 
 
+@pytest.fixture(autouse=True)
+def own_blob_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Every test gets an empty machine-wide blob cache of its own (``SEALPY_CACHE_DIR``,
+    also for the ``sealpy`` processes it starts): a blob cached by an earlier test would
+    let a later one pass without touching its registry — or its injected faults."""
+    root = tmp_path_factory.mktemp("blob-cache")
+    monkeypatch.setenv("SEALPY_CACHE_DIR", str(root))
+    return root
+
+
 @pytest.fixture(scope="session")
 def image_factory(tmp_path_factory: pytest.TempPathFactory) -> ImageFactory:
     """A deterministic image factory whose layout lives for the whole session."""

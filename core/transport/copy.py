@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, runtime_checkable
 
 from sealpy.core.errors import ConflictError, PlatformNotFoundError, SealpyError
 from sealpy.core.image.media import Descriptor, Manifest
@@ -29,6 +29,9 @@ from sealpy.core.model import CachedImage
 from sealpy.core.progress import ProgressReporter, SilentProgress
 from sealpy.core.reference import Platform, select_platform
 from sealpy.core.transport.blobio import BlobWriter
+
+if TYPE_CHECKING:
+    from sealpy.core.transport.blobcache import BlobCache
 
 
 class ImageSource(Protocol):
@@ -217,11 +220,33 @@ class _Plan:
     platforms: tuple[str, ...]
 
 
-def resolve(job: CopyJob, platforms: Sequence[Platform], all_platforms: bool) -> _Plan:
+def resolve(
+    job: CopyJob,
+    platforms: Sequence[Platform],
+    all_platforms: bool,
+    blob_cache: BlobCache | None = None,
+) -> _Plan:
     """The job's top manifest and, for an index, the manifests under it to store, children
     first: the wanted platforms of the top index, nested indexes whole. A child the
-    destination already stores is read from there."""
-    top = job.source.get_manifest(job.reference)
+    destination already stores is read from there; a manifest asked for by digest comes
+    from ``blob_cache`` when it has it (a tag is always asked of the source, so a moved
+    tag is seen), and every manifest read from the source goes into it."""
+
+    def by_digest(digest: str) -> Manifest:
+        cached = blob_cache.get_manifest(digest) if blob_cache is not None else None
+        if cached is not None:
+            return cached
+        manifest = job.source.get_manifest(digest)
+        if blob_cache is not None:
+            blob_cache.put_manifest(manifest)
+        return manifest
+
+    if job.reference.startswith("sha256:"):
+        top = by_digest(job.reference)
+    else:
+        top = job.source.get_manifest(job.reference)
+        if blob_cache is not None:
+            blob_cache.put_manifest(top)
     if not top.is_index:
         return _Plan(top, [top], ())
 
@@ -230,7 +255,7 @@ def resolve(job: CopyJob, platforms: Sequence[Platform], all_platforms: bool) ->
 
     def fetch(child: Descriptor) -> Manifest:
         stored = job.destination.stored_manifest(child.digest)
-        return stored if stored is not None else job.source.get_manifest(child.digest)
+        return stored if stored is not None else by_digest(child.digest)
 
     nodes = list(walk(top, fetch, select=select))[:-1]
     names = tuple(describe_platform(n.descriptor) for n in nodes if not n.manifest.is_index)
@@ -276,13 +301,17 @@ def copy_images(
     all_platforms: bool = False,
     max_parallel: int = 8,
     progress: ProgressReporter | None = None,
+    blob_cache: BlobCache | None = None,
 ) -> CopyOutcome:
-    """Run every job; failures are collected per job, never stop the others."""
+    """Run every job; failures are collected per job, never stop the others. With
+    ``blob_cache`` (the machine-wide cache), blobs and manifests come from it when it has
+    them and go through it when it has not (see :mod:`~sealpy.core.transport.blobcache`)."""
     run = _CopyRun(
         jobs,
         platforms=platforms,
         all_platforms=all_platforms,
         progress=progress or SilentProgress(),
+        blob_cache=blob_cache,
     )
     return run.run(max_parallel)
 
@@ -302,7 +331,9 @@ class _CopyRun:
         platforms: Sequence[Platform],
         all_platforms: bool,
         progress: ProgressReporter,
+        blob_cache: BlobCache | None = None,
     ) -> None:
+        self.blob_cache = blob_cache
         self.platforms = platforms
         self.all_platforms = all_platforms
         self.progress = progress
@@ -327,7 +358,9 @@ class _CopyRun:
         )
         try:
             for state in self.states:
-                fut = self.pool.submit(resolve, state.job, self.platforms, self.all_platforms)
+                fut = self.pool.submit(
+                    resolve, state.job, self.platforms, self.all_platforms, self.blob_cache
+                )
                 self.resolving[fut] = state
             while self.resolving or self.transfers:
                 pending: list[Future[Any]] = [*self.resolving, *self.transfers]
@@ -385,9 +418,14 @@ class _CopyRun:
         key = (blob_scope(state.job.destination), blob.digest)
         state.pending.add(blob.digest)
         self.blob_waiters[key].append(state)
-        fut = self.pool.submit(
-            state.job.destination.receive_blob, blob, state.job.source, self.count_bytes(state)
-        )
+        destination = state.job.destination
+        on_bytes = self.count_bytes(state)
+        if self.blob_cache is not None:
+            fut = self.pool.submit(
+                self.blob_cache.receive, destination, blob, state.job.source, on_bytes
+            )
+        else:
+            fut = self.pool.submit(destination.receive_blob, blob, state.job.source, on_bytes)
         self.blob_futures[key] = fut
         self.fetched_for[key] = state
         self.transfers[fut] = key

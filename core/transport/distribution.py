@@ -42,6 +42,7 @@ from sealpy.core.transport.blobio import (
 from sealpy.core.transport.confined import ConfinedRoot, SymlinkRefusedError, find_symlinks
 
 if TYPE_CHECKING:
+    from sealpy.core.transport.blobcache import Placement
     from sealpy.core.transport.copy import ImageSource, Received
 
 V2 = Path("docker", "registry", "v2")
@@ -386,6 +387,12 @@ class DistributionRepository:
         if receive_into(writer, descriptor, source, on_bytes):
             return None
         return Received.REUSED
+
+    def place_blob(self, descriptor: Descriptor, cached: Path, placement: Placement) -> str:
+        """A verified blob of the machine-wide cache into the directory (BlobPlacer)."""
+        path = self.layout.blob_path(descriptor.digest)
+        with self.layout.confined.directory(path.parent, create=True) as dir_fd:
+            return placement.place(cached, dir_fd, path.name, str(self.layout.root))
 
     def stored_manifest(self, digest: str) -> Manifest | None:
         return self.layout.stored_manifest(self.name, digest)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ from sealpy.core.transport.blobio import (
 )
 
 if TYPE_CHECKING:
+    from sealpy.core.transport.blobcache import Placement
     from sealpy.core.transport.copy import ImageSource
 
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -239,6 +241,16 @@ class OCIImageEnd:
         on_bytes: Callable[[int], None] | None = None,
     ) -> None:
         receive_into(self.layout.blob_writer(descriptor), descriptor, source, on_bytes)
+
+    def place_blob(self, descriptor: Descriptor, cached: Path, placement: Placement) -> str:
+        """A verified blob of the machine-wide cache into the layout (BlobPlacer)."""
+        path = self.layout.blob_path(descriptor.digest)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            return placement.place(cached, dir_fd, path.name, str(self.layout.root))
+        finally:
+            os.close(dir_fd)
 
     def stored_manifest(self, digest: str) -> Manifest | None:
         if not self.layout.has_blob(digest):
