@@ -20,6 +20,7 @@ from pathlib import Path
 from _build_support import blob, build, cached_context, manifest_of, members
 
 from sealpy.core import pipeline
+from sealpy.core.build.context import Entry, Ownership, Tree, plan_sources
 from sealpy.core.model import ImageSet
 
 _BLOB_DATA = re.compile(r"docker/registry/v2/blobs/sha256/([0-9a-f]{2})/([0-9a-f]{64})/data$")
@@ -143,3 +144,24 @@ def test_blob_files_enter_the_layer_as_0644_regular_files_and_nothing_else_chang
                 assert f is not None
                 expected = member.name.split("/")[-2]
                 assert hashlib.sha256(f.read()).hexdigest() == expected
+
+
+def test_the_rule_holds_for_a_blob_file_named_alone_and_yields_to_chmod(tmp_path: Path):
+    hex_digest = hashlib.sha256(b"blob").hexdigest()
+    relpath = f"registry/docker/registry/v2/blobs/sha256/{hex_digest[:2]}/{hex_digest}/data"
+    data = tmp_path / relpath
+    data.parent.mkdir(parents=True)
+    data.write_bytes(b"blob")
+    os.chmod(data, 0o444)
+    os.link(data, tmp_path / "elsewhere")
+
+    def planned(tree: Tree, ownership: Ownership) -> Entry:
+        [entry] = plan_sources(tree, [relpath], "/x", "/", ownership)[0]
+        return entry
+
+    context = Tree(tmp_path, fixed_blobs=True)
+    entry = planned(context, Ownership())
+    assert (entry.kind, entry.mode, entry.inode) == ("file", 0o644, None)
+    assert planned(context, Ownership(mode=0o600)).mode == 0o600
+    # Unpacked images and archives (COPY --from, ADD) keep the modes their tars give.
+    assert planned(Tree(tmp_path, jail=True), Ownership()).mode == 0o444
