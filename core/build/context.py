@@ -398,7 +398,7 @@ def _entry(tree: Tree, name: str, path: Path, st: os.stat_result, own: Ownership
         return Entry(name, "dir", mode, uid=own.uid, gid=own.gid)
     if stat.S_ISREG(st.st_mode):
         inode = (st.st_dev, st.st_ino) if st.st_nlink > 1 else None
-        if tree.fixed_blobs and is_blob_file(tree.relative(path)):
+        if tree.fixed_blobs and path.name == "data" and is_blob_file(tree.relative(path)):
             inode = None  # a cache's hard link is no property of the content
             mode = BLOB_FILE_MODE if own.mode is None else own.mode
         return Entry(name, "file", mode, path, st.st_size, uid=own.uid, gid=own.gid, inode=inode)
