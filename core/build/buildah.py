@@ -11,6 +11,11 @@ concurrent command's tag. With ``--format docker`` it is pushed as Docker schema
 ``dir:`` directory instead (an OCI layout cannot hold a Docker manifest) and its files are
 moved into the store as they are.
 
+File modes come from disk through buildah: unlike the native builder
+(:mod:`sealpy.core.build.blobfiles`), registry blobs hard-linked read-only from the blob
+cache enter the layer as 0444, so the digest depends on the cache (documented; fixing it
+would mean copying ``registry/`` or changing the cache's shared files).
+
 buildah's own flags that sealpy accepts (``--label``, ``--annotation``, ``--env``,
 ``--target``, ``--format``, ``--squash``, ``--ignorefile``, ``--timestamp``) are handed
 to ``buildah bud`` unchanged; the image ID (``--iidfile``, ``-q``) is read from the

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from sealpy.core.build.blobfiles import BLOB_FILE_MODE, is_blob_file
 from sealpy.core.errors import BuildError, PathNotFoundError
 
 IGNORE_FILES = (".containerignore", ".dockerignore")  # buildah prefers .containerignore
@@ -172,12 +173,15 @@ def _pattern_regex(pattern: str) -> str:
 @dataclass(frozen=True)
 class Tree:
     """A directory sources are read from. ``jail``: absolute symlinks and ``..`` stop at
-    the root (an unpacked image); otherwise leaving the root is an error (the context)."""
+    the root (an unpacked image); otherwise leaving the root is an error (the context).
+    ``fixed_blobs``: registry blob files get a fixed mode and no hard links (the build
+    context, whose blobs may come from the cache: :mod:`sealpy.core.build.blobfiles`)."""
 
     root: Path
     what: str = "the build context"
     jail: bool = False
     ignore: IgnoreMatcher | None = None
+    fixed_blobs: bool = False
 
     def relative(self, path: Path) -> str:
         rel = os.path.relpath(path, self.root)
@@ -317,7 +321,7 @@ def plan_sources(
             name = posixpath.join(target, path.name) if dest_is_dir else target
             if not name:
                 raise BuildError(f"{keyword} {dest}: cannot replace the image root with a file")
-            entries[name] = _entry(name, path, st, ownership)
+            entries[name] = _entry(tree, name, path, st, ownership)
     return finish(entries.values()), resolved
 
 
@@ -352,7 +356,7 @@ def _walk(
             st = path.lstat()
             member = _member_name(target, rel_base, name)
             if stat.S_ISLNK(st.st_mode):  # os.walk lists symlinks to directories here
-                entries[member] = _entry(member, path, st, own)
+                entries[member] = _entry(tree, member, path, st, own)
             else:
                 _add_dir(entries, member, st, own)
         dirnames[:] = [d for d in kept_dirs if not (base / d).is_symlink()]
@@ -361,7 +365,7 @@ def _walk(
             if ignore and ignore.ignored(tree.relative(path)):
                 continue
             member = _member_name(target, rel_base, name)
-            entries[member] = _entry(member, path, path.lstat(), own)
+            entries[member] = _entry(tree, member, path, path.lstat(), own)
             _ensure_parents(entries, member, own)
 
 
@@ -384,7 +388,7 @@ def _member_name(target: str, rel_base: str, name: str) -> str:
     return "/".join(parts)
 
 
-def _entry(name: str, path: Path, st: os.stat_result, own: Ownership) -> Entry:
+def _entry(tree: Tree, name: str, path: Path, st: os.stat_result, own: Ownership) -> Entry:
     mode = stat.S_IMODE(st.st_mode)
     if stat.S_ISLNK(st.st_mode):
         return Entry(name, "symlink", 0o777, path, link=os.readlink(path), uid=own.uid, gid=own.gid)
@@ -394,6 +398,9 @@ def _entry(name: str, path: Path, st: os.stat_result, own: Ownership) -> Entry:
         return Entry(name, "dir", mode, uid=own.uid, gid=own.gid)
     if stat.S_ISREG(st.st_mode):
         inode = (st.st_dev, st.st_ino) if st.st_nlink > 1 else None
+        if tree.fixed_blobs and path.name == "data" and is_blob_file(tree.relative(path)):
+            inode = None  # a cache's hard link is no property of the content
+            mode = BLOB_FILE_MODE if own.mode is None else own.mode
         return Entry(name, "file", mode, path, st.st_size, uid=own.uid, gid=own.gid, inode=inode)
     raise BuildError(f"{path}: cannot copy a {_kind(st.st_mode)} into an image")
 

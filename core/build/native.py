@@ -118,7 +118,7 @@ class _Build:
         self.platforms = tuple(request.platforms or (Platform.host(),))
         self.output = request.output
         self.ignore = IgnoreMatcher.for_context(self.context.root, request.ignorefile)
-        self.context_tree = Tree(self.context.root, ignore=self.ignore)
+        self.context_tree = Tree(self.context.root, ignore=self.ignore, fixed_blobs=True)
         self.consumed_args: set[str] = set()
         self._client = None
         self._names = tuple(store_name(t) for t in request.tags)
