@@ -109,7 +109,7 @@ def test_second_context_fetches_no_shared_blob_and_links_it(source, tmp_path, ow
 
 
 def test_cache_dir_none_writes_nothing(source, tmp_path, own_blob_cache):
-    registry, images, base = source
+    registry, _, base = source
     with FaultProxy(registry.host) as proxy:
         done = save(proxy, ["a1"], tmp_path / "A", "--cache-dir", "none", "--debug")
     assert "blob cache: off" in done.stderr
@@ -283,7 +283,7 @@ def test_prune_options_are_checked(tmp_path):
 
 
 def test_pull_takes_blobs_from_the_cache(source, tmp_path, own_blob_cache):
-    registry, images, base = source
+    registry, _, base = source
     with FaultProxy(registry.host) as proxy:
         image = str(ImageReference(proxy.host, "bc/a1", "1"))
         sealpy("pull", "--root", str(tmp_path / "store1"), image)
