@@ -241,10 +241,18 @@ def main() -> None:
     strategies = registry.names()
     # Each strategy's own state goes under a directory the benchmark resets (placeholder
     # path, replaced per run by contender_state).
+    # Every run of a strategy starts cold, with an empty machine-wide blob cache of its own
+    # (a warm run keeps its state, cache included); the cache's effect is measured by
+    # bench_cache.py only.
     args.strategy_env = {
         name: {
-            k: v.replace(STATE_PLACEHOLDER_DIR, "{state}")
-            for k, v in registry.get(name).state_environment(Path(STATE_PLACEHOLDER_DIR)).items()
+            "SEALPY_CACHE_DIR": "{state}/blob-cache",
+            **{
+                k: v.replace(STATE_PLACEHOLDER_DIR, "{state}")
+                for k, v in registry.get(name)
+                .state_environment(Path(STATE_PLACEHOLDER_DIR))
+                .items()
+            },
         }
         for name in strategies
     }

@@ -44,6 +44,10 @@ The stages, and the words the reports use:
 - **options**: :class:`CacheOptions` (platforms, parallelism, progress) carries a
   :class:`TransportOptions` (the :class:`HostPolicy` — scheme, TLS verification, mirrors and
   credentials per host — and the retry policy); never read credentials elsewhere;
+- the **blob cache** (:class:`BlobCache`, ``options.blob_cache``; ``None`` when the user
+  turned it off) is the machine-wide store of verified blobs and manifests by digest;
+  ``copy_images(..., blob_cache=)`` takes blobs from it and fetches through it, and a
+  destination that is a :class:`BlobPlacer` gets them as hard links;
 - **reports**: :class:`CacheReport` of :class:`CachedImage` s; failures become one
   :class:`CacheError` through :func:`cache_error`.
 """
@@ -84,6 +88,7 @@ from sealpy.core.progress import ProgressReporter, SilentProgress
 from sealpy.core.reference import ImageReference, Platform
 from sealpy.core.transport.archive import DockerArchiveSource, OCIArchiveSource, archive_job
 from sealpy.core.transport.archive_write import DockerArchiveDestination, OCIArchiveDestination
+from sealpy.core.transport.blobcache import BlobCache, BlobPlacer, Placement, open_blob_cache
 from sealpy.core.transport.blobio import BlobWriter
 from sealpy.core.transport.copy import (
     BlobOpener,
@@ -138,6 +143,11 @@ __all__ = [  # noqa: RUF022 - grouped by stage, as the docstring reads
     "ImageDestination",
     "Received",
     "SharedBlobStore",
+    # the machine-wide blob cache (options.blob_cache)
+    "BlobCache",
+    "BlobPlacer",
+    "Placement",
+    "open_blob_cache",
     "BlobOpener",
     "ConvertingSource",
     "BlobWriter",

@@ -11,6 +11,12 @@ regular files of mode :data:`BLOB_FILE_MODE` (what a default-umask download give
 as tar hard links (to each other or anything else). ``--chmod`` still wins. Every other
 file keeps its mode from disk, as buildah does; mtimes never matter (every entry gets the
 build's timestamp).
+
+And one directory stays out: a repository's ``_uploads``. It holds unfinished uploads
+only — a registry serves nothing from it — and whether it exists depends on how blobs
+arrived (a download leaves an empty one in the repository that fetched first, a blob
+linked from the cache none, ``docker-registry`` one per repository pushed to), so a
+cluster image would differ with the cache or with the order parallel downloads finished.
 """
 
 from __future__ import annotations
@@ -21,6 +27,14 @@ BLOB_FILE_MODE = 0o644
 _BLOB_DATA = re.compile(
     r"(?:^|/)docker/registry/v2/blobs/sha256/([0-9a-f]{2})/([0-9a-f]{64})/data$"
 )
+
+
+_UPLOADS = re.compile(r"(?:^|/)docker/registry/v2/repositories/.+/_uploads$")
+
+
+def is_uploads_dir(relpath: str) -> bool:
+    """Whether ``relpath`` is a distribution repository's ``_uploads`` directory."""
+    return _UPLOADS.search(relpath) is not None
 
 
 def is_blob_file(relpath: str) -> bool:

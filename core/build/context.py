@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from sealpy.core.build.blobfiles import BLOB_FILE_MODE, is_blob_file
+from sealpy.core.build.blobfiles import BLOB_FILE_MODE, is_blob_file, is_uploads_dir
 from sealpy.core.errors import BuildError, PathNotFoundError
 
 IGNORE_FILES = (".containerignore", ".dockerignore")  # buildah prefers .containerignore
@@ -352,6 +352,8 @@ def _walk(
                 if ignore.has_exceptions:
                     kept_dirs.append(name)  # a "!" rule may re-include something inside
                 continue
+            if tree.fixed_blobs and name == "_uploads" and is_uploads_dir(tree.relative(path)):
+                continue  # unfinished uploads: see blobfiles
             kept_dirs.append(name)
             st = path.lstat()
             member = _member_name(target, rel_base, name)
