@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from sealpy.core.reference import Platform
     from sealpy.core.registries import RegistriesConfig
     from sealpy.core.store.layout import Store, StoredImage
+    from sealpy.core.transport.blobcache import BlobCache
 
 
 def scan(
@@ -189,6 +190,7 @@ def build_scanned(
     credentials: CredentialProvider | None = None,
     tls_verify: bool = True,
     registries: RegistriesConfig | None = None,
+    blob_cache: BlobCache | None = None,
     cached_images: bool = False,
     echo: Callable[[str], None] = print,
     warn: Callable[[str], None] | None = None,
@@ -216,6 +218,7 @@ def build_scanned(
         credentials=credentials,
         tls_verify=tls_verify,
         registries=registries,
+        blob_cache=blob_cache,
         cached_images=cached_images,
         echo=echo,
         source_date_epoch=epoch if epoch is not None else source_date_epoch(),
@@ -378,6 +381,7 @@ def build(
         credentials=job.cache.credentials,
         tls_verify=job.cache.tls_verify,
         registries=job.cache.registries,
+        blob_cache=job.cache.blob_cache,
         cached_images=caching,
         echo=lambda line: on_event(Event(EventKind.OUTPUT, line)),
         warn=lambda message: on_event(Event(EventKind.WARNING, message)),

@@ -332,3 +332,51 @@ class _BytesSource:
 
     def fetch_blob(self, descriptor, writer, on_bytes=None) -> None:
         writer.write(self.data)
+
+
+def test_load_links_blobs_the_cache_holds(source, tmp_path, own_blob_cache):
+    registry, _, base = source
+    with FaultProxy(registry.host) as proxy:
+        image = str(ImageReference(proxy.host, "bc/a1", "1"))
+        sealpy("pull", "--root", str(tmp_path / "store1"), image)
+    archive = tmp_path / "a1.tar"
+    sealpy(
+        "save",
+        "--root",
+        str(tmp_path / "store1"),
+        "--format",
+        "oci-archive",
+        "-o",
+        str(archive),
+        image,
+    )
+    sealpy("load", "--root", str(tmp_path / "store2"), "-i", str(archive))
+    loaded = tmp_path / "store2" / "blobs" / "sha256" / base.digest.split(":")[1]
+    cached = BlobCache(own_blob_cache).blob_path(base.digest)
+    assert loaded.stat().st_ino == cached.stat().st_ino
+
+
+def test_build_from_takes_blobs_from_the_cache(source, tmp_path):
+    registry, _, _ = source
+    with FaultProxy(registry.host) as proxy:
+        image = str(ImageReference(proxy.host, "bc/b1", "1"))
+        digests = []
+        for name in ("one", "two"):
+            context = tmp_path / name
+            context.mkdir()
+            (context / "Kubefile").write_text(f"FROM {image}\nLABEL x=y\n")
+            before = len(proxy.seen)
+            done = sealpy(
+                "build",
+                "--no-save-image",
+                "-q",
+                "--root",
+                str(tmp_path / f"s-{name}"),
+                "-t",
+                "t",
+                str(context),
+            )
+            digests.append(done.stdout.strip().splitlines()[-1])
+            fetched = blob_gets(proxy, before)
+        assert fetched == []  # the second build's base image came from the cache
+        assert digests[0] == digests[1]

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from sealpy.core.auth import CredentialProvider
     from sealpy.core.hosts import HostPolicy, TransportOptions
     from sealpy.core.registries import RegistriesConfig
+    from sealpy.core.transport.blobcache import BlobCache
 
 
 def _stderr_warning(message: str) -> None:
@@ -55,7 +56,8 @@ class BuildRequest:
     (``None``: 0, the Unix epoch). ``target`` stops at that stage (``--target``);
     ``ignorefile`` replaces the context's ``.containerignore``/``.dockerignore``.
     ``credentials``, ``tls_verify`` and ``registries`` make the host policy a builder's
-    own pulls follow (:attr:`hosts`, :attr:`transport`)."""
+    own pulls follow (:attr:`hosts`, :attr:`transport`), through ``blob_cache`` (the
+    machine-wide blob cache; None: off)."""
 
     context: BuildContext
     store_root: Path
@@ -65,6 +67,7 @@ class BuildRequest:
     credentials: CredentialProvider | None = None
     tls_verify: bool = True
     registries: RegistriesConfig | None = None
+    blob_cache: BlobCache | None = None
     cached_images: bool = False
     echo: Callable[[str], None] = print
     warn: Callable[[str], None] = field(default=_stderr_warning)
@@ -92,7 +95,7 @@ class BuildRequest:
         retry policy."""
         from sealpy.core.hosts import TransportOptions
 
-        return TransportOptions(hosts=self.hosts)
+        return TransportOptions(hosts=self.hosts, blob_cache=self.blob_cache)
 
 
 @dataclass(frozen=True)
