@@ -27,10 +27,11 @@ import pluggy
 
 from sealpy.core import plugins
 from sealpy.core.cache.strategy import CacheStrategy
-from sealpy.core.errors import ContextError, StrategyUnavailableError, UsageError
+from sealpy.core.errors import CacheError, ContextError, StrategyUnavailableError, UsageError
 from sealpy.core.events import Event, EventKind, EventSink, discard
 from sealpy.core.hosts import TransportOptions
 from sealpy.core.model import (
+    CachedImage,
     CacheOptions,
     CacheReport,
     ImageSet,
@@ -126,12 +127,18 @@ def cache(
 
     DistributionLayout(registry_dir).remove_abandoned_writes()
     started = time.monotonic()
-    report = chosen().cache(images, registry_dir, options)
+    served = options.transport.endpoints  # which endpoint served each image
+    try:
+        report = chosen().cache(images, registry_dir, options)
+    except CacheError as exc:
+        if isinstance(exc.report, CacheReport):
+            exc.report = served.fill(exc.report)
+        raise
     if not report.seconds:
         report = CacheReport(
             report.strategy, report.images, time.monotonic() - started, report.requests
         )
-    return report
+    return served.fill(report)
 
 
 def check_directory(path: Path, what: str) -> Path:
@@ -512,8 +519,23 @@ def _cache_stage(
         report = cache(images, registry_dir, strategy=strategy, options=options, manager=manager)
     finally:
         options.progress.close()
+        for failure in options.transport.endpoints.failures():
+            on_event(
+                Event(
+                    EventKind.WARNING,
+                    f"mirror {failure.label} left out of this run: {failure.reason}",
+                )
+            )
+    for image in report.images:
+        on_event(Event(EventKind.DEBUG, f"{image.source}: served by {_served(image)}"))
     on_event(Event(EventKind.INFO, report.summary()))
     return report
+
+
+def _served(image: CachedImage) -> str:
+    if image.served_by:
+        return image.served_by
+    return "(not known: an archive, or a copy whose source the strategy does not report)"
 
 
 LISTED_INLINE = 3

@@ -40,6 +40,7 @@ from sealpy.core.errors import (
 )
 from sealpy.core.hosts import HostPolicy
 from sealpy.core.image.media import ACCEPT, Descriptor, Manifest
+from sealpy.core.mirrors import EndpointLog, mirror_policy
 from sealpy.core.model import RetryPolicy
 from sealpy.core.reference import ImageReference
 from sealpy.core.registries import Endpoint, RegistriesConfig
@@ -51,7 +52,7 @@ from sealpy.core.transport.http.body import (
     expect_success,
     read_limited,
 )
-from sealpy.core.transport.http.retry import Retrier, TransientError
+from sealpy.core.transport.http.retry import Retrier, RetriesExhausted, TransientError
 from sealpy.core.transport.http.scheme import ResolvedHost, SchemeResolver
 from sealpy.core.transport.http.session import HttpTransport, RequestBody, short_cause
 
@@ -67,7 +68,9 @@ class RegistryClient:
     Get one from :meth:`TransportOptions.client <sealpy.core.hosts.TransportOptions.client>`.
     Public parts besides the operations: :attr:`hosts` (the host policy it follows),
     :attr:`session` (the ``requests.Session``),
-    :attr:`retrier` (the retry policy in action), :attr:`tokens` (the Bearer tokens
+    :attr:`retrier` (the retry policy in action; :attr:`mirror_retrier` for a mirror's
+    manifests), :attr:`endpoints` (which endpoint served each image, which mirrors failed:
+    :class:`~sealpy.core.mirrors.EndpointLog`), :attr:`tokens` (the Bearer tokens
     cached so far), :meth:`resolve` (how a host is reached) and :attr:`requests_sent`."""
 
     def __init__(
@@ -79,6 +82,7 @@ class RegistryClient:
         registries: RegistriesConfig | None = None,
         retry: RetryPolicy | None = None,
         max_connections: int = 16,
+        endpoints: EndpointLog | None = None,
     ) -> None:
         # ``hosts`` is the host policy (what TransportOptions.client passes); the three
         # keywords it bundles stay for callers that build a client from parts.
@@ -97,6 +101,9 @@ class RegistryClient:
         )
         self.session = self.transport.session
         self.retrier = Retrier(self.retry)
+        # Manifest requests to a mirror: fewer, quicker tries (core.mirrors).
+        self.mirror_retrier = Retrier(mirror_policy(self.retry), for_mirror=True)
+        self.endpoints = endpoints or EndpointLog()
         self._schemes = SchemeResolver(self.transport)
         self._auth = Authenticator(self.transport, hosts)
 
@@ -215,21 +222,42 @@ class RemoteRepository:
     def _endpoint(self) -> Endpoint:
         return self._served_by or self.endpoints[-1]
 
-    def _over_endpoints(self, operation: Callable[[Endpoint], T]) -> T:
-        """Try each endpoint, mirrors first; the first that succeeds serves the image."""
+    def _over_endpoints(self, operation: Callable[[Endpoint, Retrier], T]) -> T:
+        """Try each endpoint, mirrors first; the first that succeeds serves the image.
+
+        A mirror gets :attr:`RegistryClient.mirror_retrier` and is left out of the rest
+        of the run when it is unwell (the rule: :mod:`sealpy.core.mirrors`)."""
+        log = self.client.endpoints
         failed_mirrors: list[str] = []
-        for endpoint in [self._served_by] if self._served_by else self.endpoints:
-            try:
-                result = operation(endpoint)
-            except SealpyError as exc:
-                if endpoint.mirror:
-                    failed_mirrors.append(f"mirror {endpoint.host}: {exc}")
-                    continue
-                if failed_mirrors:
-                    tried = f" (also tried {'; '.join(failed_mirrors)})"
-                    raise exc.amended(tried) from exc.cause
-                raise
+        chosen = self._served_by  # a source, once chosen, is kept (with every retry)
+        for endpoint in [chosen] if chosen else self.endpoints:
+            trying_mirror = endpoint.mirror and chosen is None
+            if not trying_mirror:
+                try:
+                    result = operation(endpoint, self.client.retrier)
+                except SealpyError as exc:
+                    if failed_mirrors:
+                        tried = f" (also tried {'; '.join(failed_mirrors)})"
+                        raise exc.amended(tried) from exc.cause
+                    raise
+            else:
+                with log.first_contact(endpoint):
+                    failure = log.failure(endpoint)
+                    if failure is not None:
+                        failed_mirrors.append(f"mirror {failure.label}: skipped ({failure.reason})")
+                        continue
+                    try:
+                        result = operation(endpoint, self.client.mirror_retrier)
+                    except SealpyError as exc:
+                        failed_mirrors.append(f"mirror {endpoint.label}: {exc}")
+                        if isinstance(exc, RetriesExhausted):
+                            log.mirror_failed(endpoint, str(exc), whole_host=exc.unreachable)
+                        else:
+                            log.answered(endpoint)  # a 404 or a refusal: it is up
+                        continue
+                    log.answered(endpoint)
             self._served_by = endpoint
+            log.served(str(self.ref), endpoint)
             return result
         raise RegistryError("; ".join(failed_mirrors))
 
@@ -240,8 +268,8 @@ class RemoteRepository:
         what = f"manifest {reference}"
         pinned = reference if reference.startswith("sha256:") else None
 
-        def fetch(endpoint: Endpoint) -> Manifest:
-            for attempt in self.client.retrier.attempts(what):
+        def fetch(endpoint: Endpoint, retrier: Retrier) -> Manifest:
+            for attempt in retrier.attempts(what):
                 with attempt:
                     response = self.client.send(
                         endpoint,
@@ -274,8 +302,8 @@ class RemoteRepository:
         """The digest a tag points to now, without fetching the manifest (None if absent)."""
         what = f"manifest {reference}"
 
-        def head(endpoint: Endpoint) -> Descriptor | None:
-            for attempt in self.client.retrier.attempts(what):
+        def head(endpoint: Endpoint, retrier: Retrier) -> Descriptor | None:
+            for attempt in retrier.attempts(what):
                 with attempt:
                     try:
                         response = self.client.send(
@@ -285,6 +313,8 @@ class RemoteRepository:
                             headers={"Accept": ACCEPT},
                         )
                     except NotFoundError:
+                        if endpoint.mirror and self._served_by is None:
+                            raise  # not on this mirror: the next endpoint may have it
                         return None
                     expect_success(response, endpoint, what)
                     digest = response.headers.get("Docker-Content-Digest", "")
