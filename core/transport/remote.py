@@ -36,7 +36,6 @@ from sealpy.core.errors import (
     DigestMismatchError,
     NotFoundError,
     RegistryError,
-    SealpyError,
 )
 from sealpy.core.hosts import HostPolicy
 from sealpy.core.image.media import ACCEPT, Descriptor, Manifest
@@ -45,6 +44,7 @@ from sealpy.core.model import RetryPolicy
 from sealpy.core.reference import ImageReference
 from sealpy.core.registries import Endpoint, RegistriesConfig
 from sealpy.core.transport.copy import BlobOpener
+from sealpy.core.transport.fallback import try_endpoints
 from sealpy.core.transport.http.auth import Authenticator, TokenCache
 from sealpy.core.transport.http.body import (
     MAX_MANIFEST_BYTES,
@@ -52,7 +52,7 @@ from sealpy.core.transport.http.body import (
     expect_success,
     read_limited,
 )
-from sealpy.core.transport.http.retry import Retrier, RetriesExhausted, TransientError
+from sealpy.core.transport.http.retry import Retrier, TransientError
 from sealpy.core.transport.http.scheme import ResolvedHost, SchemeResolver
 from sealpy.core.transport.http.session import HttpTransport, RequestBody, short_cause
 
@@ -223,43 +223,20 @@ class RemoteRepository:
         return self._served_by or self.endpoints[-1]
 
     def _over_endpoints(self, operation: Callable[[Endpoint, Retrier], T]) -> T:
-        """Try each endpoint, mirrors first; the first that succeeds serves the image.
-
-        A mirror gets :attr:`RegistryClient.mirror_retrier` and is left out of the rest
-        of the run when it is unwell (the rule: :mod:`sealpy.core.mirrors`)."""
-        log = self.client.endpoints
-        failed_mirrors: list[str] = []
-        chosen = self._served_by  # a source, once chosen, is kept (with every retry)
-        for endpoint in [chosen] if chosen else self.endpoints:
-            trying_mirror = endpoint.mirror and chosen is None
-            if not trying_mirror:
-                try:
-                    result = operation(endpoint, self.client.retrier)
-                except SealpyError as exc:
-                    if failed_mirrors:
-                        tried = f" (also tried {'; '.join(failed_mirrors)})"
-                        raise exc.amended(tried) from exc.cause
-                    raise
-            else:
-                with log.first_contact(endpoint):
-                    failure = log.failure(endpoint)
-                    if failure is not None:
-                        failed_mirrors.append(f"mirror {failure.label}: skipped ({failure.reason})")
-                        continue
-                    try:
-                        result = operation(endpoint, self.client.mirror_retrier)
-                    except SealpyError as exc:
-                        failed_mirrors.append(f"mirror {endpoint.label}: {exc}")
-                        if isinstance(exc, RetriesExhausted):
-                            log.mirror_failed(endpoint, str(exc), whole_host=exc.unreachable)
-                        else:
-                            log.answered(endpoint)  # a 404 or a refusal: it is up
-                        continue
-                    log.answered(endpoint)
-            self._served_by = endpoint
-            log.served(str(self.ref), endpoint)
-            return result
-        raise RegistryError("; ".join(failed_mirrors))
+        """Try each endpoint, mirrors first; the first that succeeds serves the image
+        (the rule for mirrors: :mod:`sealpy.core.transport.fallback`)."""
+        client = self.client
+        endpoint, result = try_endpoints(
+            self.endpoints,
+            operation,
+            chosen=self._served_by,
+            log=client.endpoints,
+            retrier=client.retrier,
+            mirror_retrier=client.mirror_retrier,
+        )
+        self._served_by = endpoint
+        client.endpoints.served(str(self.ref), endpoint)
+        return result
 
     # --- reading -------------------------------------------------------------------------
 
