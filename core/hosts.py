@@ -27,6 +27,7 @@ from sealpy.core.progress import ProgressReporter, SilentProgress
 from sealpy.core.reference import ImageReference
 
 if TYPE_CHECKING:
+    from sealpy.core.mirrors import EndpointLog
     from sealpy.core.registries import Endpoint, RegistriesConfig
     from sealpy.core.transport.blobcache import BlobCache
     from sealpy.core.transport.http.retry import Retrier
@@ -116,11 +117,21 @@ class HostPolicy:
         return self.credentials.credentials_for(host, repository)
 
 
+def _new_endpoint_log() -> EndpointLog:
+    from sealpy.core.mirrors import EndpointLog
+
+    return EndpointLog()
+
+
 @dataclass(frozen=True)
 class TransportOptions:
     """What every registry user of a run shares: the host policy, the retry policy, how
     many images and blobs move at once, where progress goes, and the machine-wide blob
-    cache."""
+    cache.
+
+    ``endpoints`` is what the run learns as it goes (which endpoint served each image,
+    which mirrors failed and are skipped): shared by every client made from these options
+    (:mod:`sealpy.core.mirrors`)."""
 
     hosts: HostPolicy = field(default_factory=HostPolicy)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -128,13 +139,19 @@ class TransportOptions:
     progress: ProgressReporter = field(default_factory=SilentProgress)
     blob_cache: BlobCache | None = None
     """The machine-wide blob cache that blobs and manifests come through (None: off)."""
+    endpoints: EndpointLog = field(default_factory=_new_endpoint_log, compare=False, repr=False)
 
     def client(self, *, max_connections: int = 16) -> RegistryClient:
         """A new registry client following these options (close it, or use it as a
         context manager); ``max_connections`` bounds its connection pool."""
         from sealpy.core.transport.remote import RegistryClient
 
-        return RegistryClient(hosts=self.hosts, retry=self.retry, max_connections=max_connections)
+        return RegistryClient(
+            hosts=self.hosts,
+            retry=self.retry,
+            max_connections=max_connections,
+            endpoints=self.endpoints,
+        )
 
     def retrier(self) -> Retrier:
         """The retry policy in action (the client's, and ``sync``'s for whole skopeo runs)."""

@@ -359,7 +359,10 @@ class CacheOptions:
 
 @dataclass(frozen=True)
 class CachedImage:
-    """What a strategy stored for one source image."""
+    """What a strategy stored for one source image. ``served_by``: the endpoint it was
+    read from — host and path prefix (``harbor.example.com/dockerhub-proxy``), a mirror's
+    or the registry's own — or ``None`` where that is not known (an archive, an image
+    already cached, a ``sync`` copy skopeo chose a mirror for)."""
 
     source: str
     repository: str
@@ -370,6 +373,7 @@ class CachedImage:
     blobs_reused: int = 0
     bytes_fetched: int = 0
     seconds: float = 0.0
+    served_by: str | None = None
 
     @property
     def stored_as(self) -> str:

@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING
 import pluggy
 
 from sealpy.core import plugins
+from sealpy.core.cache import stage_events
 from sealpy.core.cache.strategy import CacheStrategy
-from sealpy.core.errors import ContextError, StrategyUnavailableError, UsageError
+from sealpy.core.errors import CacheError, ContextError, StrategyUnavailableError, UsageError
 from sealpy.core.events import Event, EventKind, EventSink, discard
 from sealpy.core.hosts import TransportOptions
 from sealpy.core.model import (
@@ -127,12 +128,18 @@ def cache(
 
     DistributionLayout(registry_dir).remove_abandoned_writes()
     started = time.monotonic()
-    report = chosen().cache(images, registry_dir, options)
+    served = options.transport.endpoints  # which endpoint served each image
+    try:
+        report = chosen().cache(images, registry_dir, options)
+    except CacheError as exc:
+        if isinstance(exc.report, CacheReport):
+            exc.report = served.fill(exc.report)
+        raise
     if not report.seconds:
         report = CacheReport(
             report.strategy, report.images, time.monotonic() - started, report.requests
         )
-    return report
+    return served.fill(report)
 
 
 def check_directory(path: Path, what: str) -> Path:
@@ -507,39 +514,17 @@ def _cache_stage(
         options.progress.close()  # a display that was opened must give the cursor back
         on_event(Event(EventKind.INFO, "no images to cache"))
         return None
-    on_event(Event(EventKind.INFO, _saving(names)))
-    for name in names:
-        on_event(Event(EventKind.DEBUG, f"saving {name}"))
+    for event in stage_events.before(names):
+        on_event(event)
     if isinstance(options.progress, PlannedProgress):
         options.progress.plan(len(names))
     try:
         report = cache(images, registry_dir, strategy=strategy, options=options, manager=manager)
     finally:
         options.progress.close()
-        _debug_blob_cache(options, on_event)
+        for event in stage_events.after_run(options):
+            on_event(event)
+    for event in stage_events.served(report):
+        on_event(event)
     on_event(Event(EventKind.INFO, report.summary()))
     return report
-
-
-def _debug_blob_cache(options: CacheOptions, on_event: EventSink) -> None:
-    """With ``--debug``: the blob cache in use and how its blobs went into each place
-    (hard link, reflink, copy), or that it is off."""
-    cache = options.blob_cache
-    if cache is None:
-        on_event(Event(EventKind.DEBUG, "blob cache: off"))
-        return
-    lines = cache.placement_summary()
-    on_event(Event(EventKind.DEBUG, f"blob cache {cache.root}" + ("" if lines else ": not used")))
-    for line in lines:
-        on_event(Event(EventKind.DEBUG, f"blob cache into {line}"))
-
-
-LISTED_INLINE = 3
-
-
-def _saving(names: list[str]) -> str:
-    """The info line before caching: a few references by name, many by count (each is a
-    debug event, shown with ``--debug``)."""
-    if len(names) <= LISTED_INLINE:
-        return f"saving images {', '.join(names)}"
-    return f"saving {len(names)} images (--debug lists them)"

@@ -46,9 +46,18 @@ class Endpoint:
     insecure: bool = False
     mirror: bool = False
     scheme: str | None = None
+    # The registries.conf location it came from: host and path prefix (a Harbor proxy
+    # project: ``harbor.example.com/dockerhub-proxy``); empty for a registry's own name.
+    location: str = ""
 
     def __str__(self) -> str:
         return f"{self.host}/{self.repository}"
+
+    @property
+    def label(self) -> str:
+        """Host and path prefix, as a report names what served an image (never
+        credentials: a location cannot carry any)."""
+        return self.location or self.host
 
 
 @dataclass(frozen=True)
@@ -80,11 +89,20 @@ class RegistryEntry:
 
 
 def _split_location(text: str) -> tuple[str, str | None]:
-    """``http://127.0.0.1:5000/`` → (``127.0.0.1:5000``, ``http``)."""
+    """``http://127.0.0.1:5000/`` → (``127.0.0.1:5000``, ``http``); a path after the host
+    stays (``harbor.example.com/dockerhub-proxy``: requests go to
+    ``/v2/dockerhub-proxy/<repository>/…``, as containers/image sends them)."""
     scheme = None
     for candidate in ("http", "https"):
         if text.startswith(candidate + "://"):
             scheme, text = candidate, text[len(candidate) + 3 :]
+    if "@" in text.split("/", 1)[0]:
+        # user:password@host would end up in reports and errors; credentials have their
+        # own places (auth files, --creds), keyed by the same host/path.
+        raise UsageError(
+            "a registry or mirror location must not carry credentials "
+            "(put them in an auth file or --creds)"
+        )
     return text.rstrip("/"), scheme
 
 
@@ -178,7 +196,11 @@ def _rewrite(
         host = DEFAULT_REGISTRY
     if host == DEFAULT_REGISTRY and "/" not in repository:
         repository = f"library/{repository}"
-    return Endpoint(host, repository, insecure=insecure, mirror=mirror, scheme=scheme)
+    _, _, path = location.partition("/")
+    where = f"{host}/{path}" if path else host
+    return Endpoint(
+        host, repository, insecure=insecure, mirror=mirror, scheme=scheme, location=where
+    )
 
 
 def default_conf_paths(environ: Mapping[str, str]) -> list[Path]:
@@ -241,6 +263,7 @@ def _read_conf(path: Path) -> list[RegistryEntry]:
         if not isinstance(table, dict):
             raise UsageError(f"invalid registries.conf {path}: [[registry]] must be a table")
         location = str(table.get("location", "")).rstrip("/")
+        _split_location(location)  # refuses credentials in it now, not per image later
         prefix = _normalize_prefix(str(table.get("prefix") or location))
         if not prefix:
             raise UsageError(

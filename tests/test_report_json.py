@@ -20,6 +20,7 @@ IMAGE = [
     "blobs_reused",
     "bytes_fetched",
     "seconds",
+    "served_by",
 ]
 TOTALS = ["images", "blobs_fetched", "blobs_reused", "bytes_fetched", "requests"]
 
@@ -54,6 +55,7 @@ def check_shape(data: dict) -> None:
         assert all(isinstance(p, str) for p in image["platforms"])
         assert all(isinstance(image[k], int) for k in IMAGE[4:7])
         assert isinstance(image["seconds"], float)
+        assert image["served_by"] is None or isinstance(image["served_by"], str)
     for key in TOTALS[:4]:
         per_image = len(data["images"]) if key == "images" else None
         expected = per_image if per_image is not None else sum(i[key] for i in data["images"])
@@ -78,6 +80,7 @@ def test_registry_save_json_is_one_object_with_every_image_and_the_totals(
     first = by_ref[str(single)]
     assert first["stored_as"] == "library/single:1"
     assert first["digest"] == c.single.digest
+    assert first["served_by"] == c.plain.host  # no mirror: the registry itself
     # A blob both images have is fetched once, for whichever image asked first.
     assert first["blobs_fetched"] + first["blobs_reused"] == len(c.single.blob_digests)
     assert first["blobs_fetched"] > 0

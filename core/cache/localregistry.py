@@ -46,6 +46,7 @@ def registry_config(
     auth: dict | None = None,
     tls: tuple[Path, Path] | None = None,
     instance: str = "",
+    proxy_remote: str | None = None,
 ) -> dict:
     config: dict = {
         "version": 0.1,
@@ -62,6 +63,8 @@ def registry_config(
         config["auth"] = auth
     if tls:
         config["http"]["tls"] = {"certificate": str(tls[0]), "key": str(tls[1])}
+    if proxy_remote:  # a pull-through cache of that registry (read-only to clients)
+        config["proxy"] = {"remoteurl": proxy_remote}
     return config
 
 
@@ -103,7 +106,8 @@ class _PortTaken(RuntimeError):
 
 class RegistryProcess:
     """``docker-registry serve`` with its storage at ``root``; its config and log live in
-    ``workdir`` (keep that outside a build context)."""
+    ``workdir`` (keep that outside a build context). ``proxy_remote`` (a URL) makes it a
+    pull-through cache of that registry (distribution's ``proxy.remoteurl``)."""
 
     def __init__(
         self,
@@ -113,8 +117,10 @@ class RegistryProcess:
         auth: dict | None = None,
         tls: tuple[Path, Path] | None = None,
         environment: Mapping[str, str] | None = None,
+        proxy_remote: str | None = None,
     ) -> None:
         self.root = Path(root).absolute()
+        self.proxy_remote = proxy_remote
         self.workdir = Path(workdir)
         self.auth = auth
         self.tls = tls
@@ -162,7 +168,12 @@ class RegistryProcess:
         config.write_text(
             json.dumps(
                 registry_config(
-                    self.root, self.port, auth=self.auth, tls=self.tls, instance=instance
+                    self.root,
+                    self.port,
+                    auth=self.auth,
+                    tls=self.tls,
+                    instance=instance,
+                    proxy_remote=self.proxy_remote,
                 )
             )
         )

@@ -52,6 +52,7 @@ def _image(image: CachedImage) -> dict[str, Any]:
         "blobs_reused": image.blobs_reused,
         "bytes_fetched": image.bytes_fetched,
         "seconds": round(image.seconds, 3),
+        "served_by": image.served_by,
     }
 
 

@@ -174,11 +174,19 @@ class FaultProxy:
     Counting (stable API, used by tests and the benchmark): ``seen`` lists every request
     in arrival order (:class:`Seen`); :meth:`count` counts them by method and kind;
     ``faults`` and :meth:`fault_counts` list and count the injected faults.
+
+    ``strip_prefix`` makes it a mirror with a path, as a Harbor proxy-cache project is:
+    ``/v2/<prefix>/<repository>/…`` is forwarded as ``/v2/<repository>/…``, any other
+    repository path is answered 404 (``/v2/`` itself passes); ``seen`` keeps the paths as
+    the client sent them.
     """
 
-    def __init__(self, upstream: str, plan: FaultPlan | None = None) -> None:
+    def __init__(
+        self, upstream: str, plan: FaultPlan | None = None, *, strip_prefix: str = ""
+    ) -> None:
         self.upstream = upstream
         self.plan = plan or FaultPlan()
+        self.strip_prefix = strip_prefix.strip("/")
         self.seen: list[Seen] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -212,6 +220,13 @@ class FaultProxy:
         with self._lock:
             self.seen.append(seen)
 
+    def upstream_path(self, path: str) -> str | None:
+        """The path to forward ``path`` to (``None``: outside ``strip_prefix``, a 404)."""
+        if not self.strip_prefix or path.split("?", 1)[0].rstrip("/") == "/v2":
+            return path
+        lead = f"/v2/{self.strip_prefix}/"
+        return "/v2/" + path[len(lead) :] if path.startswith(lead) else None
+
     def start(self) -> FaultProxy:
         """Start serving (on a free port of 127.0.0.1) and return self. Starting a proxy
         that is already running is an error: it would leave the first server running,
@@ -239,14 +254,16 @@ class FaultProxy:
                 auth = "Authorization" in self.headers
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                path = proxy.upstream_path(self.path)
+                if path is None:
+                    proxy.record(Seen(self.command, self.path, 404, None, auth))
+                    return self._not_found()
                 if fault in ("500", "502", "503", "429", "429-bare", "401", "reset"):
                     proxy.record(Seen(self.command, self.path, 0, fault, auth))
                     return self._status_fault(fault)
                 upstream = http.client.HTTPConnection(proxy.upstream, timeout=60)
                 # Headers may repeat (skopeo sends one Accept per media type): keep them all.
-                upstream.putrequest(
-                    self.command, self.path, skip_host=True, skip_accept_encoding=True
-                )
+                upstream.putrequest(self.command, path, skip_host=True, skip_accept_encoding=True)
                 upstream.putheader("Host", proxy.upstream)
                 for key, value in self.headers.items():
                     if key.lower() not in _HOP_HEADERS | {"host", "content-length"}:
@@ -330,6 +347,17 @@ class FaultProxy:
                 )
                 self.close_connection = True
                 self.connection.close()
+
+            def _not_found(self) -> None:
+                body = json.dumps(
+                    {"errors": [{"code": "NAME_UNKNOWN", "message": "not under the prefix"}]}
+                ).encode()
+                self.send_response(404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
 
             def _status_fault(self, fault: str) -> None:
                 if fault == "reset":

@@ -49,7 +49,9 @@ def require_tool(name: str) -> str:
 
 class RegistryServer(RegistryProcess):
     """A registry for tests: ``auth`` is the registry's ``auth`` config section (see
-    :meth:`htpasswd` and :class:`TokenServer`); ``credential`` logs in to it."""
+    :meth:`htpasswd` and :class:`TokenServer`); ``credential`` logs in to it;
+    ``proxy_remote`` (``http://127.0.0.1:PORT``) makes it a pull-through cache of that
+    registry, as a CI fleet's shared mirror is."""
 
     def __init__(
         self,
@@ -59,10 +61,15 @@ class RegistryServer(RegistryProcess):
         auth: dict | None = None,
         credential: Credential | None = None,
         tls: tuple[Path, Path] | None = None,
+        proxy_remote: str | None = None,
     ) -> None:
         root = Path(root).absolute()
         super().__init__(
-            root, workdir or root.parent / f".registry-{uuid.uuid4().hex[:8]}", auth=auth, tls=tls
+            root,
+            workdir or root.parent / f".registry-{uuid.uuid4().hex[:8]}",
+            auth=auth,
+            tls=tls,
+            proxy_remote=proxy_remote,
         )
         self.credential = credential
 

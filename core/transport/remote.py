@@ -36,14 +36,15 @@ from sealpy.core.errors import (
     DigestMismatchError,
     NotFoundError,
     RegistryError,
-    SealpyError,
 )
 from sealpy.core.hosts import HostPolicy
 from sealpy.core.image.media import ACCEPT, Descriptor, Manifest
+from sealpy.core.mirrors import EndpointLog, mirror_policy
 from sealpy.core.model import RetryPolicy
 from sealpy.core.reference import ImageReference
 from sealpy.core.registries import Endpoint, RegistriesConfig
 from sealpy.core.transport.copy import BlobOpener
+from sealpy.core.transport.fallback import try_endpoints
 from sealpy.core.transport.http.auth import Authenticator, TokenCache
 from sealpy.core.transport.http.body import (
     MAX_MANIFEST_BYTES,
@@ -67,7 +68,9 @@ class RegistryClient:
     Get one from :meth:`TransportOptions.client <sealpy.core.hosts.TransportOptions.client>`.
     Public parts besides the operations: :attr:`hosts` (the host policy it follows),
     :attr:`session` (the ``requests.Session``),
-    :attr:`retrier` (the retry policy in action), :attr:`tokens` (the Bearer tokens
+    :attr:`retrier` (the retry policy in action; :attr:`mirror_retrier` for a mirror's
+    manifests), :attr:`endpoints` (which endpoint served each image, which mirrors failed:
+    :class:`~sealpy.core.mirrors.EndpointLog`), :attr:`tokens` (the Bearer tokens
     cached so far), :meth:`resolve` (how a host is reached) and :attr:`requests_sent`."""
 
     def __init__(
@@ -79,6 +82,7 @@ class RegistryClient:
         registries: RegistriesConfig | None = None,
         retry: RetryPolicy | None = None,
         max_connections: int = 16,
+        endpoints: EndpointLog | None = None,
     ) -> None:
         # ``hosts`` is the host policy (what TransportOptions.client passes); the three
         # keywords it bundles stay for callers that build a client from parts.
@@ -97,6 +101,9 @@ class RegistryClient:
         )
         self.session = self.transport.session
         self.retrier = Retrier(self.retry)
+        # Manifest requests to a mirror: fewer, quicker tries (core.mirrors).
+        self.mirror_retrier = Retrier(mirror_policy(self.retry), for_mirror=True)
+        self.endpoints = endpoints or EndpointLog()
         self._schemes = SchemeResolver(self.transport)
         self._auth = Authenticator(self.transport, hosts)
 
@@ -215,23 +222,21 @@ class RemoteRepository:
     def _endpoint(self) -> Endpoint:
         return self._served_by or self.endpoints[-1]
 
-    def _over_endpoints(self, operation: Callable[[Endpoint], T]) -> T:
-        """Try each endpoint, mirrors first; the first that succeeds serves the image."""
-        failed_mirrors: list[str] = []
-        for endpoint in [self._served_by] if self._served_by else self.endpoints:
-            try:
-                result = operation(endpoint)
-            except SealpyError as exc:
-                if endpoint.mirror:
-                    failed_mirrors.append(f"mirror {endpoint.host}: {exc}")
-                    continue
-                if failed_mirrors:
-                    tried = f" (also tried {'; '.join(failed_mirrors)})"
-                    raise exc.amended(tried) from exc.cause
-                raise
-            self._served_by = endpoint
-            return result
-        raise RegistryError("; ".join(failed_mirrors))
+    def _over_endpoints(self, operation: Callable[[Endpoint, Retrier], T]) -> T:
+        """Try each endpoint, mirrors first; the first that succeeds serves the image
+        (the rule for mirrors: :mod:`sealpy.core.transport.fallback`)."""
+        client = self.client
+        endpoint, result = try_endpoints(
+            self.endpoints,
+            operation,
+            chosen=self._served_by,
+            log=client.endpoints,
+            retrier=client.retrier,
+            mirror_retrier=client.mirror_retrier,
+        )
+        self._served_by = endpoint
+        client.endpoints.served(str(self.ref), endpoint)
+        return result
 
     # --- reading -------------------------------------------------------------------------
 
@@ -240,8 +245,8 @@ class RemoteRepository:
         what = f"manifest {reference}"
         pinned = reference if reference.startswith("sha256:") else None
 
-        def fetch(endpoint: Endpoint) -> Manifest:
-            for attempt in self.client.retrier.attempts(what):
+        def fetch(endpoint: Endpoint, retrier: Retrier) -> Manifest:
+            for attempt in retrier.attempts(what):
                 with attempt:
                     response = self.client.send(
                         endpoint,
@@ -274,8 +279,8 @@ class RemoteRepository:
         """The digest a tag points to now, without fetching the manifest (None if absent)."""
         what = f"manifest {reference}"
 
-        def head(endpoint: Endpoint) -> Descriptor | None:
-            for attempt in self.client.retrier.attempts(what):
+        def head(endpoint: Endpoint, retrier: Retrier) -> Descriptor | None:
+            for attempt in retrier.attempts(what):
                 with attempt:
                     try:
                         response = self.client.send(
@@ -285,6 +290,8 @@ class RemoteRepository:
                             headers={"Accept": ACCEPT},
                         )
                     except NotFoundError:
+                        if endpoint.mirror and self._served_by is None:
+                            raise  # not on this mirror: the next endpoint may have it
                         return None
                     expect_success(response, endpoint, what)
                     digest = response.headers.get("Docker-Content-Digest", "")

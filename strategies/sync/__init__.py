@@ -41,6 +41,7 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from sealpy.core.cache.failures import cache_error
@@ -50,6 +51,7 @@ from sealpy.core.cache.verify import repair_links
 from sealpy.core.containers import auth_key
 from sealpy.core.errors import SealpyError
 from sealpy.core.hookspecs import hookimpl
+from sealpy.core.mirrors import EndpointLog
 from sealpy.core.model import ArchiveEntry, CacheOptions, CacheReport, ImageSet
 from sealpy.core.transport.distribution import PARTIAL_PREFIX, DistributionLayout
 from sealpy.strategies.sync.copying import Copier, CopyOutcome
@@ -94,7 +96,10 @@ class SyncStrategy(CacheStrategy):
             private = Path(private_dir)
             os.chmod(private, 0o700)
             transport = options.transport
-            with transport.client(max_connections=max(4, transport.max_parallel)) as client:
+            # sealpy's own HEADs while planning say nothing of where skopeo reads from:
+            # they are kept out of the run's record of what served each image.
+            planning = replace(transport, endpoints=EndpointLog())
+            with planning.client(max_connections=max(4, transport.max_parallel)) as client:
                 plans, failures = plan_images(images, layout, client, options)
                 env = skopeo_environment(images, options, private)
                 authfile = MemoryAuthFile(auth_entries(images, options))

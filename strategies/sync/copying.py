@@ -220,6 +220,14 @@ class Copier:
             seconds=time.monotonic() - started,
         )
 
+    def _served_by(self, plan: CopyPlan) -> str | None:
+        """Where skopeo read ``plan``'s image: known only when it has no mirror (skopeo
+        picks among mirrors itself and does not say which one answered)."""
+        if plan.ref is None:
+            return None
+        endpoints = self.options.hosts.endpoints(plan.ref)
+        return endpoints[0].label if len(endpoints) == 1 else None
+
     def _done(self, plan: CopyPlan, digest: str, started: float) -> CachedImage:
         fetched, reused, size = self._blob_counts(plan.repository, digest)
         self.options.progress.image_done(plan.label, f"{fetched} blobs fetched, {reused} reused")
@@ -233,6 +241,7 @@ class Copier:
             blobs_reused=reused,
             bytes_fetched=size,
             seconds=time.monotonic() - started,
+            served_by=self._served_by(plan),
         )
 
     def _blob_counts(self, repository: str, digest: str) -> tuple[int, int, int]:

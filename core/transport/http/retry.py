@@ -30,20 +30,47 @@ T = TypeVar("T")
 
 class TransientError(Exception):
     """A failure worth retrying: carries the cause for the final message, what it is about
-    when the cause says (``subject``: "blob sha256:…"), and a Retry-After."""
+    when the cause says (``subject``: "blob sha256:…"), and a Retry-After.
+
+    ``unreachable``: no connection could be made (refused, the name does not resolve, no
+    route, the connect timed out); ``timed_out``: a connection was made but the answer did
+    not come in time. A registry's own endpoint is retried for both; a mirror is not (see
+    :mod:`sealpy.core.mirrors`)."""
 
     def __init__(
-        self, cause: str, retry_after: float | None = None, *, subject: str | None = None
+        self,
+        cause: str,
+        retry_after: float | None = None,
+        *,
+        subject: str | None = None,
+        unreachable: bool = False,
+        timed_out: bool = False,
     ) -> None:
         super().__init__(cause)
         self.cause = cause
         self.retry_after = retry_after
         self.subject = subject
+        self.unreachable = unreachable
+        self.timed_out = timed_out
+
+    @property
+    def hopeless_on_mirror(self) -> bool:
+        """Not worth a second try on a mirror: the next endpoint is tried at once."""
+        return self.unreachable or self.timed_out
 
     @classmethod
     def of(cls, error: SealpyError) -> TransientError:
         """``error`` (wrong content, say) as worth retrying, keeping what it is about."""
         return cls(error.message, subject=error.subject)
+
+
+class RetriesExhausted(RegistryError):
+    """A transient failure that did not go away within the retry policy: the source is
+    unwell (down, overloaded), not the request. ``unreachable`` and ``timed_out`` are the
+    last failure's (:class:`TransientError`)."""
+
+    unreachable = False
+    timed_out = False
 
 
 def retry_after(response: requests.Response) -> float | None:
@@ -109,8 +136,16 @@ class Retrier:
     Public interface: :attr:`policy`, :meth:`delay`, :meth:`budget`, :meth:`attempts` and
     :meth:`call`."""
 
-    def __init__(self, policy: RetryPolicy | None = None) -> None:
+    def __init__(self, policy: RetryPolicy | None = None, *, for_mirror: bool = False) -> None:
         self.policy = policy or RetryPolicy()
+        # A mirror's retrier does not retry what a second try cannot mend there (an
+        # unreachable host, a timeout): the next endpoint is the better next try.
+        self.for_mirror = for_mirror
+
+    def _worth_retrying(self, error: BaseException) -> bool:
+        if not isinstance(error, TransientError):
+            return False
+        return not (self.for_mirror and error.hopeless_on_mirror)
 
     def delay(self, error: BaseException | None, attempt: int) -> float:
         """The pause after failed attempt number ``attempt`` (1-based): the server's
@@ -147,7 +182,7 @@ class Retrier:
                 tenacity.stop_after_attempt(self.policy.attempts), _StopWhen(budget.stop)
             ),
             wait=lambda state: budget.cap(self._wait(state)),
-            retry=tenacity.retry_if_exception_type(TransientError),
+            retry=tenacity.retry_if_exception(self._worth_retrying),
             reraise=True,
         )
         try:
@@ -159,7 +194,10 @@ class Retrier:
             cause = f"{exc.subject}: {exc.cause}" if exc.subject else exc.cause
             cause = cause if exc.subject == what else f"{what}: {cause}"
             spent = " and the time budget" if budget.exhausted else ""
-            raise RegistryError(f"{cause} (gave up after {attempts} attempts{spent})") from None
+            tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
+            error = RetriesExhausted(f"{cause} (gave up after {tries}{spent})")
+            error.unreachable, error.timed_out = exc.unreachable, exc.timed_out
+            raise error from None
 
     def call(self, what: str, operation: Callable[[], T], budget: RetryBudget | None = None) -> T:
         """``operation()`` until it returns, retried as :meth:`attempts` does."""

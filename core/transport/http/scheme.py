@@ -112,6 +112,9 @@ class SchemeResolver:
             return ResolvedHost(f"http://{host}", False)
         except requests.exceptions.ConnectionError:
             return ResolvedHost(f"http://{host}", False)
+        except requests.exceptions.Timeout:
+            # Connected, but no answer in time: neither scheme is known to work.
+            raise TransientError(f"timed out talking to {host}", timed_out=True) from None
 
     def _answers_plain_http(self, host: str) -> bool:
         """A registry's own answer to /v2/ over plain HTTP: 200 or 401 with distribution's

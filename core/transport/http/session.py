@@ -70,6 +70,17 @@ def is_cert_error(exc: BaseException) -> bool:
     return False
 
 
+def is_unreachable(exc: requests.exceptions.ConnectionError) -> bool:
+    """Whether no connection could be made at all (refused, no such host, no route, the
+    connect timed out), as opposed to one that broke (reset, closed without an answer)."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(
+        reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError
+    )
+
+
 def untrusted_certificate(host: str) -> RegistryError:
     """The error for a registry whose TLS certificate we cannot verify."""
     return RegistryError(
@@ -289,9 +300,13 @@ class HttpTransport:
             raise TransientError(f"TLS error talking to {urlsplit(url).netloc}") from None
         except requests.exceptions.ConnectionError as exc:
             host = urlsplit(url).netloc
-            raise TransientError(f"cannot reach {host}: {short_cause(exc)}") from None
+            raise TransientError(
+                f"cannot reach {host}: {short_cause(exc)}", unreachable=is_unreachable(exc)
+            ) from None
         except requests.exceptions.Timeout:
-            raise TransientError(f"timed out talking to {urlsplit(url).netloc}") from None
+            raise TransientError(
+                f"timed out talking to {urlsplit(url).netloc}", timed_out=True
+            ) from None
         except (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL):
             # A URL the registry gave (an upload's Location): none of ours is like this.
             raise RegistryError(
