@@ -1,5 +1,5 @@
 """nox sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s install_modes``, ``nox -s bench``,
-``nox -s bench_build``."""
+``nox -s bench_build``, ``nox -s bench_cache``."""
 
 from __future__ import annotations
 
@@ -51,6 +51,17 @@ def bench(session: nox.Session) -> None:
     # `sealpy registry save` (timed end to end) finds them.
     session.install("-e", "examples/sealpy-example-strategy")
     session.run("python", "benchmarks/bench_strategies.py", *session.posargs)
+    # The machine-wide blob cache's own workloads (second-context, overhead, fleet), beside
+    # the strategies' (which all run cold): results in benchmarks/results/cache.{json,md}.
+    full = "--full" in session.posargs
+    session.run("python", "benchmarks/bench_cache.py", "--repeats", "5" if full else "3")
+
+
+@nox.session
+def bench_cache(session: nox.Session) -> None:
+    """The blob cache's workloads alone. Pass --repeats/--skip after ``--``."""
+    session.install("-e", ".[dev]")
+    session.run("python", "benchmarks/bench_cache.py", *session.posargs)
 
 
 @nox.session

@@ -181,7 +181,16 @@ def markdown(report: dict) -> str:
         )
     fleet = report.get("fleet")
     if fleet:
-        lines.append(f"| fleet | {json.dumps(fleet)} | reported |")
+        mib = 1 << 20
+        lines.append(
+            f"| fleet ({fleet['concurrent']} builders at once, then one more; "
+            f"{fleet['images']} images) | upstream moved {fleet['upstream_blob_gets']} blobs, "
+            f"{fleet['upstream_blob_bytes'] / mib:.1f} MiB, against "
+            f"{fleet['blobs_needed_all_builds']} blobs, "
+            f"{fleet['bytes_needed_all_builds'] / mib:.1f} MiB the four builds needed "
+            f"({fleet['blobs_needed_per_build']} each); the fourth builder's upstream blob "
+            f"requests: {fleet['after_upstream_blob_requests']} | reported (the fourth: 0) |"
+        )
     return "\n".join(lines) + "\n"
 
 
