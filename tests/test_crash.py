@@ -136,20 +136,29 @@ def refetched_blobs(
     since: int,
     links: set[tuple[str, str]],
     blobs: set[str],
+    configs: frozenset[str] = frozenset(),
 ) -> set[str]:
     """Stored blobs the re-run asked the source for again. ``proxy`` checks its blob
     store before any request. ``sync`` leaves that to skopeo, which learns where a blob
     already is (to mount it into another repository) only from its blob-info cache, and
     that cache is private to each worker and run: a blob a killed run stored for one
     repository is fetched again for another that lacks it. So for ``sync`` only a blob
-    already linked into the same repository counts (a known gap: see the issue 8 note)."""
+    already linked into the same repository counts (a known gap: see the issue 8 note),
+    and never an image's config: skopeo reads every config from the source, even one the
+    destination repository has (checked with skopeo 1.9: a re-run after the manifest was
+    lost GETs the config again, and only the config) — a kill after the config landed but
+    before the manifest did made this test fail now and then."""
     requested = [
         (s.path.split("/v2/", 1)[1].split("/blobs/")[0], s.path.rsplit("/", 1)[1])
         for s in proxy.seen[since:]
         if s.method == "GET" and "/blobs/sha256:" in s.path
     ]
     if strategy == "sync":
-        return {digest for repo, digest in requested if (repo, digest) in links}
+        return {
+            digest
+            for repo, digest in requested
+            if (repo, digest) in links and digest not in configs
+        }
     return {digest for _, digest in requested if digest in blobs}
 
 
@@ -264,7 +273,8 @@ def test_sigkill_at_random_points_then_rerun(workload, strategy, tmp_path, start
     assert assert_servable(out, images, tmp_path, start_registry) == len(images)
     assert verify_registry(out).problems == ()
     # The re-run reused what the killed runs had stored: none of it was requested again.
-    refetched = refetched_blobs(strategy, proxy, requests_before, out_links, blobs_before)
+    configs = frozenset(image.config.digest for image in images.values())
+    refetched = refetched_blobs(strategy, proxy, requests_before, out_links, blobs_before, configs)
     assert refetched == set(), f"{len(refetched)} stored blobs fetched again ({phases})"
     every_blob = {d for image in images.values() for d in image.blob_digests}
     fetched = int(re.search(r"cached by \w+: (\d+) blobs fetched", stderr).group(1))
