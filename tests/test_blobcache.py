@@ -427,3 +427,15 @@ def test_built_image_is_the_same_with_the_cache_off_linked_copied_and_warm(sourc
         assert build("copied", mount) == off
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_an_unusable_cache_dir_is_one_clear_error(source, tmp_path):
+    registry, _, _ = source
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with FaultProxy(registry.host) as proxy:
+        done = save(proxy, ["a1"], tmp_path / "A", "--cache-dir", str(blocker / "c"), check=False)
+        assert proxy.seen == []  # refused before any work
+    assert done.returncode != 0
+    assert done.stderr.count("\n") == 1 and "blob cache" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

@@ -74,7 +74,9 @@ def open_blob_cache(setting: str | None = None) -> BlobCache | None:
     value = setting if setting is not None else os.environ.get(CACHE_DIR_ENV)
     if value is not None and value.strip().lower() in ("", "none"):
         return None
-    return BlobCache(Path(value).expanduser() if value is not None else default_cache_dir())
+    cache = BlobCache(Path(value).expanduser() if value is not None else default_cache_dir())
+    cache.check()  # a cache that cannot be used is one clear error now, not one per image
+    return cache
 
 
 @runtime_checkable
@@ -206,6 +208,15 @@ class BlobCache:
 
     def _partial_path(self, digest: str) -> Path:
         return self.root / "partial" / "sha256" / digest_hex(digest)
+
+    def check(self) -> None:
+        """Create the cache's directories, or raise :class:`BlobCacheError` saying why not."""
+        self._ensure()
+        if not os.access(self.root / "blobs" / "sha256", os.W_OK):
+            raise BlobCacheError(
+                f"cannot write to the blob cache {self.root} "
+                "(choose another with --cache-dir, or --cache-dir none)"
+            )
 
     def _ensure(self) -> None:
         if self._ready:
@@ -420,8 +431,8 @@ class BlobCache:
 
     def get_manifest(self, digest: str) -> Manifest | None:
         """The manifest with that digest, if cached (verified by its digest)."""
-        if not SHA256_RE.match(digest):
-            return None
+        if not SHA256_RE.match(digest) or self.confined.lstat(self.blob_path(digest)) is None:
+            return None  # (looked up first: a miss leaves no record behind)
         with self._locked(digest) as fd:
             assert fd is not None
             record = self._read_record(fd)
@@ -512,8 +523,20 @@ class BlobCache:
             freed += size
             total -= size
         self._prune_partials()
+        self._prune_orphan_records()
         left = self._entries()
         return PruneResult(removed, freed, busy, len(left), sum(e[2] for e in left))
+
+    def _prune_orphan_records(self) -> None:
+        """Records whose blob never landed (a failed download) or is gone."""
+        records = self.root / "records" / "sha256"
+        blobs = self.root / "blobs" / "sha256"
+        for name in self.confined.listdir(records):
+            if not SHA256_RE.match(f"sha256:{name}") or self.confined.lstat(blobs / name):
+                continue
+            with self._locked(f"sha256:{name}", wait=False) as fd:
+                if fd is not None and self.confined.lstat(blobs / name) is None:
+                    self.confined.remove(records / name)
 
     def _prune_partials(self) -> None:
         partials = self.root / "partial" / "sha256"
