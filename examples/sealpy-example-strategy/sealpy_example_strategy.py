@@ -3,7 +3,9 @@
 Every blob it caches also goes on a shelf, a directory shared by every build context on the
 machine (``SEALPY_SHELF_DIR``, default ``~/.cache/sealpy-example-shelf``): a layer that
 two cluster images share is fetched from its registry once, and copied from the shelf
-after that. Everything else — resolving, parallel transfers, verification, commit order,
+after that. (sealpy's own machine-wide blob cache does this for every strategy using the
+engine's default destination; the shelf stays as the example of a destination of one's
+own, which receives every blob itself.) Everything else — resolving, parallel transfers, verification, commit order,
 conflicts, counts, errors — is sealpy's engine (:func:`sealpy.core.api.cache_with_engine`).
 Check it with the conformance suite::
 
