@@ -228,6 +228,7 @@ BY_DIGEST = ImageReference.parse(f"{REPO}@{DIGEST}")
         (None, NGINX, REPO, False),  # cosign's repository-only identity
         (None, BY_DIGEST, f"{REPO}:anything", True),
         (None, BY_DIGEST, "docker.io/library/other:1", False),
+        (None, BY_DIGEST, REPO, False),  # an identity without tag or digest never matches
         ({"type": "matchRepoDigestOrExact"}, NGINX, f"{REPO}:1.26", False),
         # matchExact
         ({"type": "matchExact"}, NGINX, f"{REPO}:1.25", True),
@@ -375,6 +376,7 @@ def test_most_specific_scope_wins() -> None:
         ("reg.example.io:5000/team/other:1", '"reg.example.io:5000/team"'),
         ("reg.example.io:5000/solo:1", '"reg.example.io:5000"'),
         ("other.example.io/x:1", '"*.example.io"'),
+        ("other.example.io:5000/x:1", '"*.example.io"'),  # wildcards match without the port
         ("quay.io/x:1", '"*.io"'),
         ("localhost:5000/x:1", "docker default"),
     ]
