@@ -403,6 +403,9 @@ def test_digest_scope_and_global_default() -> None:
 def test_all_requirements_of_a_scope_must_hold(signer: TestSigner) -> None:
     both = scoped([{"type": "insecureAcceptAnything"}, *signed_by(signer)])
     assert not both.evaluate(NGINX, DIGEST, []).accepted
+    # Every failing requirement is reported, not only the first.
+    twice = scoped([{"type": "reject"}, *signed_by(signer)]).evaluate(NGINX, DIGEST, [])
+    assert len(twice.reasons) == 2 and "no signature found" in twice.reasons[1]
     assert both.evaluate(NGINX, DIGEST, sigs(signer, "docker.io/library/nginx:1.25")).accepted
 
 
