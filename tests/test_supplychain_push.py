@@ -9,13 +9,12 @@ from sealpy.core.image.media import Descriptor
 from sealpy.core.reference import ImageReference
 from sealpy.core.supplychain.cosign import (
     attestation_tag,
-    candidates,
     referrers_tag,
     sbom_tag,
     signature_tag,
 )
 from sealpy.core.supplychain.policy import Policy
-from sealpy.core.supplychain.publish import fetch_attachment
+from sealpy.core.supplychain.publish import fetch_attachment, read_signatures
 from sealpy.core.testing.images import ImageFactory
 from sealpy.core.testing.registry import RegistryServer
 from sealpy.core.testing.signing import (
@@ -47,6 +46,8 @@ def test_signatures_pushed_appended_and_verified(
         repo = client.repository(ref)
         served = repo.get_manifest(signature_tag(image.digest))
         assert fetch_attachment(client, ref, signature_tag("sha256:" + "0" * 64)) is None
+        found = read_signatures(repo, image.digest, f"{host}/supply/app")
+        assert read_signatures(repo, "sha256:" + "0" * 64, "x") == []
     assert stored == both  # every byte: manifest, config and payloads
     assert served.data == both.manifest.data
 
@@ -60,7 +61,9 @@ def test_signatures_pushed_appended_and_verified(
             }
         ).encode()
     )
-    found = candidates(served, lambda d: stored.blobs[d.digest], f"{host}/supply/app")
+    assert [c.source for c in found] == [
+        f"{host}/supply/app:{signature_tag(image.digest)} layer {i}" for i in (0, 1)
+    ]
     assert rules.evaluate(ref, image.digest, found).accepted
     # Only the stranger's signature: rejected.
     assert not rules.evaluate(ref, image.digest, found[:1]).accepted

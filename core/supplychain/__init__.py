@@ -25,6 +25,12 @@ from sealpy.core.supplychain.errors import (
     SigningKeyError,
 )
 from sealpy.core.supplychain.policy import Policy, Scope, Verdict
+from sealpy.core.supplychain.publish import (
+    fetch_attachment,
+    push_attachment,
+    read_attachment,
+    read_signatures,
+)
 from sealpy.core.supplychain.sign import AttachmentImage, signature_image
 
 __all__ = [
@@ -40,6 +46,10 @@ __all__ = [
     "Verdict",
     "attestation_tag",
     "candidates",
+    "fetch_attachment",
+    "push_attachment",
+    "read_attachment",
+    "read_signatures",
     "referrers_tag",
     "sbom_tag",
     "signature_image",

@@ -15,21 +15,20 @@ from pathlib import Path
 from sealpy.core.errors import NotFoundError
 from sealpy.core.image.media import Descriptor
 from sealpy.core.reference import ImageReference
+from sealpy.core.supplychain.cosign import SignatureCandidate, candidates, signature_tag
 from sealpy.core.supplychain.sign import AttachmentImage
+from sealpy.core.transport.copy import ImageSource
 from sealpy.core.transport.ocilayout import OCILayout
 from sealpy.core.transport.remote import RegistryClient, RemotePushDestination
 
 
-def fetch_attachment(
-    client: RegistryClient, repository: ImageReference, tag: str
-) -> AttachmentImage | None:
-    """The attachment image tagged ``tag`` in ``repository``'s repository, or ``None``
-    when there is none."""
-    repo = client.repository(repository.with_tag(tag).with_digest(None))
-    if repo.head_manifest(tag) is None:
-        return None
+def read_attachment(source: ImageSource, tag: str) -> AttachmentImage | None:
+    """The attachment image tagged ``tag`` in ``source`` (any image source of the copy
+    engine: a remote repository, a registry directory, a layout), or ``None`` when there is
+    none. Blobs are streamed through a scratch layout and verified; each is at most
+    :data:`~sealpy.core.supplychain.cosign.MAX_PAYLOAD_BYTES`."""
     try:
-        manifest = repo.get_manifest(tag)
+        manifest = source.get_manifest(tag)
     except NotFoundError:
         return None
     with tempfile.TemporaryDirectory(prefix="sealpy-attachment-") as scratch:
@@ -38,13 +37,34 @@ def fetch_attachment(
         def read(descriptor: Descriptor) -> bytes:
             writer = layout.blob_writer(descriptor)
             try:
-                repo.fetch_blob(descriptor, writer)
+                source.fetch_blob(descriptor, writer)
                 writer.commit()
             finally:
                 writer.close()
             return layout.read_blob(descriptor.digest)
 
         return AttachmentImage.read(manifest, read)
+
+
+def read_signatures(
+    source: ImageSource, manifest_digest: str, label: str
+) -> list[SignatureCandidate]:
+    """The cosign signatures of ``manifest_digest`` in ``source`` (its
+    ``sha256-<hex>.sig`` manifest), as candidates for
+    :meth:`~sealpy.core.supplychain.policy.Policy.evaluate`; none when there is no such
+    tag. ``label`` names the repository in messages."""
+    tag = signature_tag(manifest_digest)
+    image = read_attachment(source, tag)
+    if image is None:
+        return []
+    return candidates(image.manifest, lambda d: image.blobs[d.digest], f"{label}:{tag}")
+
+
+def fetch_attachment(
+    client: RegistryClient, repository: ImageReference, tag: str
+) -> AttachmentImage | None:
+    """The attachment image tagged ``tag`` in ``repository``'s repository, or ``None``."""
+    return read_attachment(client.repository(repository.with_tag(tag).with_digest(None)), tag)
 
 
 def push_attachment(
