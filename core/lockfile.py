@@ -475,7 +475,14 @@ def use_lock(
     ``sealpy.lock`` (:func:`apply_lock`), and for ``offline`` the proxy strategy reading
     only the blob cache (:mod:`sealpy.core.cache.offline`)."""
     check_flags(offline=offline, strategy=strategy.name, blob_cache=options.blob_cache)
-    scanned = apply_lock(scanned, options, locked=locked, offline=offline)
+    pinned = apply_lock(scanned, options, locked=locked, offline=offline)
+    if pinned is scanned:
+        return scanned, strategy  # no lock
+    scanned = pinned
+    if not offline:
+        from sealpy.core.lockresolve import locked_strategy
+
+        strategy = locked_strategy(strategy)
     if offline:
         from sealpy.core.cache.offline import OfflineProxyStrategy
 

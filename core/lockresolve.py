@@ -14,8 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sealpy.core.errors import SealpyError
+from sealpy.core.errors import CacheError, SealpyError
 from sealpy.core.image.media import Manifest
 from sealpy.core.lockfile import (
     LockedImage,
@@ -24,9 +26,12 @@ from sealpy.core.lockfile import (
     LockInputs,
     archives_of,
 )
-from sealpy.core.model import CacheOptions, RequiredImage, ScanResult
+from sealpy.core.model import CacheOptions, CacheReport, ImageSet, RequiredImage, ScanResult
 from sealpy.core.transport.copy import describe_platform, select_children
 from sealpy.core.transport.remote import RegistryClient
+
+if TYPE_CHECKING:
+    from sealpy.core.cache.strategy import CacheStrategy
 
 
 @dataclass(frozen=True)
@@ -138,3 +143,56 @@ def _with_sources(kept: LockedImage, required: RequiredImage) -> LockedImage:
         required.sources,
         kept.signatures,
     )
+
+
+def gone_digests(images: ImageSet, cached: set[str], options: CacheOptions) -> list[str]:
+    """After a failed locked run: each pinned image that was not cached and whose locked
+    digest its registry no longer has (a HEAD by digest answers 404), as
+    ``reference@digest``. Asked only on failure, so a run that works sends nothing more."""
+    failed = [i for i in images.images if i.pinned and str(i.reference) not in cached]
+    if not failed:
+        return []
+    transport = options.transport
+    with transport.client(max_connections=4) as client:
+
+        def gone(required: RequiredImage) -> bool:
+            assert required.pinned is not None
+            try:
+                repository = client.repository(required.reference)
+                return repository.head_manifest(required.pinned) is None
+            except SealpyError:
+                return False  # unreachable, refused: not known to be gone
+
+        with ThreadPoolExecutor(max(1, min(8, options.max_parallel))) as pool:
+            answers = list(pool.map(gone, failed))
+    return [f"{i.reference}@{i.pinned}" for i, g in zip(failed, answers, strict=True) if g]
+
+
+def locked_strategy(strategy: type[CacheStrategy]) -> type[CacheStrategy]:
+    """``strategy`` whose failures name each locked digest that is gone upstream (the
+    strategy's own error says only "not found"): a subclass, so its name, availability
+    and behaviour are the strategy's own."""
+
+    class Locked(strategy):  # type: ignore[valid-type,misc]
+        def cache(self, images: ImageSet, registry_dir: Path, options: CacheOptions):
+            try:
+                return super().cache(images, registry_dir, options)
+            except CacheError as exc:
+                report = exc.report if isinstance(exc.report, CacheReport) else None
+                cached = {i.source for i in report.images} if report else set()
+                gone = gone_digests(images, cached, options)
+                if not gone:
+                    raise
+                failed = len(images.images) + len(images.archives) - len(cached)
+                message = "; ".join(
+                    f"{g.split('@')[0]}: locked digest {g.split('@')[1]} is gone from its "
+                    "registry (`sealpy lock --update` locks what the tag points to now)"
+                    for g in gone
+                )
+                if failed > len(gone):
+                    message += f"; {exc}"
+                raise CacheError(message, exc.report) from exc
+
+    Locked.__name__ = Locked.__qualname__ = strategy.__name__
+    Locked.__module__ = strategy.__module__
+    return Locked
