@@ -256,3 +256,22 @@ def test_a_malformed_lock_is_a_one_line_error(capsys, tmp_path, image_factory, s
     (context / "sealpy.lock").write_text('{"version": 7}')
     code, _, err = cli(capsys, "registry", "save", PLATFORM, context)
     assert code != 0 and "version 7 is not supported" in err
+
+
+def test_lock_with_other_platforms_keeps_the_index_digest_and_chooses_its_children_again(
+    capsys, tmp_path, image_factory, source
+):
+    old = image_factory.multi_platform("lock/plat-old", ("linux/amd64", "linux/arm64"))
+    new = image_factory.multi_platform("lock/plat-new", ("linux/amd64", "linux/arm64"))
+    ref = image_factory.push(old, source.host, "library/p", "1")
+    context = context_with(tmp_path, ref)
+    assert cli(capsys, "lock", PLATFORM, context)[0] == 0
+    image_factory.push(new, source.host, "library/p", "1")
+
+    code, _, err = cli(capsys, "lock", "--platform=linux/arm64", context)
+    assert code == 0, err
+    (entry,) = read_lock(context)["images"]
+    assert entry["digest"] == old.digest  # kept: no --update
+    arm64 = old.for_platform("linux/arm64").digest
+    assert entry["platforms"] == [{"platform": "linux/arm64/v8", "digest": arm64}]
+    assert read_lock(context)["inputs"]["platforms"] == ["linux/arm64/v8"]
