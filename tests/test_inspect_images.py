@@ -109,3 +109,43 @@ def test_inspect_images_of_an_image_without_a_registry(capsys, tmp_path):
     assert code == 0 and json.loads(out)["images"] == []
     code, _, err = cli(capsys, "inspect", "--images", "--root", store, "nope")
     assert code != 0 and err.startswith("error: ") and "nope" in err
+
+
+def _layer(files: dict[str, bytes]) -> bytes:
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_a_later_layer_whiteout_removes_a_repository_from_the_inventory():
+    import io
+    from types import SimpleNamespace
+
+    from sealpy.core.store.inventory import cluster_images
+
+    a, b = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    repos = "./registry/docker/registry/v2/repositories"
+    layers = {
+        "one": _layer(
+            {
+                f"{repos}/library/a/_manifests/tags/1/current/link": a.encode(),
+                f"{repos}/library/b/_manifests/tags/1/current/link": b.encode(),
+            }
+        ),
+        "two": _layer({f"{repos}/library/.wh.b": b""}),
+    }
+    store = SimpleNamespace(layout=SimpleNamespace(open_blob=lambda d: io.BytesIO(layers[d])))
+    entries = cluster_images(store, ["one"])  # type: ignore[arg-type]
+    assert [(e.repository, e.tag, e.digest, e.media_type) for e in entries] == [
+        ("library/a", "1", a, None),
+        ("library/b", "1", b, None),
+    ]
+    entries = cluster_images(store, ["one", "two"])  # type: ignore[arg-type]
+    assert [(e.repository, e.tag) for e in entries] == [("library/a", "1")]
