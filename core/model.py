@@ -194,6 +194,9 @@ class RequiredImage:
 
     reference: ImageReference
     sources: tuple[Location, ...]
+    pinned: str | None = None
+    """The manifest digest ``sealpy.lock`` pins the image to (the index digest for a
+    multi-platform image): fetched by that digest, stored under its tag."""
 
     def to_json(self) -> dict:
         return {"reference": str(self.reference), "sources": [s.to_json() for s in self.sources]}

@@ -31,6 +31,7 @@ from sealpy.core.cache.strategy import CacheStrategy
 from sealpy.core.errors import CacheError, ContextError, StrategyUnavailableError, UsageError
 from sealpy.core.events import Event, EventKind, EventSink, discard
 from sealpy.core.hosts import TransportOptions
+from sealpy.core.lockfile import use_lock
 from sealpy.core.model import (
     CacheOptions,
     CacheReport,
@@ -254,7 +255,9 @@ class BuildJob:
     images were cached (at once without ``save_image``). The rest are buildah's flags of
     the same names: ``epoch`` is ``--timestamp`` (else ``SOURCE_DATE_EPOCH``, else 0),
     ``store_root`` is ``--root`` (default ``$XDG_DATA_HOME/sealpy``), ``iidfile`` gets the
-    image ID."""
+    image ID. ``<context>/sealpy.lock``, when it exists, pins every image cached
+    (:mod:`sealpy.core.lockfile`); ``locked`` makes a missing lock an error, ``offline``
+    caches from the lock and the blob cache alone."""
 
     context: Path
     tags: tuple[str, ...] = ()
@@ -274,6 +277,8 @@ class BuildJob:
     ignorefile: Path | None = None
     epoch: int | None = None
     iidfile: Path | None = None
+    locked: bool = False
+    offline: bool = False
 
 
 def _output_options() -> OutputOptions:
@@ -308,6 +313,8 @@ class SaveJob:
     render: RenderOptions | None = None
     strategy: str | type[CacheStrategy] | None = None
     cache: CacheOptions = field(default_factory=CacheOptions)
+    locked: bool = False
+    offline: bool = False
 
 
 @dataclass(frozen=True)
@@ -375,6 +382,9 @@ def build(
     report = None
     if job.save_image:
         registry_dir = check_directory(Path(job.context) / "registry", "registry directory")
+        scanned, strategy = use_lock(
+            scanned, strategy, job.cache, locked=job.locked, offline=job.offline
+        )
         report = _cache_stage(scanned, registry_dir, strategy, job.cache, on_event, manager)
     else:
         job.cache.progress.close()
@@ -426,6 +436,9 @@ def save(
         target = check_directory(job.registry_dir, "--registry-dir")
     else:
         target = check_directory(Path(job.context) / "registry", "registry directory")
+    scanned, strategy = use_lock(
+        scanned, strategy, job.cache, locked=job.locked, offline=job.offline
+    )
     report = _cache_stage(scanned, target, strategy, job.cache, on_event, manager)
     return SaveJobResult(scanned, target, report)
 

@@ -75,7 +75,7 @@ def cache_with_engine(
                 CopyJob(
                     label=str(ref),
                     source=client.repository(ref),
-                    reference=ref.reference,
+                    reference=required.pinned or ref.reference,  # a lock pins it
                     destination=destination(layout, repository),
                     tag=ref.tag,
                     target=f"{repository}:{ref.tag}" if ref.tag else None,

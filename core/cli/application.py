@@ -16,6 +16,7 @@ from sealpy.core.cli import (
     blobcache_commands,
     build_command,
     cache_commands,
+    lock_command,
     merge_command,
     store_commands,
 )
@@ -27,6 +28,7 @@ COMMANDS: dict[str, Callable[..., Any]] = {
         cache_commands.scan,
         cache_commands.strategies,
         build_command.build,
+        lock_command.lock,
         store_commands.images,
         store_commands.inspect,
         store_commands.tag,

@@ -19,7 +19,9 @@ from sealpy.core.cli.options import (
     FileOpt,
     ImagesOpt,
     KubeVersionOpt,
+    LockedOpt,
     MirrorOpt,
+    OfflineOpt,
     PlatformOpt,
     ProcsOpt,
     RetryOpt,
@@ -116,6 +118,8 @@ def build(
     api_versions: ApiVersionsOpt = None,
     as_json: JsonOpt = False,
     cache_dir: CacheDirOpt = None,
+    locked: LockedOpt = False,
+    offline: OfflineOpt = False,
 ) -> None:
     """Scan the context, cache its images, and build the image (like `sealos build`)."""
     from sealpy.core import pipeline
@@ -163,6 +167,8 @@ def build(
         ignorefile=ignorefile,
         epoch=timestamp,
         iidfile=iidfile,
+        locked=locked,
+        offline=offline,
     )
     events = print_events(
         quiet=quiet, debug=bool((ctx.obj or {}).get("debug")), stdout_free=as_json

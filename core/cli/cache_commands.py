@@ -20,7 +20,9 @@ from sealpy.core.cli.options import (
     FileOpt,
     ImagesOpt,
     KubeVersionOpt,
+    LockedOpt,
     MirrorOpt,
+    OfflineOpt,
     PlatformOpt,
     ProcsOpt,
     QuietOpt,
@@ -118,6 +120,8 @@ def registry_save(
     api_versions: ApiVersionsOpt = None,
     as_json: JsonOpt = False,
     cache_dir: CacheDirOpt = None,
+    locked: LockedOpt = False,
+    offline: OfflineOpt = False,
 ) -> None:
     """Cache every image the context needs into a registry directory (the cache stage alone)."""
     from sealpy.core import pipeline
@@ -145,6 +149,8 @@ def registry_save(
         render=render,
         strategy=chosen,
         cache=options,
+        locked=locked,
+        offline=offline,
     )
     # --quiet silences the progress display only: the info lines stay.
     events = print_events(debug=bool((ctx.obj or {}).get("debug")))

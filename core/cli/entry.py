@@ -29,6 +29,9 @@ BOOL_FLAGS = (
     "--fix",
     "--quiet",
     "--squash",
+    "--locked",
+    "--offline",
+    "--update",
 )
 _TRUE = {"true", "1", "yes", "t", "y", "on"}
 _FALSE = {"false", "0", "no", "f", "n", "off"}

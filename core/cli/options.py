@@ -120,6 +120,21 @@ RetryOpt = Annotated[
         help="Retries of each failing request (skopeo's spelling; default 5).",
     ),
 ]
+LockedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--locked/--no-locked",
+        help="Require <context>/sealpy.lock (for CI); it is used whenever it exists.",
+    ),
+]
+OfflineOpt = Annotated[
+    bool,
+    typer.Option(
+        "--offline/--no-offline",
+        help="No network: every manifest and blob from sealpy.lock and the blob cache "
+        "(proxy strategy only).",
+    ),
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet/--no-quiet", "-q", help="No progress output.")]
 KubeVersionOpt = Annotated[
     str | None,

@@ -104,9 +104,26 @@ def inspect(
     image: ImageArg,
     root: RootOpt = None,
     platform: PlatformOpt = None,
+    images_: Annotated[
+        bool,
+        typer.Option(
+            "--images/--no-images",
+            help="List the images inside the cluster image (its registry/ tree): "
+            "repositories, tags, digests, platforms, signatures.",
+        ),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json/--no-json", help="With --images: print JSON.")
+    ] = False,
 ) -> None:
-    """Show an image's config, labels, layers and size (JSON)."""
+    """Show an image's config, labels, layers and size (JSON); with --images, the images
+    it carries."""
     store = open_store(root)
+    if images_:
+        from sealpy.core.cli.inventory_output import show_images
+
+        show_images(store, image, one_platform(platform), as_json)
+        return
     stored = store.get(image)
     manifest = store.manifest(stored)
     wanted = one_platform(platform)

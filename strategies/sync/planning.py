@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from sealpy.core.errors import ConflictError, SealpyError
 from sealpy.core.image.media import IMAGE_TYPES, Manifest
 from sealpy.core.image.walk import is_complete
-from sealpy.core.model import CacheOptions, ImageSet
+from sealpy.core.model import CacheOptions, ImageSet, RequiredImage
 from sealpy.core.reference import ImageReference, Platform
 from sealpy.core.transport.copy import select_children
 from sealpy.core.transport.distribution import DistributionLayout
@@ -83,13 +83,13 @@ def plan_images(
     """Look at each source once (in parallel): index or not, and is it already here?
     Returns the plans without conflicts, and one failure line per image left out."""
 
-    def plan(ref: ImageReference) -> CopyPlan:
-        return plan_image(ref, layout, client, options)
+    def plan(required: RequiredImage) -> CopyPlan:
+        return plan_image(required.reference, layout, client, options, pinned=required.pinned)
 
     plans: list[CopyPlan] = []
     failures: list[SealpyError] = []
     with ThreadPoolExecutor(max(1, options.max_parallel)) as pool:
-        futures = [(ref, pool.submit(plan, ref)) for ref in images.references]
+        futures = [(r.reference, pool.submit(plan, r)) for r in images.images]
         for ref, future in futures:
             try:
                 plans.append(future.result())
@@ -128,19 +128,27 @@ def plan_image(
     layout: DistributionLayout,
     client: RegistryClient,
     options: CacheOptions,
+    *,
+    pinned: str | None = None,
 ) -> CopyPlan:
-    """The plan for one source image (raises what the source answers on failure)."""
+    """The plan for one source image (raises what the source answers on failure).
+
+    ``pinned`` (a digest from ``sealpy.lock``) is copied instead of whatever the tag
+    points to now: ``docker://repo@<digest>`` — for a single platform of an index, the
+    platform's child by its digest — then tagged, as a ``name:tag@digest`` reference."""
     repository = ref.cache_repository
     source_repo = client.repository(ref)
+    digest = pinned or ref.digest
+    asked = digest or ref.reference
     # A HEAD answers for most images (digest and media type); only an index needs its
     # body, to choose the platform's child.
-    head = source_repo.head_manifest(ref.reference)
+    head = source_repo.head_manifest(asked)
     top: Manifest | None = None
     if head is None or head.media_type.split(";")[0] not in IMAGE_TYPES:
-        top = source_repo.get_manifest(ref.reference)
+        top = source_repo.get_manifest(asked)
     is_index = top is not None and top.is_index
-    source = f"docker://{ref.name}@{ref.digest}" if ref.digest else f"docker://{ref}"
-    copy_reference = ref.digest or ref.tag or "latest"
+    source = f"docker://{ref.name}@{digest}" if digest else f"docker://{ref}"
+    copy_reference = digest or ref.tag or "latest"
     all_platforms = bool(
         is_index and (options.all_platforms or len(options.platforms) > 1 or ref.digest)
     )
@@ -153,6 +161,9 @@ def plan_image(
         if not all_platforms:
             platform = options.platforms[0]
             expected = chosen[0].digest
+            if pinned:  # the locked index's child, by digest (the tag may have moved)
+                source = f"docker://{ref.name}@{expected}"
+                copy_reference = expected
     if is_index and all_platforms:
         options.progress.info(
             f"copying every platform of {ref} (keeps the index digest; moves more bytes)"
