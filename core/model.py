@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from sealpy.core.hosts import HostPolicy, TransportOptions
     from sealpy.core.progress import ProgressReporter
     from sealpy.core.registries import RegistriesConfig
+    from sealpy.core.supplychain.policy import Policy
     from sealpy.core.transport.blobcache import BlobCache
 
 BUILD_FILE_NAMES = ("Sealfile", "Kubefile", "Dockerfile", "Containerfile")
@@ -318,6 +319,9 @@ class CacheOptions:
     blob_cache: BlobCache | None = None
     """The machine-wide blob cache (``--cache-dir``; None: off). The engine takes blobs
     and manifests from it and fetches through it (:func:`cache_with_engine` does so)."""
+    signature_policy: Policy | None = None
+    """The containers-policy.json in force (``--signature-policy``; None: every image
+    accepted). Applied by :func:`sealpy.core.pipeline.cache` before the strategy runs."""
 
     @classmethod
     def of(

@@ -27,6 +27,7 @@ import pluggy
 
 from sealpy.core import plugins
 from sealpy.core.cache import stage_events
+from sealpy.core.cache.failures import cache_error
 from sealpy.core.cache.strategy import CacheStrategy
 from sealpy.core.errors import CacheError, ContextError, StrategyUnavailableError, UsageError
 from sealpy.core.events import Event, EventKind, EventSink, discard
@@ -122,6 +123,11 @@ def cache(
     registry_dir = check_directory(Path(registry_dir), "registry directory").absolute()
     if not images.images and not images.archives:
         return CacheReport(strategy=chosen.name)
+    total = len(images)
+    from sealpy.core.cache.policycheck import apply_policy  # (imports crypto when needed)
+
+    policy = apply_policy(images, options)  # rejected images are not cached at all
+    images = policy.images
     registry_dir.mkdir(parents=True, exist_ok=True)
     # A run that was killed may have left half-written link files; they would make
     # `registry verify` fail although the re-run completes everything else.
@@ -131,15 +137,23 @@ def cache(
     started = time.monotonic()
     served = options.transport.endpoints  # which endpoint served each image
     try:
-        report = chosen().cache(images, registry_dir, options)
+        if images.images or images.archives:
+            report = chosen().cache(images, registry_dir, options)
+        else:
+            report = CacheReport(strategy=chosen.name)
     except CacheError as exc:
         if isinstance(exc.report, CacheReport):
             exc.report = served.fill(exc.report)
+        if policy.rejected:  # one error for the whole run: the policy's and the strategy's
+            report = exc.report if isinstance(exc.report, CacheReport) else CacheReport(chosen.name)
+            raise cache_error([*policy.rejected, exc], total, report) from exc
         raise
     if not report.seconds:
         report = CacheReport(
             report.strategy, report.images, time.monotonic() - started, report.requests
         )
+    if policy.rejected:
+        raise cache_error(policy.rejected, total, served.fill(report))
     return served.fill(report)
 
 

@@ -26,6 +26,8 @@ def after_run(options: CacheOptions) -> list[Event]:
     """The blob cache in use and how its blobs went into each place (hard link, reflink,
     copy), or that it is off; a warning for each mirror left out of the run."""
     events: list[Event] = []
+    if options.signature_policy is not None:
+        events.append(Event(EventKind.DEBUG, f"signature {options.signature_policy.describe()}"))
     cache = options.blob_cache
     if cache is None:
         events.append(Event(EventKind.DEBUG, "blob cache: off"))

@@ -23,6 +23,7 @@ from sealpy.core.cli.options import (
     MirrorOpt,
     OfflineOpt,
     PlatformOpt,
+    PolicyOpt,
     ProcsOpt,
     RetryOpt,
     RootOpt,
@@ -120,6 +121,7 @@ def build(
     cache_dir: CacheDirOpt = None,
     locked: LockedOpt = False,
     offline: OfflineOpt = False,
+    signature_policy: PolicyOpt = None,
 ) -> None:
     """Scan the context, cache its images, and build the image (like `sealos build`)."""
     from sealpy.core import pipeline
@@ -147,6 +149,7 @@ def build(
         quiet=quiet or as_json,
         retry_times=retry_times,
         cache_dir=cache_dir,
+        signature_policy=signature_policy,
     )
     job = pipeline.BuildJob(
         context=context,

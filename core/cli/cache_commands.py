@@ -24,6 +24,7 @@ from sealpy.core.cli.options import (
     MirrorOpt,
     OfflineOpt,
     PlatformOpt,
+    PolicyOpt,
     ProcsOpt,
     QuietOpt,
     RetryOpt,
@@ -122,6 +123,7 @@ def registry_save(
     cache_dir: CacheDirOpt = None,
     locked: LockedOpt = False,
     offline: OfflineOpt = False,
+    signature_policy: PolicyOpt = None,
 ) -> None:
     """Cache every image the context needs into a registry directory (the cache stage alone)."""
     from sealpy.core import pipeline
@@ -139,6 +141,7 @@ def registry_save(
         quiet=quiet or as_json,
         retry_times=retry_times,
         cache_dir=cache_dir,
+        signature_policy=signature_policy,
     )
     job = pipeline.SaveJob(
         context=context,

@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -98,6 +99,14 @@ CacheDirOpt = Annotated[
         "--cache-dir",
         help="The machine-wide blob cache (default $SEALPY_CACHE_DIR, else "
         "$XDG_CACHE_HOME/sealpy); 'none' turns it off.",
+    ),
+]
+PolicyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--signature-policy",
+        help="containers-policy.json(5) to verify images by (default "
+        "$HOME/.config/containers/policy.json, then /etc/containers/policy.json).",
     ),
 ]
 RootOpt = Annotated[
@@ -235,6 +244,7 @@ def cache_options(
     quiet: bool,
     retry_times: int | None = None,
     cache_dir: str | None = None,
+    signature_policy: Path | None = None,
 ) -> CacheOptions:
     """The cache stage's options from the flags (``platforms`` default: this host's), with
     a progress display on stderr."""
@@ -251,7 +261,12 @@ def cache_options(
         progress=progress_for(sys.stderr, quiet=quiet),
         cache_dir=cache_dir,
     )
-    return CacheOptions.of(transport, platforms=platforms, all_platforms=all_platforms)
+    from sealpy.core.supplychain.policy import Policy
+
+    return replace(
+        CacheOptions.of(transport, platforms=platforms, all_platforms=all_platforms),
+        signature_policy=Policy.load(signature_policy),
+    )
 
 
 def retry_policy(retry_times: int | None) -> RetryPolicy:

@@ -7,51 +7,7 @@
   for what sealpy does not implement); :mod:`.identity` — scope lookup and signedIdentity;
 - :mod:`.sign` — signature manifests as cosign writes them; :mod:`.publish` — reading and
   pushing them with sealpy's own client and copy engine.
+
+Import from the modules themselves: this package imports nothing, so that loading a
+policy (every ``registry save`` and ``build`` does) does not pull in the registry client.
 """
-
-from sealpy.core.supplychain.cosign import (
-    SignatureCandidate,
-    SimpleSigningPayload,
-    attestation_tag,
-    candidates,
-    referrers_tag,
-    sbom_tag,
-    signature_tag,
-)
-from sealpy.core.supplychain.errors import (
-    PolicyFileError,
-    PolicyRejectedError,
-    SignatureFormatError,
-    SigningKeyError,
-)
-from sealpy.core.supplychain.policy import Policy, Scope, Verdict
-from sealpy.core.supplychain.publish import (
-    fetch_attachment,
-    push_attachment,
-    read_attachment,
-    read_signatures,
-)
-from sealpy.core.supplychain.sign import AttachmentImage, signature_image
-
-__all__ = [
-    "AttachmentImage",
-    "Policy",
-    "PolicyFileError",
-    "PolicyRejectedError",
-    "Scope",
-    "SignatureCandidate",
-    "SignatureFormatError",
-    "SigningKeyError",
-    "SimpleSigningPayload",
-    "Verdict",
-    "attestation_tag",
-    "candidates",
-    "fetch_attachment",
-    "push_attachment",
-    "read_attachment",
-    "read_signatures",
-    "referrers_tag",
-    "sbom_tag",
-    "signature_image",
-    "signature_tag",
-]

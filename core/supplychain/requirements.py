@@ -11,13 +11,15 @@ import base64
 import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sealpy.core.reference import ImageReference
 from sealpy.core.supplychain import identity as ids
-from sealpy.core.supplychain import keys
 from sealpy.core.supplychain.cosign import SignatureCandidate, SimpleSigningPayload
 from sealpy.core.supplychain.errors import PolicyFileError, SignatureFormatError, SigningKeyError
+
+if TYPE_CHECKING:
+    from sealpy.core.supplychain import keys
 
 # --- requirements -----------------------------------------------------------------------
 
@@ -84,6 +86,8 @@ class SigstoreSigned(Requirement):
                 signature = base64.b64decode(signature, validate=True)
             except binascii.Error:
                 return "the signature is not base64"
+        from sealpy.core.supplychain import keys  # (cryptography: only when verifying)
+
         if not any(keys.verify(key, candidate.payload, signature) for key in self.public_keys):
             return "not signed by the policy's key" + ("s" if len(self.public_keys) > 1 else "")
         try:
@@ -197,6 +201,8 @@ def _key_data(text: str, where: str) -> keys.PublicKey:
         pem = base64.b64decode(text, validate=True)
     except binascii.Error:
         raise SigningKeyError(f"{where}: keyData is not base64") from None
+    from sealpy.core.supplychain import keys
+
     return keys.load_public_key(pem, what=f"{where}: keyData")
 
 
@@ -211,6 +217,8 @@ def _sigstore_signed(value: dict[str, Any], where: str) -> Requirement:
         raise PolicyFileError(
             f"{where}: sigstoreSigned needs exactly one of {', '.join(_KEY_FIELDS)}"
         )
+    from sealpy.core.supplychain import keys
+
     name = present[0]
     rule = _identity(value["signedIdentity"], where) if "signedIdentity" in value else None
     if isinstance(rule, FailClosed):
