@@ -134,16 +134,13 @@ def test_push_with_an_encrypted_key_appends_to_existing_signatures(
     dest = f"{plain_registry.host}/sign/enc:2"
     ref = ImageReference.parse(dest)
     first = STRANGER.push_signature(plain_registry.host, "sign/enc", digest, cosign_identity(ref))
-    code, out, err = push(
-        capsys,
-        store,
-        "signed-enc",
-        dest,
+    flags = (
         "--sign-by-sigstore-private-key",
         str(key_files.encrypted_private_key),
         "--sign-passphrase-file",
         str(key_files.passphrase_file),
     )
+    code, out, err = push(capsys, store, "signed-enc", dest, *flags)
     assert code == 0, err
     assert "(2 signatures)" in err
     assert TEST_PASSPHRASE.decode() not in out + err
@@ -159,6 +156,14 @@ def test_push_with_an_encrypted_key_appends_to_existing_signatures(
     assert policy(SIGNER, scope).evaluate(ref, digest, found[1:]).accepted
     assert policy(STRANGER, scope).evaluate(ref, digest, found[:1]).accepted
     assert not policy(SIGNER, scope).evaluate(ref, digest, found[:1]).accepted
+
+    # Pushed and signed again with the same key: nothing added (cosign's duplicate check).
+    code, _, err = push(capsys, store, "signed-enc", dest, *flags)
+    assert code == 0, err
+    assert f"Already signed with this key {ref.name}@{digest}" in err and "(2 signatures)" in err
+    with RegistryClient() as client:
+        again = fetch_attachment(client, ref, signature_tag(digest))
+    assert again == sig
 
 
 def test_signature_manifest_has_cosign_layout(

@@ -312,11 +312,9 @@ def push(
         err=True,
     )
     for entry in signed:
-        typer.echo(
-            f"Signed {ref.name}@{entry.manifest_digest}: {entry.tag} "
-            f"({entry.count} signature{'s' if entry.count != 1 else ''})",
-            err=True,
-        )
+        state = "Signed" if entry.added else "Already signed with this key"
+        count = f"{entry.count} signature{'s' if entry.count != 1 else ''}"
+        typer.echo(f"{state} {ref.name}@{entry.manifest_digest}: {entry.tag} ({count})", err=True)
     typer.echo(result.digest)
 
 

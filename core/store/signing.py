@@ -20,6 +20,8 @@ in any message (errors name files only) and no child process is involved.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import getpass
 import sys
 from collections.abc import Callable
@@ -31,10 +33,15 @@ from sealpy.core.image.walk import walk
 from sealpy.core.reference import ImageReference
 from sealpy.core.store.layout import Store, StoredImage
 from sealpy.core.supplychain import keys
-from sealpy.core.supplychain.cosign import signature_tag
+from sealpy.core.supplychain.cosign import (
+    SIGNATURE_ANNOTATION,
+    SIMPLE_SIGNING_MEDIA_TYPE,
+    SimpleSigningPayload,
+    signature_tag,
+)
 from sealpy.core.supplychain.errors import SigningKeyError
 from sealpy.core.supplychain.publish import fetch_attachment, push_attachment
-from sealpy.core.supplychain.sign import signature_image
+from sealpy.core.supplychain.sign import AttachmentImage, signature_image
 from sealpy.core.transport.remote import RegistryClient
 
 # go-containerregistry rewrites "docker.io" to this, so cosign's identities name it.
@@ -50,13 +57,14 @@ class SigningFailedError(SealpyError):
 
 @dataclass(frozen=True)
 class Signed:
-    """One signature pushed: the manifest signed, and the ``.sig`` manifest now holding
-    its signatures (``count`` of them, the new one last)."""
+    """One manifest signed: its digest, and the ``.sig`` manifest now holding its
+    signatures (``count`` of them, a new one last)."""
 
     manifest_digest: str
     tag: str
     signature_manifest: str
     count: int
+    added: bool = True  # False: this key had signed it already; nothing was pushed
 
 
 def cosign_identity(destination: ImageReference) -> str:
@@ -136,7 +144,8 @@ def sign_pushed(
     private_key: keys.PrivateKey,
 ) -> list[Signed]:
     """Sign each of ``digests`` (already pushed to ``destination``'s repository) as
-    cosign does, appending to an existing ``sha256-<hex>.sig`` there."""
+    cosign does, appending to an existing ``sha256-<hex>.sig`` there — unless that already
+    holds this key's signature of the same payload (cosign's duplicate check)."""
     repository = destination.with_tag(None).with_digest(None)
     identity = cosign_identity(destination)
     done: list[Signed] = []
@@ -144,15 +153,43 @@ def sign_pushed(
         tag = signature_tag(digest)
         try:
             existing = fetch_attachment(client, repository, tag)
-            image = signature_image(digest, identity, private_key, existing=existing)
-            push_attachment(client, repository, image, tag)
+            payload = SimpleSigningPayload(identity, digest).to_bytes()
+            added = not _already_signed(existing, payload, private_key.public_key())
+            if added:
+                image = signature_image(digest, identity, private_key, existing=existing)
+                push_attachment(client, repository, image, tag)
+            else:
+                assert existing is not None  # (for mypy: only then already signed)
+                image = existing
         except SealpyError as exc:
             raise SigningFailedError(
                 f"{destination.name}@{digest} was pushed, but its signature was not "
                 f"({len(done)} of {len(digests)} signed): {exc}"
             ) from exc
-        done.append(Signed(digest, tag, image.digest, len(image.manifest.layers)))
+        done.append(Signed(digest, tag, image.digest, len(image.manifest.layers), added))
     return done
+
+
+def _already_signed(
+    existing: AttachmentImage | None, payload: bytes, public_key: keys.PublicKey
+) -> bool:
+    """Whether ``existing`` holds a signature of exactly ``payload`` that verifies with
+    ``public_key``: cosign then adds nothing (so signing on every push does not grow the
+    ``.sig`` manifest)."""
+    if existing is None:
+        return False
+    for layer in existing.layers():
+        if layer.media_type != SIMPLE_SIGNING_MEDIA_TYPE or layer.data != payload:
+            continue
+        try:
+            signature = base64.b64decode(
+                layer.annotations.get(SIGNATURE_ANNOTATION, ""), validate=True
+            )
+        except binascii.Error:
+            continue
+        if signature and keys.verify(public_key, payload, signature):
+            return True
+    return False
 
 
 def check_flags(key_file: Path | None, passphrase_file: Path | None) -> None:
