@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from _build_support import build, cli
 
+from sealpy.core.auth import ConfiguredCredentials
 from sealpy.core.errors import NotFoundError
 from sealpy.core.image import media
 from sealpy.core.image.media import sha256_digest
@@ -30,6 +31,7 @@ from sealpy.core.supplychain.errors import SigningKeyError
 from sealpy.core.supplychain.policy import Policy
 from sealpy.core.supplychain.publish import fetch_attachment, read_signatures
 from sealpy.core.supplychain.sign import signature_image
+from sealpy.core.testing.pytest_plugin import TEST_PASSWORD, TEST_USER
 from sealpy.core.testing.registry import RegistryServer, skopeo
 from sealpy.core.testing.signing import TEST_PASSPHRASE, KeyFiles, TestSigner
 from sealpy.core.transport.remote import RegistryClient
@@ -65,8 +67,10 @@ def policy(signer: TestSigner, scope: str, identity: str | None = "matchReposito
     return Policy.from_bytes(json.dumps(document).encode())
 
 
-def signatures(ref: ImageReference, digest: str) -> list[SignatureCandidate]:
-    with RegistryClient() as client:
+def signatures(
+    ref: ImageReference, digest: str, credentials: ConfiguredCredentials | None = None
+) -> list[SignatureCandidate]:
+    with RegistryClient(credentials=credentials) as client:
         return read_signatures(client.repository(ref), digest, ref.name)
 
 
@@ -351,3 +355,32 @@ def test_cosign_identity_is_the_repository_and_verifies():
         )
     ]
     assert policy(SIGNER, "docker.io/library").evaluate(hub, digest, found).accepted
+
+
+def test_push_signs_through_registry_authentication(
+    tmp_path: Path, capsys, key_files: KeyFiles, htpasswd_registry: RegistryServer
+):
+    store = tmp_path / "store"
+    digest = cluster_image(tmp_path, store, "signed-auth")
+    dest = f"{htpasswd_registry.host}/sign/auth:1"
+    code, out, err = push(
+        capsys,
+        store,
+        "signed-auth",
+        dest,
+        "--creds",
+        f"{TEST_USER}:{TEST_PASSWORD}",
+        "--sign-by-sigstore-private-key",
+        str(key_files.encrypted_private_key),
+        "--sign-passphrase-file",
+        str(key_files.passphrase_file),
+    )
+    assert code == 0, err
+    for secret in (TEST_PASSWORD, TEST_PASSPHRASE.decode()):
+        assert secret not in out + err
+    ref = ImageReference.parse(dest)
+    credentials = ConfiguredCredentials(creds=htpasswd_registry.credential)
+    found = signatures(ref, digest, credentials)
+    assert (
+        policy(SIGNER, f"{htpasswd_registry.host}/sign/auth").evaluate(ref, digest, found).accepted
+    )
