@@ -31,6 +31,7 @@ from sealpy.core.supplychain.errors import SigningKeyError
 from sealpy.core.supplychain.policy import Policy
 from sealpy.core.supplychain.publish import fetch_attachment, read_signatures
 from sealpy.core.supplychain.sign import signature_image
+from sealpy.core.testing.faultproxy import FaultPlan, FaultProxy
 from sealpy.core.testing.pytest_plugin import TEST_PASSWORD, TEST_USER
 from sealpy.core.testing.registry import RegistryServer, skopeo
 from sealpy.core.testing.signing import TEST_PASSPHRASE, KeyFiles, TestSigner
@@ -384,3 +385,31 @@ def test_push_signs_through_registry_authentication(
     assert (
         policy(SIGNER, f"{htpasswd_registry.host}/sign/auth").evaluate(ref, digest, found).accepted
     )
+
+
+def test_a_signature_that_cannot_be_pushed_fails_naming_what_was_pushed(
+    tmp_path: Path, capsys, key_files: KeyFiles, plain_registry: RegistryServer
+):
+    store = tmp_path / "store"
+    digest = cluster_image(tmp_path, store, "signed-fault")
+    # The registry answers 500 to everything about .sig tags: the image goes through.
+    plan = FaultPlan(rate=1.0, kinds=("500",), paths=r"/manifests/sha256-[0-9a-f]{64}\.sig$")
+    with FaultProxy(plain_registry.host, plan) as proxy:
+        dest = f"{proxy.host}/sign/fault:1"
+        code, out, err = push(
+            capsys,
+            store,
+            "signed-fault",
+            dest,
+            "--retry-times",
+            "0",
+            "--sign-by-sigstore-private-key",
+            str(key_files.pkcs8_private_key),
+        )
+    assert code != 0 and out == ""
+    (line,) = err.splitlines()
+    assert line.startswith(
+        f"error: {proxy.host}/sign/fault@{digest} was pushed, but its signature was not "
+        "(0 of 1 signed): "
+    ), line
+    assert has_manifest(ImageReference.parse(f"{plain_registry.host}/sign/fault:1"), "1")
