@@ -274,12 +274,33 @@ def push(
     tls_verify: TLSOpt = True,
     retry_times: RetryOpt = None,
     quiet: QuietOpt = False,
+    sign_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--sign-by-sigstore-private-key",
+            metavar="KEY",
+            help="Also push a cosign signature of each pushed manifest, made with KEY "
+            "(sigstore's encrypted PEM, as `cosign generate-key-pair` writes, or an "
+            "unencrypted PKCS#8 PEM).",
+        ),
+    ] = None,
+    sign_passphrase_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--sign-passphrase-file",
+            metavar="FILE",
+            help="The encrypted key's passphrase: FILE's first line (default: asked on the "
+            "terminal).",
+        ),
+    ] = None,
 ) -> None:
     """Push an image from the store to a registry (blobs it has are skipped; blobs another
-    repository there has are mounted)."""
+    repository there has are mounted); with --sign-by-sigstore-private-key, sign it as
+    cosign does (the index and each platform manifest of a multi-platform image)."""
     from sealpy.core.reference import ImageReference
-    from sealpy.core.store import transfer
+    from sealpy.core.store import signing, transfer
 
+    signing.check_flags(sign_key, sign_passphrase_file)
     store = open_store(root)
     stored = store.get(image)
     target = destination or stored.name
@@ -290,10 +311,16 @@ def push(
             f"push writes to registries (docker://...); use `sealpy save` for {target}"
         )
     ref = ImageReference.parse(target.removeprefix("docker://"))
+    # The key (and its passphrase) is checked before anything is pushed.
+    private_key = signing.load_signing_key(sign_key, sign_passphrase_file) if sign_key else None
     progress = store_progress(quiet)
     try:
         with registry_client(authfile, creds, tls_verify, None, retry_times) as client:
             result = transfer.push(store, stored, ref, client, progress=progress)
+            signed = []
+            if private_key is not None:
+                digests = signing.signed_digests(store, stored)
+                signed = signing.sign_pushed(client, ref, digests, private_key)
     finally:
         progress.close()
     typer.echo(
@@ -301,6 +328,10 @@ def push(
         f"{result.mounted} mounted, {result.present} already there",
         err=True,
     )
+    for entry in signed:
+        state = "Signed" if entry.added else "Already signed with this key"
+        count = f"{entry.count} signature{'s' if entry.count != 1 else ''}"
+        typer.echo(f"{state} {ref.name}@{entry.manifest_digest}: {entry.tag} ({count})", err=True)
     typer.echo(result.digest)
 
 
