@@ -26,15 +26,17 @@ sorted by reference, so writing the same lock twice gives the same bytes. Schema
         "platforms": [{"platform": "linux/amd64", "digest": "sha256:…"}],
                                          the index children cached (empty: single-platform)
         "sources": [{"file": "manifests/a.yaml", "line": 3}],   where the scan found it
-        "signatures": []                 digests of attached signature manifests
+        "signatures": ["sha256:…"]       the cosign signature manifests (sha256-<hex>.sig)
+                                         of the manifest and each platform manifest
       }],
       "archives": [{"transport": "docker-archive", "path": "images/skopeo/a.tar",
                     "destination": "docker.io/library/a:1"}]    tar.txt entries (files in
                                                                 the context: not pinned)
     }
 
-``signatures`` is always written, and empty until attachment copying records what it
-copies; a lock that lists some keeps them. ``sources`` is informational: an image found
+``signatures`` lists the signature manifests found when the image was locked (what a
+reviewer of the lock sees changing when an image is re-signed); they are not enforced on
+their own — a ``--signature-policy`` decides what is accepted. ``sources`` is informational: an image found
 elsewhere than the lock says is still the same image (``sealpy lock`` refreshes it).
 """
 

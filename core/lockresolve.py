@@ -27,6 +27,7 @@ from sealpy.core.lockfile import (
     archives_of,
 )
 from sealpy.core.model import CacheOptions, CacheReport, ImageSet, RequiredImage, ScanResult
+from sealpy.core.supplychain.cosign import signature_tag
 from sealpy.core.transport.copy import describe_platform, select_children
 from sealpy.core.transport.remote import RegistryClient
 
@@ -114,7 +115,8 @@ def _resolve(
 ) -> LockedImage:
     """One image: its manifest by tag (or digest), and for an index the children the
     engine would cache for the options' platforms."""
-    manifest: Manifest = client.repository(required.reference).get_manifest(reference)
+    repository = client.repository(required.reference)
+    manifest: Manifest = repository.get_manifest(reference)
     platforms: tuple[LockedPlatform, ...] = ()
     if manifest.is_index:
         chosen = select_children(manifest, options.platforms, options.all_platforms)
@@ -124,12 +126,17 @@ def _resolve(
                 key=lambda p: (p.platform, p.digest),
             )
         )
+    # The cosign signature manifests (``sha256-<hex>.sig``) of the manifest and of each
+    # platform manifest locked: one HEAD each.
+    signed = [manifest.digest, *(p.digest for p in platforms)]
+    found = [repository.head_manifest(signature_tag(d)) for d in signed]
     return LockedImage(
         reference=str(required.reference),
         digest=manifest.digest,
         media_type=manifest.media_type,
         platforms=platforms,
         sources=required.sources,
+        signatures=tuple(sorted({d.digest for d in found if d is not None})),
     )
 
 

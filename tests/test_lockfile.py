@@ -275,3 +275,25 @@ def test_lock_with_other_platforms_keeps_the_index_digest_and_chooses_its_childr
     arm64 = old.for_platform("linux/arm64").digest
     assert entry["platforms"] == [{"platform": "linux/arm64/v8", "digest": arm64}]
     assert read_lock(context)["inputs"]["platforms"] == ["linux/arm64/v8"]
+
+
+def test_lock_records_the_signature_manifests_of_each_locked_manifest(
+    capsys, tmp_path, image_factory, source
+):
+    from sealpy.core.testing.signing import TestSigner
+
+    multi = image_factory.multi_platform("lock/signed", ("linux/amd64", "linux/arm64"))
+    ref = image_factory.push(multi, source.host, "library/signed", "1")
+    plain = image_factory.push(image_factory.image("lock/plain", [900]), source.host, "p/x", "1")
+    signer = TestSigner()
+    index_sig = signer.push_signature(source.host, "library/signed", multi.digest, str(ref))
+    amd64 = multi.for_platform("linux/amd64")
+    child_sig = signer.push_signature(source.host, "library/signed", amd64.digest, str(ref))
+    context = context_with(tmp_path, ref, plain)
+    code, _, err = cli(capsys, "lock", "--platform", "linux/amd64", context)
+    assert code == 0, err
+    images = {i["reference"]: i for i in read_lock(context)["images"]}
+    assert images[str(ref)]["signatures"] == sorted(
+        [index_sig.manifest.digest, child_sig.manifest.digest]
+    )
+    assert images[str(plain)]["signatures"] == []
