@@ -55,6 +55,8 @@ def bench(session: nox.Session) -> None:
     # the strategies' (which all run cold): results in benchmarks/results/cache.{json,md}.
     full = "--full" in session.posargs
     session.run("python", "benchmarks/bench_cache.py", "--repeats", "5" if full else "3")
+    # What signatures cost: copying them and verifying them, on the small workload.
+    session.run("python", "benchmarks/bench_signatures.py", "--repeats", "5" if full else "3")
 
 
 @nox.session
