@@ -88,7 +88,8 @@ from sealpy.core.progress import ProgressReporter, SilentProgress
 from sealpy.core.reference import ImageReference, Platform
 from sealpy.core.transport.archive import DockerArchiveSource, OCIArchiveSource, archive_job
 from sealpy.core.transport.archive_write import DockerArchiveDestination, OCIArchiveDestination
-from sealpy.core.transport.blobcache import BlobCache, BlobPlacer, Placement, open_blob_cache
+from sealpy.core.transport.blobcache import BlobCache, BlobPlacer, open_blob_cache
+from sealpy.core.transport.placement import Placement
 from sealpy.core.transport.blobio import BlobWriter
 from sealpy.core.transport.copy import (
     BlobOpener,

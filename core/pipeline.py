@@ -17,7 +17,6 @@ gets the CLI's behaviour with one call::
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +26,8 @@ import pluggy
 
 from sealpy.core import plugins
 from sealpy.core.cache import stage_events
-from sealpy.core.cache.failures import cache_error
 from sealpy.core.cache.strategy import CacheStrategy
-from sealpy.core.errors import CacheError, ContextError, StrategyUnavailableError, UsageError
+from sealpy.core.errors import ContextError, StrategyUnavailableError, UsageError
 from sealpy.core.events import Event, EventKind, EventSink, discard
 from sealpy.core.hosts import TransportOptions
 from sealpy.core.lockfile import use_lock
@@ -123,38 +121,10 @@ def cache(
     registry_dir = check_directory(Path(registry_dir), "registry directory").absolute()
     if not images.images and not images.archives:
         return CacheReport(strategy=chosen.name)
-    total = len(images)
-    from sealpy.core.cache.policycheck import apply_policy  # (imports crypto when needed)
-
-    policy = apply_policy(images, options)  # rejected images are not cached at all
-    images = policy.images
     registry_dir.mkdir(parents=True, exist_ok=True)
-    # A run that was killed may have left half-written link files; they would make
-    # `registry verify` fail although the re-run completes everything else.
-    from sealpy.core.transport.distribution import DistributionLayout
+    from sealpy.core.cache.run import run_strategy
 
-    DistributionLayout(registry_dir).remove_abandoned_writes()
-    started = time.monotonic()
-    served = options.transport.endpoints  # which endpoint served each image
-    try:
-        if images.images or images.archives:
-            report = chosen().cache(images, registry_dir, options)
-        else:
-            report = CacheReport(strategy=chosen.name)
-    except CacheError as exc:
-        if isinstance(exc.report, CacheReport):
-            exc.report = served.fill(exc.report)
-        if policy.rejected:  # one error for the whole run: the policy's and the strategy's
-            report = exc.report if isinstance(exc.report, CacheReport) else CacheReport(chosen.name)
-            raise cache_error([*policy.rejected, exc], total, report) from exc
-        raise
-    if not report.seconds:
-        report = CacheReport(
-            report.strategy, report.images, time.monotonic() - started, report.requests
-        )
-    if policy.rejected:
-        raise cache_error(policy.rejected, total, served.fill(report))
-    return served.fill(report)
+    return run_strategy(chosen, images, registry_dir, options)
 
 
 def check_directory(path: Path, what: str) -> Path:

@@ -30,7 +30,6 @@ linking right now.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import hashlib
 import json
@@ -38,7 +37,6 @@ import os
 import stat
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,13 +47,13 @@ from sealpy.core.image.media import Descriptor, Manifest, digest_hex
 from sealpy.core.reference import SHA256_RE
 from sealpy.core.transport.blobio import CHUNK, BlobWriter, receive_into, stream_into
 from sealpy.core.transport.confined import ConfinedRoot
+from sealpy.core.transport.placement import Placement
 
 if TYPE_CHECKING:
     from sealpy.core.transport.copy import ImageDestination, ImageSource, Received
 
 CACHE_DIR_ENV = "SEALPY_CACHE_DIR"
 READ_ONLY = 0o444
-FICLONE = 0x40049409  # ioctl(dest_fd, FICLONE, src_fd): share the source's extents
 
 
 class BlobCacheError(SealpyError):
@@ -87,68 +85,6 @@ class BlobPlacer(Protocol):
     def place_blob(self, descriptor: Descriptor, cached: Path, placement: Placement) -> str:
         """Put the verified file ``cached`` at the blob's final path; the method used."""
         ...
-
-
-class Placement:
-    """How cached blobs go into destinations: per destination filesystem, the first of
-    hard link, reflink and copy that works there (remembered, so a filesystem that
-    refused a hard link is not asked again), and a count of each method per destination
-    root for the report."""
-
-    def __init__(self, cache_device: int | None) -> None:
-        self.cache_device = cache_device
-        self._refused: dict[int, set[str]] = {}  # device -> methods that failed there
-        self.used: Counter[tuple[str, str]] = Counter()  # (destination root, method)
-        self._lock = threading.Lock()
-
-    def place(self, cached: Path, dir_fd: int, name: str, root: str) -> str:
-        """Put ``cached`` as ``name`` in the directory ``dir_fd``: ``link``, ``reflink``,
-        ``present`` (already there) or ``copy`` (nothing done: the caller copies)."""
-        device = os.fstat(dir_fd).st_dev
-        refused = self._refused.setdefault(device, set())
-        method = "copy"
-        if "link" not in refused and device == self.cache_device:
-            try:
-                os.link(cached, name, dst_dir_fd=dir_fd, follow_symlinks=False)
-                method = "link"
-            except FileExistsError:
-                method = "present"
-            except OSError as exc:
-                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EACCES):
-                    raise
-                refused.add("link")
-        if method == "copy" and "reflink" not in refused:
-            method = self._reflink(cached, dir_fd, name, refused)
-        with self._lock:
-            self.used[root, method] += 1
-        return method
-
-    @staticmethod
-    def _reflink(cached: Path, dir_fd: int, name: str, refused: set[str]) -> str:
-        tmp = f".{name}.{os.getpid()}-{threading.get_ident()}.reflink"
-        src = os.open(cached, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-            dst = os.open(tmp, flags, 0o644, dir_fd=dir_fd)
-            try:
-                fcntl.ioctl(dst, FICLONE, src)
-            except OSError:
-                os.close(dst)
-                os.unlink(tmp, dir_fd=dir_fd)
-                refused.add("reflink")
-                return "copy"
-            os.close(dst)
-            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-            return "reflink"
-        finally:
-            os.close(src)
-
-    def summary(self) -> list[str]:
-        """One line per destination: how many blobs went in by which method."""
-        by_root: dict[str, list[str]] = {}
-        for (root, method), n in sorted(self.used.items()):
-            by_root.setdefault(root, []).append(f"{n} {method}")
-        return [f"{root}: {', '.join(parts)}" for root, parts in by_root.items()]
 
 
 @dataclass(frozen=True)
