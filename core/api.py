@@ -89,7 +89,6 @@ from sealpy.core.reference import ImageReference, Platform
 from sealpy.core.transport.archive import DockerArchiveSource, OCIArchiveSource, archive_job
 from sealpy.core.transport.archive_write import DockerArchiveDestination, OCIArchiveDestination
 from sealpy.core.transport.blobcache import BlobCache, BlobPlacer, open_blob_cache
-from sealpy.core.transport.placement import Placement
 from sealpy.core.transport.blobio import BlobWriter
 from sealpy.core.transport.copy import (
     BlobOpener,
@@ -106,6 +105,7 @@ from sealpy.core.transport.copy import (
 )
 from sealpy.core.transport.distribution import DistributionLayout, DistributionRepository
 from sealpy.core.transport.ocilayout import OCILayout
+from sealpy.core.transport.placement import Placement
 from sealpy.core.transport.remote import RegistryClient, RemoteRepository
 
 __all__ = [  # noqa: RUF022 - grouped by stage, as the docstring reads
