@@ -315,6 +315,9 @@ class CacheOptions:
     blob_cache: BlobCache | None = None
     """The machine-wide blob cache (``--cache-dir``; None: off). The engine takes blobs
     and manifests from it and fetches through it (:func:`cache_with_engine` does so)."""
+    copy_signatures: bool = True
+    """Copy what is attached to every manifest cached (cosign's ``.sig``/``.att``/``.sbom``
+    tags, OCI referrers) with it (``--copy-signatures``)."""
 
     @classmethod
     def of(
@@ -323,6 +326,7 @@ class CacheOptions:
         *,
         platforms: tuple[Platform, ...] | None = None,
         all_platforms: bool = False,
+        copy_signatures: bool = True,
     ) -> CacheOptions:
         """Options reaching registries as ``transport`` says (``platforms`` default:
         this host's)."""
@@ -337,6 +341,7 @@ class CacheOptions:
             progress=transport.progress,
             retry=transport.retry,
             blob_cache=transport.blob_cache,
+            copy_signatures=copy_signatures,
         )
 
     @cached_property
@@ -374,6 +379,9 @@ class CachedImage:
     bytes_fetched: int = 0
     seconds: float = 0.0
     served_by: str | None = None
+    attachments: int = 0
+    """Manifests attached to the image's manifests and copied with it: cosign's
+    signatures, attestations and SBOMs, OCI referrers."""
 
     @property
     def stored_as(self) -> str:
@@ -401,12 +409,18 @@ class CacheReport:
     def bytes_fetched(self) -> int:
         return sum(i.bytes_fetched for i in self.images)
 
+    @property
+    def attachments(self) -> int:
+        return sum(i.attachments for i in self.images)
+
     def summary(self) -> str:
         mib = self.bytes_fetched / (1 << 20)
+        # Attached: signatures, attestations, SBOMs and referrers copied with the images.
+        attached = f"{self.attachments} attached, " if self.attachments else ""
         text = (
             f"{len(self.images)} images cached by {self.strategy}: "
             f"{self.blobs_fetched} blobs fetched ({mib:.1f} MiB), {self.blobs_reused} reused, "
-            f"{self.seconds:.2f} s"
+            f"{attached}{self.seconds:.2f} s"
         )
         if self.requests is not None:
             text += f", {self.requests} requests"

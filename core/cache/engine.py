@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from sealpy.core.cache.attach import AttachOutcome, AttachTarget, carry_attachments
 from sealpy.core.cache.failures import cache_error
 from sealpy.core.model import CacheOptions, CacheReport, ImageSet
-from sealpy.core.transport.copy import CopyJob, ImageDestination, copy_images
+from sealpy.core.transport.copy import CopyJob, CopyResult, ImageDestination, copy_images
 from sealpy.core.transport.distribution import DistributionLayout
 
 if TYPE_CHECKING:
@@ -51,7 +53,10 @@ def cache_with_engine(
     """Store ``images`` under ``registry_dir`` and report it as strategy ``strategy``.
 
     Every image and archive is one copy job; jobs that land on one ``repository:tag`` are
-    checked against each other. Counts come from the engine: a blob is *fetched* when this
+    checked against each other. Then, unless ``options.copy_signatures`` is off, what is
+    attached to every manifest stored (signatures, attestations, SBOMs, referrers) is
+    copied into the same repository (:mod:`sealpy.core.cache.attach`); an attachment that
+    fails fails its image. Counts come from the engine: a blob is *fetched* when this
     run read it from the image's source (a registry, or an archive in the context), and
     *reused* when the destination already had it, took it from a cache of its own, or
     another image of the run fetched it. Raises the :class:`CacheError` naming each failed
@@ -96,13 +101,47 @@ def cache_with_engine(
             progress=options.progress,
             blob_cache=blob_cache,
         )
+        failures = [f.error for f in outcome.failures]
+        attached = AttachOutcome()
+        if options.copy_signatures:
+            attached = _attach(jobs, outcome.results, places, parallel, blob_cache)
+            failures.extend(attached.failures.values())
         requests = client.requests_sent
     report = CacheReport(
         strategy=strategy,
-        images=tuple(r.cached_as(*places[r.label]) for r in outcome.results),
+        images=tuple(
+            replace(r.cached_as(*places[r.label]), attachments=attached.counts.get(r.label, 0))
+            for r in outcome.results
+            if r.label not in attached.failures
+        ),
         seconds=time.monotonic() - started,
         requests=requests,
     )
-    if outcome.failures:
-        raise cache_error([f.error for f in outcome.failures], len(jobs), report)
+    if failures:
+        raise cache_error(failures, len(jobs), report)
     return report
+
+
+def _attach(
+    jobs: list[CopyJob],
+    results: tuple[CopyResult, ...],
+    places: dict[str, tuple[str, str | None]],
+    max_parallel: int,
+    blob_cache: BlobCache | None,
+) -> AttachOutcome:
+    """The second pass: what is attached to every manifest stored, into the same
+    repository (core.cache.attach). Archives (``tar.txt``) carry no attachments."""
+    from sealpy.core.transport.remote import RemoteRepository
+
+    by_label = {job.label: job for job in jobs}
+    targets: list[AttachTarget] = []
+    for result in results:
+        job = by_label[result.label]
+        if isinstance(job.source, RemoteRepository):
+            repository = places[result.label][0]
+            targets.append(
+                AttachTarget(
+                    result.label, job.source, result.manifests, job.destination, repository
+                )
+            )
+    return carry_attachments(targets, max_parallel=max_parallel, blob_cache=blob_cache)

@@ -144,7 +144,8 @@ class CopyJob:
 class CopyResult:
     """One job that landed: the top manifest's ``digest``, the platforms stored (empty for
     a single-platform image), its blobs ``fetched`` and ``reused`` (see
-    :class:`_JobState`), the bytes fetched, and the seconds from start to commit."""
+    :class:`_JobState`), the bytes fetched, the seconds from start to commit, and the
+    digests of every manifest it stored (the top one first: an index and its children)."""
 
     label: str
     digest: str
@@ -153,6 +154,7 @@ class CopyResult:
     blobs_reused: int
     bytes_fetched: int
     seconds: float
+    manifests: tuple[str, ...] = ()
 
     def cached_as(self, repository: str, tag: str | None) -> CachedImage:
         """This copy as a strategy reports it, stored as ``repository`` and ``tag``."""
@@ -558,4 +560,5 @@ def _result(state: _JobState) -> CopyResult:
         reused,
         size,
         state.finished - state.started,
+        tuple(dict.fromkeys([state.plan.top.digest, *(m.digest for m in state.plan.manifests)])),
     )
