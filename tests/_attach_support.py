@@ -62,7 +62,10 @@ def cosign_manifest(
             }
         )
         fake_signature = base64.b64encode(hashlib.sha256(payload + b"key").digest()).decode()
-        layer_type, annotations = SIMPLESIGNING, {"dev.cosignproject.cosign/signature": fake_signature}
+        layer_type, annotations = (
+            SIMPLESIGNING,
+            {"dev.cosignproject.cosign/signature": fake_signature},
+        )
     elif kind == "att":
         statement = {"predicateType": "https://slsa.dev/provenance/v0.2", "subject": subject}
         payload = canonical_json(
@@ -114,7 +117,9 @@ def referrer_manifest(factory: ImageFactory, subject: Manifest, seed: str) -> Ma
 def referrer_entry(referrer: Manifest) -> dict:
     """The referrer's descriptor as the referrers API lists it."""
     entry = referrer.descriptor().to_json()
-    entry["artifactType"] = referrer.json.get("artifactType") or referrer.json["config"]["mediaType"]
+    entry["artifactType"] = (
+        referrer.json.get("artifactType") or referrer.json["config"]["mediaType"]
+    )
     if referrer.json.get("annotations"):
         entry["annotations"] = referrer.json["annotations"]
     return entry

@@ -14,6 +14,15 @@ from pathlib import Path
 
 import pytest
 import requests
+from _attach_support import (
+    ReferrersFront,
+    cosign_manifest,
+    push_manifest,
+    referrer_entry,
+    referrer_manifest,
+    referrers_index,
+    sign_all,
+)
 
 from sealpy.core import pipeline
 from sealpy.core.cache.verify import verify_registry
@@ -27,16 +36,6 @@ from sealpy.core.testing.registry import RegistryServer, skopeo
 from sealpy.core.transport.attachments import referrers_listing, referrers_tag
 from sealpy.core.transport.distribution import DistributionLayout
 from sealpy.core.transport.remote import RegistryClient
-
-from _attach_support import (
-    ReferrersFront,
-    cosign_manifest,
-    push_manifest,
-    referrer_entry,
-    referrer_manifest,
-    referrers_index,
-    sign_all,
-)
 
 AMD64 = Platform.parse("linux/amd64")
 

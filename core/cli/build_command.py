@@ -15,6 +15,7 @@ from sealpy.core.cli.options import (
     AuthfileOpt,
     CacheDirOpt,
     ContextArg,
+    CopySignaturesOpt,
     CredsOpt,
     FileOpt,
     ImagesOpt,
@@ -116,6 +117,7 @@ def build(
     api_versions: ApiVersionsOpt = None,
     as_json: JsonOpt = False,
     cache_dir: CacheDirOpt = None,
+    copy_signatures: CopySignaturesOpt = True,
 ) -> None:
     """Scan the context, cache its images, and build the image (like `sealos build`)."""
     from sealpy.core import pipeline
@@ -143,6 +145,7 @@ def build(
         quiet=quiet or as_json,
         retry_times=retry_times,
         cache_dir=cache_dir,
+        copy_signatures=copy_signatures,
     )
     job = pipeline.BuildJob(
         context=context,

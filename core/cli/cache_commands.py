@@ -16,6 +16,7 @@ from sealpy.core.cli.options import (
     AuthfileOpt,
     CacheDirOpt,
     ContextArg,
+    CopySignaturesOpt,
     CredsOpt,
     FileOpt,
     ImagesOpt,
@@ -118,6 +119,7 @@ def registry_save(
     api_versions: ApiVersionsOpt = None,
     as_json: JsonOpt = False,
     cache_dir: CacheDirOpt = None,
+    copy_signatures: CopySignaturesOpt = True,
 ) -> None:
     """Cache every image the context needs into a registry directory (the cache stage alone)."""
     from sealpy.core import pipeline
@@ -135,6 +137,7 @@ def registry_save(
         quiet=quiet or as_json,
         retry_times=retry_times,
         cache_dir=cache_dir,
+        copy_signatures=copy_signatures,
     )
     job = pipeline.SaveJob(
         context=context,

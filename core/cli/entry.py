@@ -29,6 +29,7 @@ BOOL_FLAGS = (
     "--fix",
     "--quiet",
     "--squash",
+    "--copy-signatures",
 )
 _TRUE = {"true", "1", "yes", "t", "y", "on"}
 _FALSE = {"false", "0", "no", "f", "n", "off"}

@@ -121,6 +121,14 @@ RetryOpt = Annotated[
     ),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet/--no-quiet", "-q", help="No progress output.")]
+CopySignaturesOpt = Annotated[
+    bool,
+    typer.Option(
+        "--copy-signatures/--no-copy-signatures",
+        help="Copy what is attached to each image (cosign signatures, attestations, SBOMs, "
+        "OCI referrers) with it; --copy-signatures=false turns it off.",
+    ),
+]
 KubeVersionOpt = Annotated[
     str | None,
     typer.Option(
@@ -220,6 +228,7 @@ def cache_options(
     quiet: bool,
     retry_times: int | None = None,
     cache_dir: str | None = None,
+    copy_signatures: bool = True,
 ) -> CacheOptions:
     """The cache stage's options from the flags (``platforms`` default: this host's), with
     a progress display on stderr."""
@@ -236,7 +245,12 @@ def cache_options(
         progress=progress_for(sys.stderr, quiet=quiet),
         cache_dir=cache_dir,
     )
-    return CacheOptions.of(transport, platforms=platforms, all_platforms=all_platforms)
+    return CacheOptions.of(
+        transport,
+        platforms=platforms,
+        all_platforms=all_platforms,
+        copy_signatures=copy_signatures,
+    )
 
 
 def retry_policy(retry_times: int | None) -> RetryPolicy:
