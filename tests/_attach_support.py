@@ -18,7 +18,13 @@ from sealpy.core.image import media
 from sealpy.core.image.compose import canonical_json, parse_document
 from sealpy.core.image.media import Descriptor, Manifest
 from sealpy.core.testing.images import EPOCH, ImageFactory
-from sealpy.core.transport.attachments import referrers_tag
+
+
+def referrers_tag(digest: str) -> str:
+    """The referrers tag of a sha256 digest (``sha256-<hex>``); cosign's tags add
+    ``.sig``/``.att``/``.sbom``."""
+    return digest.replace(":", "-")
+
 
 SIMPLESIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 DSSE = "application/vnd.dsse.envelope.v1+json"
