@@ -32,6 +32,7 @@ from sealpy.core.errors import ContentError, NotFoundError, RegistryError
 from sealpy.core.image.compose import canonical_json
 from sealpy.core.image.media import OCI_INDEX, Descriptor, Manifest, load_json
 from sealpy.core.transport.http.body import expect_success, read_limited
+from sealpy.core.transport.http.retry import TransientError
 
 if TYPE_CHECKING:
     import requests
@@ -235,7 +236,7 @@ def _get_page(
                 base = response.url
             try:
                 document = load_json(data)
-            except ValueError:
-                raise ContentError(f"{what}: not valid JSON") from None
+            except ValueError:  # no digest to check it by: damaged on the way, or broken
+                raise TransientError(f"{what}: not valid JSON") from None
             return document, urljoin(base, following) if following else None
     raise AssertionError("unreachable")
