@@ -171,12 +171,19 @@ class ReferrersFront:
     each path asked."""
 
     def __init__(
-        self, upstream: str, listings: Mapping[str, list[dict]], page_size: int = 0
+        self,
+        upstream: str,
+        listings: Mapping[str, list[dict]] | None,
+        page_size: int = 0,
+        *,
+        list_tags: bool = True,
     ) -> None:
         self.upstream = upstream
-        self.listings = listings
+        self.listings = listings  # None: no referrers API (the upstream's 404 passes)
         self.page_size = page_size
+        self.list_tags = list_tags  # False: tags/list answers 404, as some registries do
         self.paths: list[str] = []
+        self.requests: list[tuple[str, str]] = []  # (method, path)
         self._server: ThreadingHTTPServer | None = None
 
     @property
@@ -206,6 +213,7 @@ class ReferrersFront:
             def _referrers(self) -> None:
                 path, _, query = self.path.partition("?")
                 digest = path.rsplit("/", 1)[1]
+                assert front.listings is not None
                 entries = list(front.listings.get(digest, []))
                 start = int(query.split("=", 1)[1]) if query.startswith("page=") else 0
                 size = front.page_size or len(entries) or 1
@@ -220,8 +228,13 @@ class ReferrersFront:
 
             def _forward(self) -> None:
                 front.paths.append(self.path)
-                if "/referrers/" in self.path and self.command == "GET":
+                front.requests.append((self.command, self.path))
+                if front.listings is not None and "/referrers/" in self.path:
                     return self._referrers()
+                if not front.list_tags and self.path.split("?")[0].endswith("/tags/list"):
+                    error = {"errors": [{"code": "UNSUPPORTED", "message": "no tag listing"}]}
+                    body = json.dumps(error).encode()
+                    return self._answer(404, body, {"Content-Type": "application/json"})
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 upstream = http.client.HTTPConnection(front.upstream, timeout=30)

@@ -263,6 +263,20 @@ def test_a_registry_without_the_referrers_api_is_asked_once_and_tags_listed_once
     assert listed == ["/v2/att/app/tags/list", "/v2/att/multi/tags/list", "/v2/att/plain/tags/list"]
 
 
+def test_without_a_tag_listing_each_candidate_tag_is_asked_with_a_head(
+    source: Source, tmp_path, start_registry
+):
+    with ReferrersFront(source.registry.host, None, list_tags=False) as front:
+        out = tmp_path / "registry"
+        cache("proxy", [f"{front.host}/att/app:1"], out)
+    stem = referrers_tag(source.app.digest)
+    heads = {path for method, path in front.requests if method == "HEAD"}
+    for tag in (f"{stem}.sig", f"{stem}.att", f"{stem}.sbom", stem):
+        assert f"/v2/att/app/manifests/{tag}" in heads
+    only_app = replace(source, expected={"att/app": source.expected["att/app"]}, not_carried={})
+    assert_served_byte_for_byte(out, only_app, start_registry)
+
+
 def test_an_attachment_that_cannot_be_copied_fails_its_image(
     image_factory: ImageFactory, tmp_path, start_registry
 ):
