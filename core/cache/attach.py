@@ -16,16 +16,21 @@ local registry. An attachment that cannot be found or copied fails its image.
 
 from __future__ import annotations
 
-from collections import defaultdict
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO
 
 from sealpy.core.errors import SealpyError
 from sealpy.core.image.media import Descriptor, Manifest
 from sealpy.core.progress import SilentProgress
-from sealpy.core.transport.attachments import Attachment, ReferrersSupport, find_attachments
+from sealpy.core.transport.attachments import (
+    Attachment,
+    ReferrersSupport,
+    find_attachments,
+    list_tags,
+)
 from sealpy.core.transport.copy import CopyJob, ImageDestination, ImageSource, copy_images
 
 if TYPE_CHECKING:
@@ -63,60 +68,93 @@ def carry_attachments(
     max_parallel: int,
     blob_cache: BlobCache | None = None,
     staging: Path | None = None,
-    support: ReferrersSupport | None = None,
 ) -> AttachOutcome:
-    """Find and copy the attachments of ``targets``. Images of one source repository
-    stored in one destination repository are asked about together (one tag listing).
-    ``staging``: a private directory where blobs are downloaded before they are pushed,
-    for a destination that uploads from local files (``sync``'s local registry)."""
-    support = support or ReferrersSupport()
-    outcome = AttachOutcome(counts={t.label: 0 for t in targets})
-    groups: dict[tuple[str, str], list[AttachTarget]] = defaultdict(list)
-    for target in targets:
-        groups[(target.source.ref.name, target.repository)].append(target)
-    with ThreadPoolExecutor(max(1, max_parallel), thread_name_prefix="sealpy-attach") as pool:
-        found = {
-            key: pool.submit(
-                find_attachments,
-                group[0].source,
-                [d for t in group for d in t.digests],
-                support,
-            )
-            for key, group in groups.items()
-        }
-    jobs: dict[str, CopyJob] = {}
-    owners: dict[str, list[str]] = defaultdict(list)  # job label -> image labels
-    for key, future in found.items():
-        group = groups[key]
+    """Find and copy the attachments of ``targets`` (an :class:`AttachmentPass` fed all
+    of them at once)."""
+    with AttachmentPass(max_parallel=max_parallel, blob_cache=blob_cache, staging=staging) as run:
+        for target in targets:
+            run.submit(target)
+    return run.outcome
+
+
+class AttachmentPass:
+    """Carries attachments image by image, in a pool of its own, so that it can run while
+    other images are still being copied (:func:`cache_with_engine
+    <sealpy.core.cache.engine.cache_with_engine>` submits each image as it lands). A
+    repository's tags are listed once for all its images; the referrers API's absence is
+    learnt once per registry. ``staging``: a private directory where blobs are downloaded
+    before they are pushed, for a destination that uploads from local files (``sync``'s
+    local registry). Leaving the ``with`` block waits for every image; then
+    :attr:`outcome` holds the counts and failures."""
+
+    def __init__(
+        self,
+        *,
+        max_parallel: int,
+        blob_cache: BlobCache | None = None,
+        staging: Path | None = None,
+    ) -> None:
+        self.max_parallel = max(1, max_parallel)
+        self.blob_cache = blob_cache
+        self.staging = staging
+        self.support = ReferrersSupport()
+        self.outcome = AttachOutcome()
+        self._pool = ThreadPoolExecutor(self.max_parallel, thread_name_prefix="sealpy-attach")
+        self._lock = threading.Lock()
+        self._listings: dict[tuple[str, str], tuple[threading.Lock, list[set[str] | None]]] = {}
+        self._running: list[tuple[str, Future[int]]] = []
+
+    def __enter__(self) -> AttachmentPass:
+        return self
+
+    def __exit__(self, kind: object, *exc: object) -> None:
+        if kind is not None:  # interrupted, or the copy failed as a whole: stop here
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            return
+        self._pool.shutdown(wait=True)
+        for label, future in self._running:
+            try:
+                self.outcome.counts[label] = future.result()
+            except SealpyError as exc:
+                self.outcome.failures[label] = exc
+
+    def submit(self, target: AttachTarget) -> None:
+        """Carry ``target``'s attachments (in the pool; returns at once)."""
+        self._running.append((target.label, self._pool.submit(self._carry, target)))
+
+    def _tags(self, target: AttachTarget) -> set[str] | None:
+        """The source repository's tags, listed once for every image of the run."""
+        key = (target.source.ref.registry, target.source.ref.repository)
+        with self._lock:
+            lock, listing = self._listings.setdefault(key, (threading.Lock(), []))
+        with lock:
+            if not listing:
+                listing.append(list_tags(target.source))
+            return listing[0]
+
+    def _carry(self, target: AttachTarget) -> int:
+        """Find and copy one image's attachments; how many manifests were attached."""
         try:
-            attachments = future.result()
+            tags = self._tags(target)
+            found = find_attachments(target.source, target.digests, self.support, tags=tags)
         except SealpyError as exc:
-            for target in group:
-                outcome.failures[target.label] = exc.amended(
-                    " (looking for its signatures and attachments)"
-                ).about(target.label)
-            continue
-        for attachment in attachments:
-            job = _job(group[0], attachment, staging)
-            jobs.setdefault(job.label, job)
-            for target in group:
-                if attachment.subject in target.digests:
-                    outcome.counts[target.label] += attachment.count
-                    owners[job.label].append(target.label)
-    copied = copy_images(
-        list(jobs.values()),
-        platforms=(),
-        all_platforms=True,  # an index of referrers has no platforms: every entry goes
-        max_parallel=max_parallel,
-        progress=SilentProgress(),
-        blob_cache=blob_cache,
-    )
-    for failure in copied.failures:
-        for label in owners[failure.label]:
-            error = SealpyError(f"attachment not copied: {failure.error}").about(label)
-            error.__cause__ = failure.error
-            outcome.failures.setdefault(label, error)
-    return outcome
+            raise exc.amended(" (looking for its signatures and attachments)").about(
+                target.label
+            ) from exc.cause
+        jobs = {job.label: job for job in (_job(target, a, self.staging) for a in found)}
+        copied = copy_images(
+            list(jobs.values()),
+            platforms=(),
+            all_platforms=True,  # an index of referrers has no platforms: every entry goes
+            max_parallel=self.max_parallel,
+            progress=SilentProgress(),
+            blob_cache=self.blob_cache,
+        )
+        if copied.failures:
+            failure = copied.failures[0]
+            error = SealpyError(f"attachment not copied: {failure.error}").about(target.label)
+            raise error from failure.error
+        return sum(attachment.count for attachment in found)
 
 
 def _job(target: AttachTarget, attachment: Attachment, staging: Path | None) -> CopyJob:

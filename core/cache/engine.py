@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from sealpy.core.cache.attach import AttachOutcome, AttachTarget, carry_attachments
+from sealpy.core.cache.attach import AttachmentPass, AttachTarget
 from sealpy.core.cache.failures import cache_error
 from sealpy.core.model import CacheOptions, CacheReport, ImageSet
 from sealpy.core.transport.copy import CopyJob, CopyResult, ImageDestination, copy_images
@@ -93,19 +93,20 @@ def cache_with_engine(
             job = archive_job(entry, layout, options.progress)
             jobs.append(job)
             places[job.label] = (entry.destination.cache_repository, entry.destination.tag)
-        outcome = copy_images(
-            jobs,
-            platforms=options.platforms,
-            all_platforms=options.all_platforms,
-            max_parallel=parallel,
-            progress=options.progress,
-            blob_cache=blob_cache,
-        )
-        failures = [f.error for f in outcome.failures]
-        attached = AttachOutcome()
-        if options.copy_signatures:
-            attached = _attach(jobs, outcome.results, places, parallel, blob_cache)
-            failures.extend(attached.failures.values())
+        attach = AttachmentPass(max_parallel=parallel, blob_cache=blob_cache)
+        with attach:
+            # Each image's attachments are carried as soon as it has landed (core.cache.attach).
+            outcome = copy_images(
+                jobs,
+                platforms=options.platforms,
+                all_platforms=options.all_platforms,
+                max_parallel=parallel,
+                progress=options.progress,
+                blob_cache=blob_cache,
+                on_committed=_attacher(attach, jobs, places) if options.copy_signatures else None,
+            )
+        attached = attach.outcome
+        failures = [*(f.error for f in outcome.failures), *attached.failures.values()]
         requests = client.requests_sent
     report = CacheReport(
         strategy=strategy,
@@ -122,26 +123,23 @@ def cache_with_engine(
     return report
 
 
-def _attach(
-    jobs: list[CopyJob],
-    results: tuple[CopyResult, ...],
-    places: dict[str, tuple[str, str | None]],
-    max_parallel: int,
-    blob_cache: BlobCache | None,
-) -> AttachOutcome:
-    """The second pass: what is attached to every manifest stored, into the same
-    repository (core.cache.attach). Archives (``tar.txt``) carry no attachments."""
+def _attacher(
+    attach: AttachmentPass, jobs: list[CopyJob], places: dict[str, tuple[str, str | None]]
+) -> Callable[[CopyResult], None]:
+    """What to do as each image lands: submit what is attached to every manifest it
+    stored, into the same repository. Archives (``tar.txt``) carry no attachments."""
     from sealpy.core.transport.remote import RemoteRepository
 
     by_label = {job.label: job for job in jobs}
-    targets: list[AttachTarget] = []
-    for result in results:
+
+    def landed(result: CopyResult) -> None:
         job = by_label[result.label]
         if isinstance(job.source, RemoteRepository):
             repository = places[result.label][0]
-            targets.append(
+            attach.submit(
                 AttachTarget(
                     result.label, job.source, result.manifests, job.destination, repository
                 )
             )
-    return carry_attachments(targets, max_parallel=max_parallel, blob_cache=blob_cache)
+
+    return landed

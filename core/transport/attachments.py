@@ -25,7 +25,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import urljoin
 
 from sealpy.core.errors import ContentError, NotFoundError, RegistryError
@@ -107,10 +107,16 @@ class ReferrersSupport:
 
 
 def find_attachments(
-    repository: RemoteRepository, digests: Iterable[str], support: ReferrersSupport
+    repository: RemoteRepository,
+    digests: Iterable[str],
+    support: ReferrersSupport,
+    *,
+    tags: set[str] | Literal["list"] | None = "list",
 ) -> list[Attachment]:
-    """What is attached to each of ``digests`` in ``repository`` (see the module)."""
-    tags = list_tags(repository)
+    """What is attached to each of ``digests`` in ``repository`` (see the module).
+    ``tags``: the repository's tags, when listed already (``None``: it lists none)."""
+    if tags == "list":
+        tags = list_tags(repository)
     found: list[Attachment] = []
     for digest in dict.fromkeys(digests):
         stem = referrers_tag(digest)

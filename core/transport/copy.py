@@ -304,10 +304,13 @@ def copy_images(
     max_parallel: int = 8,
     progress: ProgressReporter | None = None,
     blob_cache: BlobCache | None = None,
+    on_committed: Callable[[CopyResult], None] | None = None,
 ) -> CopyOutcome:
     """Run every job; failures are collected per job, never stop the others. With
     ``blob_cache`` (the machine-wide cache), blobs and manifests come from it when it has
-    them and go through it when it has not (see :mod:`~sealpy.core.transport.blobcache`)."""
+    them and go through it when it has not (see :mod:`~sealpy.core.transport.blobcache`).
+    ``on_committed`` is called with each job's result as soon as it has landed (on the
+    thread running the copy: it must not block), for work that follows an image."""
     run = _CopyRun(
         jobs,
         platforms=platforms,
@@ -315,6 +318,7 @@ def copy_images(
         progress=progress or SilentProgress(),
         blob_cache=blob_cache,
     )
+    run.on_committed = on_committed
     return run.run(max_parallel)
 
 
@@ -336,6 +340,7 @@ class _CopyRun:
         blob_cache: BlobCache | None = None,
     ) -> None:
         self.blob_cache = blob_cache
+        self.on_committed: Callable[[CopyResult], None] | None = None
         self.platforms = platforms
         self.all_platforms = all_platforms
         self.progress = progress
@@ -503,6 +508,8 @@ class _CopyRun:
         self.progress.image_done(
             job.label, f"{fetched} blobs fetched, {reused} reused, {size / (1 << 20):.1f} MiB"
         )
+        if self.on_committed is not None:
+            self.on_committed(_result(state))
 
     def fail(self, state: _JobState, error: SealpyError) -> None:
         if state.done:
