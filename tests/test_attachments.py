@@ -79,6 +79,7 @@ def source(image_factory: ImageFactory, tmp_path_factory) -> Source:
         host = registry.host
         app = image_factory.image("attach/app", [2048])
         image_factory.push(app, host, "att/app", "1")
+        image_factory.push(app, host, "att/app", "2")  # two images of one repository
         app_attached = sign_all(image_factory, app.digest, host, "att/app")
         # A referrer with its referrers tag (the registry has no referrers API).
         sbom = referrer_manifest(image_factory, app.manifest, "app-sbom")
@@ -255,12 +256,13 @@ def test_a_registry_without_the_referrers_api_is_asked_once_and_tags_listed_once
     source: Source, tmp_path
 ):
     with FaultProxy(source.registry.host) as proxy:
-        refs = [f"{proxy.host}/att/app:1", f"{proxy.host}/att/multi:1", f"{proxy.host}/att/plain:1"]
-        cache("proxy", refs, tmp_path / "registry")
+        refs = [f"{proxy.host}/att/{name}" for name in ("app:1", "app:2", "multi:1", "plain:1")]
+        report = cache("proxy", refs, tmp_path / "registry")
     paths = [s.path for s in proxy.seen]
     assert len([p for p in paths if "/referrers/" in p]) == 1  # a 404: no API, remembered
     listed = sorted(p for p in paths if p.endswith("/tags/list"))
     assert listed == ["/v2/att/app/tags/list", "/v2/att/multi/tags/list", "/v2/att/plain/tags/list"]
+    assert [i.attachments for i in report.images] == [4, 4, 2, 0]
 
 
 def test_without_a_tag_listing_each_candidate_tag_is_asked_with_a_head(
