@@ -238,8 +238,15 @@ class ReferrersFront:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 upstream = http.client.HTTPConnection(front.upstream, timeout=30)
-                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-                upstream.request(self.command, self.path, body=body, headers=headers)
+                # Headers may repeat (skopeo sends one Accept per media type): keep them all.
+                upstream.putrequest(
+                    self.command, self.path, skip_host=True, skip_accept_encoding=True
+                )
+                upstream.putheader("Host", front.upstream)
+                for key, value in self.headers.items():
+                    if key.lower() not in ("host", "connection"):
+                        upstream.putheader(key, value)
+                upstream.endheaders(body)
                 response = upstream.getresponse()
                 data = response.read()
                 upstream.close()

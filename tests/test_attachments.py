@@ -212,8 +212,9 @@ def test_the_json_report_counts_attachments_and_copy_signatures_false_copies_non
     assert not any(layout.has_blob(m.digest) for m in sbom.values())
 
 
+@pytest.mark.parametrize("strategy", ["proxy", "sync"])
 def test_referrers_the_api_lists_land_with_a_referrers_tag_written_for_them(
-    image_factory: ImageFactory, tmp_path, start_registry
+    strategy, image_factory: ImageFactory, tmp_path, start_registry
 ):
     """A source answering the referrers API (pages linked by Link): each referrer is
     copied by digest, and the directory — whose registry has no referrers API — gets the
@@ -227,7 +228,7 @@ def test_referrers_the_api_lists_land_with_a_referrers_tag_written_for_them(
     entries = [referrer_entry(r) for r in referrers]
     with ReferrersFront(upstream.host, {image.digest: entries}, page_size=2) as front:
         out = tmp_path / "registry"
-        report = cache("proxy", [f"{front.host}/api/app:1"], out)
+        report = cache(strategy, [f"{front.host}/api/app:1"], out)
     asked = [p for p in front.paths if "/referrers/" in p]
     assert asked == [f"/v2/api/app/referrers/{image.digest}", asked[1]] and "page=2" in asked[1]
     layout = DistributionLayout(out)
