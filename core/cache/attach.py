@@ -1,9 +1,9 @@
 """Carrying attachments — signatures, attestations, SBOMs, OCI referrers — with the images.
 
-A second copy pass, once the images themselves are stored: for every image, what is
-attached in its source repository to each manifest stored (the index and each platform
-manifest) is found (:func:`~sealpy.core.transport.attachments.find_attachments`, once per
-source repository) and copied with the copy engine into the same destination repository,
+A copy that follows each image once it is stored: what is attached in its source
+repository to each manifest stored (the index and each platform manifest) is found
+(:func:`~sealpy.core.transport.attachments.find_attachments`; a repository's tags listed
+once for all its images) and copied with the copy engine into the same destination repository,
 digests kept byte for byte: cosign's tags under their tags, the source's referrers tag as
 it is, and referrers the source's referrers API listed under a referrers tag written for
 them (the destination — a distribution directory, or ``sync``'s local docker-registry —
@@ -44,14 +44,13 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class AttachTarget:
     """One image stored: its ``label`` (as reported), its ``source`` repository, the
-    ``digests`` of every manifest stored for it, the ``destination`` repository they were
-    stored in and its name, ``repository``."""
+    ``digests`` of every manifest stored for it, and the ``destination`` repository they
+    were stored in (where its attachments go)."""
 
     label: str
     source: RemoteRepository
     digests: tuple[str, ...]
     destination: ImageDestination
-    repository: str
 
 
 @dataclass

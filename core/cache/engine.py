@@ -103,7 +103,7 @@ def cache_with_engine(
                 max_parallel=parallel,
                 progress=options.progress,
                 blob_cache=blob_cache,
-                on_committed=_attacher(attach, jobs, places) if options.copy_signatures else None,
+                on_committed=_attacher(attach, jobs) if options.copy_signatures else None,
             )
         attached = attach.outcome
         failures = [*(f.error for f in outcome.failures), *attached.failures.values()]
@@ -123,9 +123,7 @@ def cache_with_engine(
     return report
 
 
-def _attacher(
-    attach: AttachmentPass, jobs: list[CopyJob], places: dict[str, tuple[str, str | None]]
-) -> Callable[[CopyResult], None]:
+def _attacher(attach: AttachmentPass, jobs: list[CopyJob]) -> Callable[[CopyResult], None]:
     """What to do as each image lands: submit what is attached to every manifest it
     stored, into the same repository. Archives (``tar.txt``) carry no attachments."""
     from sealpy.core.transport.remote import RemoteRepository
@@ -135,11 +133,6 @@ def _attacher(
     def landed(result: CopyResult) -> None:
         job = by_label[result.label]
         if isinstance(job.source, RemoteRepository):
-            repository = places[result.label][0]
-            attach.submit(
-                AttachTarget(
-                    result.label, job.source, result.manifests, job.destination, repository
-                )
-            )
+            attach.submit(AttachTarget(result.label, job.source, result.manifests, job.destination))
 
     return landed

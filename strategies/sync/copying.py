@@ -279,15 +279,8 @@ class Copier:
                 continue
             digests = tuple(m.digest for m in self._stored(image.repository, image.digest))
             source = self.client.repository(plan.ref)
-            targets.append(
-                AttachTarget(
-                    image.source,
-                    source,
-                    digests,
-                    self._destination(image.repository),
-                    image.repository,
-                )
-            )
+            destination = self._destination(image.repository)
+            targets.append(AttachTarget(image.source, source, digests, destination))
         attached = carry_attachments(
             targets,
             max_parallel=self.options.max_parallel,
