@@ -322,6 +322,9 @@ class CacheOptions:
     signature_policy: Policy | None = None
     """The containers-policy.json in force (``--signature-policy``; None: every image
     accepted). Applied by :func:`sealpy.core.pipeline.cache` before the strategy runs."""
+    copy_signatures: bool = True
+    """Copy what is attached to every manifest cached (cosign's ``.sig``/``.att``/``.sbom``
+    tags, OCI referrers) with it (``--copy-signatures``)."""
 
     @classmethod
     def of(
@@ -330,6 +333,7 @@ class CacheOptions:
         *,
         platforms: tuple[Platform, ...] | None = None,
         all_platforms: bool = False,
+        copy_signatures: bool = True,
     ) -> CacheOptions:
         """Options reaching registries as ``transport`` says (``platforms`` default:
         this host's)."""
@@ -344,6 +348,7 @@ class CacheOptions:
             progress=transport.progress,
             retry=transport.retry,
             blob_cache=transport.blob_cache,
+            copy_signatures=copy_signatures,
         )
 
     @cached_property
@@ -381,6 +386,9 @@ class CachedImage:
     bytes_fetched: int = 0
     seconds: float = 0.0
     served_by: str | None = None
+    attachments: int = 0
+    """Manifests attached to the image's manifests and copied with it: cosign's
+    signatures, attestations and SBOMs, OCI referrers."""
 
     @property
     def stored_as(self) -> str:
@@ -408,12 +416,18 @@ class CacheReport:
     def bytes_fetched(self) -> int:
         return sum(i.bytes_fetched for i in self.images)
 
+    @property
+    def attachments(self) -> int:
+        return sum(i.attachments for i in self.images)
+
     def summary(self) -> str:
         mib = self.bytes_fetched / (1 << 20)
+        # Attached: signatures, attestations, SBOMs and referrers copied with the images.
+        attached = f"{self.attachments} attached, " if self.attachments else ""
         text = (
             f"{len(self.images)} images cached by {self.strategy}: "
             f"{self.blobs_fetched} blobs fetched ({mib:.1f} MiB), {self.blobs_reused} reused, "
-            f"{self.seconds:.2f} s"
+            f"{attached}{self.seconds:.2f} s"
         )
         if self.requests is not None:
             text += f", {self.requests} requests"

@@ -21,8 +21,10 @@ IMAGE = [
     "bytes_fetched",
     "seconds",
     "served_by",
+    "attachments",
 ]
-TOTALS = ["images", "blobs_fetched", "blobs_reused", "bytes_fetched", "requests"]
+TOTALS = ["images", "blobs_fetched", "blobs_reused", "bytes_fetched", "requests", "attachments"]
+SUMMED = [*TOTALS[:4], "attachments"]  # totals that add up the images' own
 
 
 def save(context: Path, *refs: object, extra: tuple[str, ...] = ()) -> list[str]:
@@ -46,7 +48,7 @@ def check_shape(data: dict) -> None:
     assert list(data)[: len(TOP)] == TOP
     assert isinstance(data["strategy"], str) and isinstance(data["seconds"], float)
     assert list(data["totals"]) == TOTALS
-    assert all(isinstance(data["totals"][k], int) for k in TOTALS[:4])
+    assert all(isinstance(data["totals"][k], int) for k in SUMMED)
     assert data["totals"]["requests"] is None or isinstance(data["totals"]["requests"], int)
     assert all(isinstance(e, str) for e in data["errors"])
     for image in data["images"]:
@@ -56,7 +58,8 @@ def check_shape(data: dict) -> None:
         assert all(isinstance(image[k], int) for k in IMAGE[4:7])
         assert isinstance(image["seconds"], float)
         assert image["served_by"] is None or isinstance(image["served_by"], str)
-    for key in TOTALS[:4]:
+        assert isinstance(image["attachments"], int)
+    for key in SUMMED:
         per_image = len(data["images"]) if key == "images" else None
         expected = per_image if per_image is not None else sum(i[key] for i in data["images"])
         assert data["totals"][key] == expected

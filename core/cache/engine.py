@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from sealpy.core.cache.attach import AttachmentPass, AttachTarget
 from sealpy.core.cache.failures import cache_error
 from sealpy.core.model import CacheOptions, CacheReport, ImageSet
-from sealpy.core.transport.copy import CopyJob, ImageDestination, copy_images
+from sealpy.core.transport.copy import CopyJob, CopyResult, ImageDestination, copy_images
 from sealpy.core.transport.distribution import DistributionLayout
 
 if TYPE_CHECKING:
@@ -51,7 +53,10 @@ def cache_with_engine(
     """Store ``images`` under ``registry_dir`` and report it as strategy ``strategy``.
 
     Every image and archive is one copy job; jobs that land on one ``repository:tag`` are
-    checked against each other. Counts come from the engine: a blob is *fetched* when this
+    checked against each other. Then, unless ``options.copy_signatures`` is off, what is
+    attached to every manifest stored (signatures, attestations, SBOMs, referrers) is
+    copied into the same repository (:mod:`sealpy.core.cache.attach`); an attachment that
+    fails fails its image. Counts come from the engine: a blob is *fetched* when this
     run read it from the image's source (a registry, or an archive in the context), and
     *reused* when the destination already had it, took it from a cache of its own, or
     another image of the run fetched it. Raises the :class:`CacheError` naming each failed
@@ -88,21 +93,46 @@ def cache_with_engine(
             job = archive_job(entry, layout, options.progress)
             jobs.append(job)
             places[job.label] = (entry.destination.cache_repository, entry.destination.tag)
-        outcome = copy_images(
-            jobs,
-            platforms=options.platforms,
-            all_platforms=options.all_platforms,
-            max_parallel=parallel,
-            progress=options.progress,
-            blob_cache=blob_cache,
-        )
+        attach = AttachmentPass(max_parallel=parallel, blob_cache=blob_cache)
+        with attach:
+            # Each image's attachments are carried as soon as it has landed (core.cache.attach).
+            outcome = copy_images(
+                jobs,
+                platforms=options.platforms,
+                all_platforms=options.all_platforms,
+                max_parallel=parallel,
+                progress=options.progress,
+                blob_cache=blob_cache,
+                on_committed=_attacher(attach, jobs) if options.copy_signatures else None,
+            )
+        attached = attach.outcome
+        failures = [*(f.error for f in outcome.failures), *attached.failures.values()]
         requests = client.requests_sent
     report = CacheReport(
         strategy=strategy,
-        images=tuple(r.cached_as(*places[r.label]) for r in outcome.results),
+        images=tuple(
+            replace(r.cached_as(*places[r.label]), attachments=attached.counts.get(r.label, 0))
+            for r in outcome.results
+            if r.label not in attached.failures
+        ),
         seconds=time.monotonic() - started,
         requests=requests,
     )
-    if outcome.failures:
-        raise cache_error([f.error for f in outcome.failures], len(jobs), report)
+    if failures:
+        raise cache_error(failures, len(jobs), report)
     return report
+
+
+def _attacher(attach: AttachmentPass, jobs: list[CopyJob]) -> Callable[[CopyResult], None]:
+    """What to do as each image lands: submit what is attached to every manifest it
+    stored, into the same repository. Archives (``tar.txt``) carry no attachments."""
+    from sealpy.core.transport.remote import RemoteRepository
+
+    by_label = {job.label: job for job in jobs}
+
+    def landed(result: CopyResult) -> None:
+        job = by_label[result.label]
+        if isinstance(job.source, RemoteRepository):
+            attach.submit(AttachTarget(result.label, job.source, result.manifests, job.destination))
+
+    return landed

@@ -15,6 +15,7 @@ from sealpy.core.cli.options import (
     AuthfileOpt,
     CacheDirOpt,
     ContextArg,
+    CopySignaturesOpt,
     CredsOpt,
     FileOpt,
     ImagesOpt,
@@ -122,6 +123,7 @@ def build(
     locked: LockedOpt = False,
     offline: OfflineOpt = False,
     signature_policy: PolicyOpt = None,
+    copy_signatures: CopySignaturesOpt = True,
 ) -> None:
     """Scan the context, cache its images, and build the image (like `sealos build`)."""
     from sealpy.core import pipeline
@@ -150,6 +152,7 @@ def build(
         retry_times=retry_times,
         cache_dir=cache_dir,
         signature_policy=signature_policy,
+        copy_signatures=copy_signatures,
     )
     job = pipeline.BuildJob(
         context=context,

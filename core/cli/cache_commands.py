@@ -16,6 +16,7 @@ from sealpy.core.cli.options import (
     AuthfileOpt,
     CacheDirOpt,
     ContextArg,
+    CopySignaturesOpt,
     CredsOpt,
     FileOpt,
     ImagesOpt,
@@ -124,6 +125,7 @@ def registry_save(
     locked: LockedOpt = False,
     offline: OfflineOpt = False,
     signature_policy: PolicyOpt = None,
+    copy_signatures: CopySignaturesOpt = True,
 ) -> None:
     """Cache every image the context needs into a registry directory (the cache stage alone)."""
     from sealpy.core import pipeline
@@ -142,6 +144,7 @@ def registry_save(
         retry_times=retry_times,
         cache_dir=cache_dir,
         signature_policy=signature_policy,
+        copy_signatures=copy_signatures,
     )
     job = pipeline.SaveJob(
         context=context,

@@ -32,6 +32,7 @@ BOOL_FLAGS = (
     "--locked",
     "--offline",
     "--update",
+    "--copy-signatures",
 )
 _TRUE = {"true", "1", "yes", "t", "y", "on"}
 _FALSE = {"false", "0", "no", "f", "n", "off"}

@@ -145,6 +145,14 @@ OfflineOpt = Annotated[
     ),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet/--no-quiet", "-q", help="No progress output.")]
+CopySignaturesOpt = Annotated[
+    bool,
+    typer.Option(
+        "--copy-signatures/--no-copy-signatures",
+        help="Copy what is attached to each image (cosign signatures, attestations, SBOMs, "
+        "OCI referrers) with it; --copy-signatures=false turns it off.",
+    ),
+]
 KubeVersionOpt = Annotated[
     str | None,
     typer.Option(
@@ -245,6 +253,7 @@ def cache_options(
     retry_times: int | None = None,
     cache_dir: str | None = None,
     signature_policy: Path | None = None,
+    copy_signatures: bool = True,
 ) -> CacheOptions:
     """The cache stage's options from the flags (``platforms`` default: this host's), with
     a progress display on stderr."""
@@ -264,7 +273,12 @@ def cache_options(
     from sealpy.core.supplychain.policy import Policy
 
     return replace(
-        CacheOptions.of(transport, platforms=platforms, all_platforms=all_platforms),
+        CacheOptions.of(
+            transport,
+            platforms=platforms,
+            all_platforms=all_platforms,
+            copy_signatures=copy_signatures,
+        ),
         signature_policy=Policy.load(signature_policy),
     )
 

@@ -33,6 +33,7 @@ def report_json(
             "blobs_reused": sum(i.blobs_reused for i in images),
             "bytes_fetched": sum(i.bytes_fetched for i in images),
             "requests": report.requests if report is not None else None,
+            "attachments": sum(i.attachments for i in images),
         },
         "seconds": round(report.seconds, 3) if report is not None else 0.0,
         "errors": list(errors),
@@ -53,6 +54,7 @@ def _image(image: CachedImage) -> dict[str, Any]:
         "bytes_fetched": image.bytes_fetched,
         "seconds": round(image.seconds, 3),
         "served_by": image.served_by,
+        "attachments": image.attachments,
     }
 
 

@@ -144,7 +144,8 @@ class CopyJob:
 class CopyResult:
     """One job that landed: the top manifest's ``digest``, the platforms stored (empty for
     a single-platform image), its blobs ``fetched`` and ``reused`` (see
-    :class:`_JobState`), the bytes fetched, and the seconds from start to commit."""
+    :class:`_JobState`), the bytes fetched, the seconds from start to commit, and the
+    digests of every manifest it stored (the top one first: an index and its children)."""
 
     label: str
     digest: str
@@ -153,6 +154,7 @@ class CopyResult:
     blobs_reused: int
     bytes_fetched: int
     seconds: float
+    manifests: tuple[str, ...] = ()
 
     def cached_as(self, repository: str, tag: str | None) -> CachedImage:
         """This copy as a strategy reports it, stored as ``repository`` and ``tag``."""
@@ -302,10 +304,13 @@ def copy_images(
     max_parallel: int = 8,
     progress: ProgressReporter | None = None,
     blob_cache: BlobCache | None = None,
+    on_committed: Callable[[CopyResult], None] | None = None,
 ) -> CopyOutcome:
     """Run every job; failures are collected per job, never stop the others. With
     ``blob_cache`` (the machine-wide cache), blobs and manifests come from it when it has
-    them and go through it when it has not (see :mod:`~sealpy.core.transport.blobcache`)."""
+    them and go through it when it has not (see :mod:`~sealpy.core.transport.blobcache`).
+    ``on_committed`` is called with each job's result as soon as it has landed (on the
+    thread running the copy: it must not block), for work that follows an image."""
     run = _CopyRun(
         jobs,
         platforms=platforms,
@@ -313,6 +318,7 @@ def copy_images(
         progress=progress or SilentProgress(),
         blob_cache=blob_cache,
     )
+    run.on_committed = on_committed
     return run.run(max_parallel)
 
 
@@ -334,6 +340,7 @@ class _CopyRun:
         blob_cache: BlobCache | None = None,
     ) -> None:
         self.blob_cache = blob_cache
+        self.on_committed: Callable[[CopyResult], None] | None = None
         self.platforms = platforms
         self.all_platforms = all_platforms
         self.progress = progress
@@ -501,6 +508,8 @@ class _CopyRun:
         self.progress.image_done(
             job.label, f"{fetched} blobs fetched, {reused} reused, {size / (1 << 20):.1f} MiB"
         )
+        if self.on_committed is not None:
+            self.on_committed(_result(state))
 
     def fail(self, state: _JobState, error: SealpyError) -> None:
         if state.done:
@@ -558,4 +567,5 @@ def _result(state: _JobState) -> CopyResult:
         reused,
         size,
         state.finished - state.started,
+        tuple(dict.fromkeys([state.plan.top.digest, *(m.digest for m in state.plan.manifests)])),
     )

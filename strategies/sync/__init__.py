@@ -134,7 +134,9 @@ def _serve_and_copy(
     run may use the registry: it refuses requests without a token of the run's own
     (:mod:`.localauth`)."""
     if all(plan.skip for plan in plans) and not archives:
-        return copier.run(plans, ())
+        outcome = copier.run(plans, ())
+        copier.attach(outcome, plans, private)
+        return outcome
     tokens = run_lock(private).start()
     registry = RegistryProcess(
         layout.root, private, auth=tokens.auth_config(), environment=go_tuning()
@@ -156,7 +158,10 @@ def _serve_and_copy(
             authfile.add(auth_key(registry.host), tokens.credential)
             with tokens.client(copier.options.retry) as local:
                 copier.serve_at(registry.host, local)
-                return copier.run(plans, archives)
+                outcome = copier.run(plans, archives)
+                # Attachments go in while the registry still runs (Copier.attach).
+                copier.attach(outcome, plans, private / "attachments")
+                return outcome
         finally:
             registry.stop()
             try:

@@ -16,15 +16,19 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
+from pathlib import Path
 
+from sealpy.core.cache.attach import AttachTarget, carry_attachments
 from sealpy.core.errors import RegistryError, SealpyError
+from sealpy.core.image.media import Manifest
 from sealpy.core.image.walk import walk
 from sealpy.core.model import ArchiveEntry, CachedImage, CacheOptions
 from sealpy.core.reference import ImageReference
+from sealpy.core.transport.copy import ImageDestination
 from sealpy.core.transport.distribution import DistributionLayout
-from sealpy.core.transport.remote import RegistryClient
+from sealpy.core.transport.remote import RegistryClient, RemotePushDestination
 from sealpy.strategies.sync.bounds import UploadBound
 from sealpy.strategies.sync.planning import (
     BATCH_MIN,
@@ -244,20 +248,62 @@ class Copier:
             served_by=self._served_by(plan),
         )
 
+    def _stored(self, repository: str, digest: str) -> list[Manifest]:
+        """The manifests stored for the image ``digest``: itself and, for an index, the
+        children stored under it."""
+        stored = self.layout.stored_manifest(repository, digest)
+        if stored is None:
+            return []
+        return [
+            node.manifest
+            for node in walk(
+                stored, lambda child: self.layout.stored_manifest(repository, child.digest)
+            )
+        ]
+
+    def attach(self, outcome: CopyOutcome, plans: list[CopyPlan], staging: Path) -> None:
+        """Carry what is attached to every manifest each image stored (signatures,
+        attestations, SBOMs, referrers: :mod:`sealpy.core.cache.attach`) — with sealpy's
+        engine, not skopeo, which rewrites cosign signatures and copies no attestations,
+        SBOMs or referrers. They are pushed into the local registry while it runs (blobs
+        staged in ``staging`` first); on a warm run, where none runs, they are written
+        into the directory as ``proxy`` writes them. An image whose attachments fail is
+        moved from ``outcome.results`` to its failures."""
+        if not self.options.copy_signatures:
+            return
+        plan_of = {plan.label: plan for plan in plans}
+        targets: list[AttachTarget] = []
+        for image in outcome.results:
+            plan = plan_of.get(image.source)
+            if plan is None or plan.ref is None:  # an archive: nothing attached
+                continue
+            digests = tuple(m.digest for m in self._stored(image.repository, image.digest))
+            source = self.client.repository(plan.ref)
+            destination = self._destination(image.repository)
+            targets.append(AttachTarget(image.source, source, digests, destination))
+        attached = carry_attachments(
+            targets,
+            max_parallel=self.options.max_parallel,
+            staging=staging if self.host else None,
+        )
+        outcome.results = [
+            replace(image, attachments=attached.counts.get(image.source, 0))
+            for image in outcome.results
+            if image.source not in attached.failures
+        ]
+        outcome.failures.extend(attached.failures.values())
+
+    def _destination(self, repository: str) -> ImageDestination:
+        if not self.host:
+            return self.layout.repository(repository)
+        return RemotePushDestination(
+            self.local.repository(ImageReference(self.host, repository, "latest"))
+        )
+
     def _blob_counts(self, repository: str, digest: str) -> tuple[int, int, int]:
         """(fetched, reused, bytes) for the image stored as ``digest``, each blob counted
         as fetched by the first image that needed it."""
-        stored = self.layout.stored_manifest(repository, digest)
-        manifests = (
-            [
-                node.manifest
-                for node in walk(
-                    stored, lambda child: self.layout.stored_manifest(repository, child.digest)
-                )
-            ]
-            if stored is not None
-            else []
-        )
+        manifests = self._stored(repository, digest)
         fetched = reused = size = 0
         with self._lock:
             for manifest in manifests:
