@@ -179,3 +179,26 @@ def test_unimplemented_requirement_rejects_its_scope(signed, tmp_path):
     assert done.returncode != 0
     assert "does not implement" in done.stderr and "signedBy" in done.stderr, done.stderr
     assert not DistributionLayout(tmp_path / "registry").resolve("sp/good", "1")
+
+
+@pytest.mark.parametrize("strategy", ["proxy", "sync"])
+def test_accepted_images_keep_their_signatures_byte_for_byte(signed, strategy, tmp_path):
+    """What the policy accepted lands with its signature manifest, as in the source (same
+    digest, so an in-cluster verifier finds and checks the very signature sealpy checked)."""
+    from sealpy.core.reference import ImageReference
+    from sealpy.core.supplychain.cosign import signature_tag
+    from sealpy.core.transport.remote import RegistryClient
+
+    registry, images, signer = signed
+    policy = policy_file(tmp_path, registry.host, signer)
+    done = save(strategy, [f"{registry.host}/sp/several:1"], tmp_path / "registry", policy)
+    assert done.returncode == 0, done.stderr
+    tag = signature_tag(images["several"].digest)
+    with RegistryClient() as client:
+        source = client.repository(ImageReference(registry.host, "sp/several", tag))
+        expected = source.get_manifest(tag)
+    stored = DistributionLayout(tmp_path / "registry").resolve("sp/several", tag)
+    assert stored == expected.digest
+    assert len(expected.blobs) >= 3  # config + both signatures' payloads
+    layout = DistributionLayout(tmp_path / "registry")
+    assert all(layout.has_blob(b.digest) for b in expected.blobs)
