@@ -126,8 +126,8 @@ def overhead(scratch: Path, factory, registry, repeats: int, large_mib: int) -> 
                 for _ in range(repeats):
                     cache = fresh(scratch / "ov-cache")
                     on.append(save(refs, fresh(root / "ov-on") / "registry", str(cache))[0])
+                    shutil.rmtree(root / "ov-on", ignore_errors=True)  # (a tmpfs holds one)
                     off.append(save(refs, fresh(root / "ov-off") / "registry", "none")[0])
-                    shutil.rmtree(root / "ov-on", ignore_errors=True)
                     shutil.rmtree(root / "ov-off", ignore_errors=True)
                 rows.append(
                     {
