@@ -121,24 +121,14 @@ class AttachmentPass:
         """Carry ``target``'s attachments (in the pool; returns at once)."""
         self._running.append((target.label, self._pool.submit(self._carry, target)))
 
-    def prefetch(self, source: RemoteRepository) -> None:
-        """List ``source``'s tags now, in the pool, while its images are still being
-        copied: by the time one lands the listing is there, and an image with nothing
-        attached costs no time after it."""
-        self._pool.submit(self._listing, source)
-
     def _tags(self, target: AttachTarget) -> set[str] | None:
-        return self._listing(target.source)
-
-    def _listing(self, source: RemoteRepository) -> set[str] | None:
-        """The source repository's tags, listed once for every image of the run (a
-        failure is raised to every image that needs it, not to :meth:`prefetch`)."""
-        key = (source.ref.registry, source.ref.repository)
+        """The source repository's tags, listed once for every image of the run."""
+        key = (target.source.ref.registry, target.source.ref.repository)
         with self._lock:
             lock, listing = self._listings.setdefault(key, (threading.Lock(), []))
         with lock:
             if not listing:
-                listing.append(list_tags(source))
+                listing.append(list_tags(target.source))
             return listing[0]
 
     def _carry(self, target: AttachTarget) -> int:

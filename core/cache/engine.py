@@ -27,7 +27,6 @@ from sealpy.core.cache.failures import cache_error
 from sealpy.core.model import CacheOptions, CacheReport, ImageSet
 from sealpy.core.transport.copy import CopyJob, CopyResult, ImageDestination, copy_images
 from sealpy.core.transport.distribution import DistributionLayout
-from sealpy.core.transport.remote import RemoteRepository
 
 if TYPE_CHECKING:
     from sealpy.core.transport.blobcache import BlobCache
@@ -96,10 +95,6 @@ def cache_with_engine(
             places[job.label] = (entry.destination.cache_repository, entry.destination.tag)
         attach = AttachmentPass(max_parallel=parallel, blob_cache=blob_cache)
         with attach:
-            if options.copy_signatures:
-                for job in jobs:  # each repository's tags listed while its images copy
-                    if isinstance(job.source, RemoteRepository):
-                        attach.prefetch(job.source)
             # Each image's attachments are carried as soon as it has landed (core.cache.attach).
             outcome = copy_images(
                 jobs,
@@ -131,6 +126,7 @@ def cache_with_engine(
 def _attacher(attach: AttachmentPass, jobs: list[CopyJob]) -> Callable[[CopyResult], None]:
     """What to do as each image lands: submit what is attached to every manifest it
     stored, into the same repository. Archives (``tar.txt``) carry no attachments."""
+    from sealpy.core.transport.remote import RemoteRepository
 
     by_label = {job.label: job for job in jobs}
 
