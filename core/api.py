@@ -54,7 +54,12 @@ The stages, and the words the reports use:
 
 from __future__ import annotations
 
-from sealpy.core.cache.engine import DestinationFactory, cache_with_engine, layout_repository
+from sealpy.core.cache.engine import (
+    DestinationFactory,
+    SourceFactory,
+    cache_with_engine,
+    layout_repository,
+)
 from sealpy.core.cache.failures import cache_error
 from sealpy.core.cache.strategy import Availability, CacheStrategy, StrategyRegistry
 from sealpy.core.errors import (
@@ -131,6 +136,7 @@ __all__ = [  # noqa: RUF022 - grouped by stage, as the docstring reads
     # caching with the engine
     "cache_with_engine",
     "DestinationFactory",
+    "SourceFactory",
     "layout_repository",
     "archive_job",
     "cache_error",

@@ -24,8 +24,14 @@ from typing import TYPE_CHECKING, Literal
 
 from sealpy.core.cache.attach import AttachmentPass, AttachTarget
 from sealpy.core.cache.failures import cache_error
-from sealpy.core.model import CacheOptions, CacheReport, ImageSet
-from sealpy.core.transport.copy import CopyJob, CopyResult, ImageDestination, copy_images
+from sealpy.core.model import CacheOptions, CacheReport, ImageSet, RequiredImage
+from sealpy.core.transport.copy import (
+    CopyJob,
+    CopyResult,
+    ImageDestination,
+    ImageSource,
+    copy_images,
+)
 from sealpy.core.transport.distribution import DistributionLayout
 
 if TYPE_CHECKING:
@@ -33,6 +39,9 @@ if TYPE_CHECKING:
 
 DestinationFactory = Callable[[DistributionLayout, str], ImageDestination]
 """``(layout, repository name) -> destination`` for one registry image."""
+SourceFactory = Callable[[RequiredImage, ImageDestination], ImageSource]
+"""``(image, its destination) -> source`` for one registry image (default: its registry,
+through the run's client; ``--offline`` reads the blob cache instead)."""
 
 
 def layout_repository(layout: DistributionLayout, repository: str) -> ImageDestination:
@@ -49,6 +58,7 @@ def cache_with_engine(
     destination: DestinationFactory = layout_repository,
     max_parallel: int | None = None,
     blob_cache: BlobCache | Literal["default"] | None = "default",
+    source: SourceFactory | None = None,
 ) -> CacheReport:
     """Store ``images`` under ``registry_dir`` and report it as strategy ``strategy``.
 
@@ -76,12 +86,13 @@ def cache_with_engine(
         for required in images.images:
             ref = required.reference
             repository = ref.cache_repository
+            into = destination(layout, repository)
             jobs.append(
                 CopyJob(
                     label=str(ref),
-                    source=client.repository(ref),
+                    source=source(required, into) if source else client.repository(ref),
                     reference=required.pinned or ref.reference,  # a lock pins it
-                    destination=destination(layout, repository),
+                    destination=into,
                     tag=ref.tag,
                     target=f"{repository}:{ref.tag}" if ref.tag else None,
                 )

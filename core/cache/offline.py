@@ -12,20 +12,17 @@ fetch first.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sealpy.core.cache.failures import cache_error
+from sealpy.core.cache.engine import cache_with_engine
 from sealpy.core.cache.strategy import CacheStrategy
 from sealpy.core.errors import SealpyError
 from sealpy.core.image.media import Descriptor, Manifest
-from sealpy.core.model import CacheOptions, CacheReport, ImageSet
-from sealpy.core.transport.archive import archive_job
+from sealpy.core.model import CacheOptions, CacheReport, ImageSet, RequiredImage
 from sealpy.core.transport.blobcache import BlobCache
 from sealpy.core.transport.blobio import BlobWriter
-from sealpy.core.transport.copy import CopyJob, ImageDestination, copy_images
-from sealpy.core.transport.distribution import DistributionLayout
+from sealpy.core.transport.copy import ImageDestination
 
 
 class OfflineError(SealpyError):
@@ -81,52 +78,18 @@ def cache_offline(
     strategy: str, images: ImageSet, registry_dir: Path, options: CacheOptions
 ) -> CacheReport:
     """Store the pinned ``images`` (and the ``tar.txt`` archives, files in the context)
-    under ``registry_dir`` as :func:`~sealpy.core.cache.engine.cache_with_engine` does,
-    without a registry client: no request is ever sent."""
+    under ``registry_dir`` with :func:`~sealpy.core.cache.engine.cache_with_engine`, every
+    image's source an :class:`OfflineSource`: no request is ever sent."""
     blob_cache = options.blob_cache
     if blob_cache is None:
         raise OfflineError("--offline needs the blob cache (not --cache-dir none)")
     unpinned = [str(i.reference) for i in images.images if i.pinned is None]
     if unpinned:
         raise OfflineError(f"--offline: not pinned by a lock: {', '.join(unpinned)}")
-    started = time.monotonic()
-    layout = DistributionLayout(registry_dir)
-    places: dict[str, tuple[str, str | None]] = {}
-    jobs: list[CopyJob] = []
-    for required in images.images:
-        ref = required.reference
-        repository = ref.cache_repository
-        destination = layout.repository(repository)
-        assert required.pinned is not None
-        jobs.append(
-            CopyJob(
-                label=str(ref),
-                source=OfflineSource(blob_cache, destination),
-                reference=required.pinned,
-                destination=destination,
-                tag=ref.tag,
-                target=f"{repository}:{ref.tag}" if ref.tag else None,
-            )
-        )
-        places[str(ref)] = (repository, ref.tag)
-    for entry in images.archives:
-        job = archive_job(entry, layout, options.progress)
-        jobs.append(job)
-        places[job.label] = (entry.destination.cache_repository, entry.destination.tag)
-    outcome = copy_images(
-        jobs,
-        platforms=options.platforms,
-        all_platforms=options.all_platforms,
-        max_parallel=options.max_parallel,
-        progress=options.progress,
-        blob_cache=blob_cache,
+
+    def offline(_required: RequiredImage, destination: ImageDestination) -> OfflineSource:
+        return OfflineSource(blob_cache, destination)
+
+    return cache_with_engine(
+        strategy, images, registry_dir, options, source=offline, blob_cache=blob_cache
     )
-    report = CacheReport(
-        strategy=strategy,
-        images=tuple(r.cached_as(*places[r.label]) for r in outcome.results),
-        seconds=time.monotonic() - started,
-        requests=0,
-    )
-    if outcome.failures:
-        raise cache_error([f.error for f in outcome.failures], len(jobs), report)
-    return report
