@@ -7,7 +7,10 @@ import inspect
 
 import sealpy.core.api as api
 
-TYPE_ALIASES = {"DestinationFactory", "SourceFactory"}  # documented by an attribute docstring in its module
+TYPE_ALIASES = {
+    "DestinationFactory",
+    "SourceFactory",
+}  # documented by an attribute docstring in its module
 
 
 def test_every_public_name_exists_once():
